@@ -1,0 +1,1 @@
+"""Tagsmith services: one sub-package per service, plus shared plumbing in `common`."""

@@ -1,0 +1,110 @@
+"""Client channels: round-robin over every address, retries on UNAVAILABLE, a deadline on every call."""
+import json
+from collections.abc import Callable
+
+import grpc
+
+from services.common.context import time_remaining
+from services.common.interceptors import REQUEST_ID_HEADER
+from services.common.logging import request_id_var
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+def grpc_target(address: str) -> str:
+    """Turns "host:port", "a:1,b:2" or a full "dns:///name:port" target into a gRPC target string.
+
+    A comma-separated list becomes one static target, so round-robin spreads calls over all of them.
+    """
+    if "://" in address or address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address
+    parts = [p.strip() for p in address.split(",") if p.strip()]
+    if len(parts) == 1:
+        return f"dns:///{parts[0]}"
+    return "ipv4:" + ",".join(parts)
+
+
+class _CallDefaults:
+    """Adds the request id and a deadline (the caller's remaining time, capped by a default) to every call."""
+
+    def __init__(self, default_timeout: float, token_provider: Callable[[], str | None] | None) -> None:
+        self._default_timeout = default_timeout
+        self._token_provider = token_provider
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if REQUEST_ID_HEADER not in metadata:
+            metadata.add(REQUEST_ID_HEADER, request_id_var.get())
+        token = self._token_provider() if self._token_provider else None
+        if token and "authorization" not in metadata:
+            metadata.add("authorization", f"Bearer {token}")
+        timeout = details.timeout if details.timeout is not None else self._default_timeout
+        remaining = time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
+
+
+class _UnaryUnary(_CallDefaults, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStream(_CallDefaults, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, details, request):
+        return await continuation(self._details(details), request)
+
+
+class _StreamUnary(_CallDefaults, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, details, request_iterator):
+        return await continuation(self._details(details), request_iterator)
+
+
+class _StreamStream(_CallDefaults, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, details, request_iterator):
+        return await continuation(self._details(details), request_iterator)
+
+
+def open_channel(
+    address: str,
+    *,
+    default_timeout: float = 10.0,
+    token_provider: Callable[[], str | None] | None = None,
+    retries: bool = True,
+) -> grpc.aio.Channel:
+    """Opens an insecure channel (TLS is the mesh's or ingress's job) with the project's call defaults.
+
+    `token_provider`, when given, supplies a bearer token for calls that carry none (service identity).
+    """
+    interceptors = [cls(default_timeout, token_provider) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.enable_retries", 1 if retries else 0),
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    return grpc.aio.insecure_channel(grpc_target(address), options=options, interceptors=interceptors)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata forwarding a caller's token downstream."""
+    return (("authorization", f"Bearer {token}"),)

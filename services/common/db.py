@@ -1,0 +1,71 @@
+"""PostgreSQL plumbing shared by auth and catalog: a self-healing pool and a versioned migration runner."""
+import logging
+import re
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+# Migration files are named like 0001_create_images.sql and applied in that order.
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "tagsmith") -> AsyncConnectionPool:
+    """A pool that checks connections before lending them, so it recovers on its own after a PostgreSQL restart."""
+    pool = AsyncConnectionPool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=60,
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+def migration_files(directory: Path) -> list[tuple[int, Path]]:
+    files = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name} does not look like 0001_name.sql")
+        files.append((int(match.group(1)), path))
+    return files
+
+
+def migrate(dsn: str, *, schema: str, directory: Path) -> list[str]:
+    """Applies the pending migrations of one service, each in its own transaction; idempotent.
+
+    An advisory lock keyed on the schema makes concurrent runs (two Jobs, two replicas) wait for each other.
+    Returns the names of the migrations applied now.
+    """
+    applied_now = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (schema,))
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            table = sql.Identifier(schema, "schema_migrations")
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (version int PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                ).format(table)
+            )
+            done = {row[0] for row in conn.execute(sql.SQL("SELECT version FROM {}").format(table))}
+            for version, path in migration_files(directory):
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+                    conn.execute(path.read_text())
+                    conn.execute(sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(table), (version, path.name))
+                log.info("applied migration %s", path.name)
+                applied_now.append(path.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (schema,))
+    return applied_now

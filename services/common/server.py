@@ -1,0 +1,106 @@
+"""gRPC server bootstrap: health, reflection, metrics, interceptors, graceful SIGTERM."""
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from services.common.channels import MAX_MESSAGE_BYTES, open_channel
+from services.common.interceptors import AuthInterceptor, ObservabilityInterceptor, RpcMetrics
+from services.common.settings import ServiceSettings, TokenSettings
+from services.common.tokens import TokenVerifier, grpc_jwks_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server with its health service and optional metrics endpoint."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: Sequence[str]
+    metrics_port: int | None = None
+    _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _metrics_http: object | None = None
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Registers a cleanup (close pools, channels) run after the server stops."""
+        self._on_stop.append(callback)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Reports NOT_SERVING, lets in-flight calls finish within `grace`, then runs cleanups."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for callback in reversed(self._on_stop):
+            await callback()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+
+
+async def start_server(
+    settings: ServiceSettings,
+    *,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Sequence[str],
+    interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """Builds, binds and starts a server; `register` adds the servicers. Port 0 binds a free port."""
+    registry = CollectorRegistry()
+    server = grpc.aio.server(
+        interceptors=[ObservabilityInterceptor(RpcMetrics(registry)), *interceptors],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await server.start()
+    running = RunningServer(server=server, port=port, health=health_servicer, service_names=service_names)
+    await running.set_serving(True)
+    if settings.metrics_port is not None:
+        running._metrics_http, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        running.metrics_port = running._metrics_http.server_port
+    log.info("serving on %s:%d", settings.host, port, extra={"metrics_port": running.metrics_port})
+    return running
+
+
+def token_verification(settings: TokenSettings, *, open_methods: Iterable[str] = ()) -> tuple[AuthInterceptor, grpc.aio.Channel]:
+    """The auth interceptor for a service that trusts the auth service's published keys.
+
+    Returns the channel used to fetch the keys so the caller can close it on shutdown.
+    """
+    channel = open_channel(settings.auth_addr, default_timeout=5.0)
+    verifier = TokenVerifier(
+        jwks_source=grpc_jwks_source(channel),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        min_refresh_seconds=settings.jwks_min_refresh_seconds,
+    )
+    return AuthInterceptor(verifier, open_methods=open_methods), channel
+
+
+async def serve_until_signalled(running: RunningServer, *, grace: float) -> None:
+    """Waits for SIGTERM or SIGINT, then stops gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down, grace %.1fs", grace)
+    await running.stop(grace)

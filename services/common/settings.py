@@ -1,0 +1,33 @@
+"""Typed settings read from TAGSMITH_* environment variables; each service subclasses ServiceSettings."""
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every gRPC service has. Subclasses add their own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Interface the gRPC server binds to.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; unset disables it, 0 picks a free one."
+    )
+    log_level: str = Field("INFO", description="Python logging level name.")
+    log_format: str = Field("json", pattern="^(json|text)$", description="json for machines, text for people.")
+    grace_seconds: float = Field(
+        5.0, ge=0, description="On SIGTERM, how long in-flight calls may finish; keep it below the pod's grace period."
+    )
+
+
+class TokenSettings(BaseSettings):
+    """How a service verifies access tokens: where auth publishes its keys, and what the tokens must say."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore", frozen=True)
+
+    auth_addr: str = Field("127.0.0.1:50052", description="Auth service gRPC address (its public keys come from here).")
+    jwt_issuer: str = Field("tagsmith-auth", description="Required `iss` claim.")
+    jwt_audience: str = Field("tagsmith", description="Required `aud` claim.")
+    jwks_min_refresh_seconds: float = Field(
+        10.0, ge=0, description="Unknown `kid`s refetch the keys at most this often."
+    )

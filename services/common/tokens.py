@@ -1,0 +1,134 @@
+"""Access-token verification against the keys auth publishes (JWKS), cached locally."""
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import jwt
+
+log = logging.getLogger(__name__)
+
+# Only asymmetric algorithms; the token's own header never chooses a key or an HMAC.
+ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+ACCESS_TOKEN_TYPE = "at+jwt"
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "jti"]
+
+JwksSource = Callable[[], Awaitable[dict]]
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, expired, tampered with or signed by an unknown key."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's subject and roles, and the raw token to forward downstream."""
+
+    subject: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    token: str = field(default="", repr=False)
+    username: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def is_service(self) -> bool:
+        return "service" in self.roles
+
+
+class TokenVerifier:
+    """Verifies access tokens locally; refetches the key set when it meets an unknown `kid`."""
+
+    def __init__(self, *, jwks_source: JwksSource, issuer: str, audience: str, min_refresh_seconds: float = 10.0):
+        self._jwks_source = jwks_source
+        self._issuer = issuer
+        self._audience = audience
+        self._min_refresh = min_refresh_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise InvalidToken("not an access token")
+        key = await self._key_for(header.get("kid"))
+        if header.get("alg") != key.algorithm_name:
+            raise InvalidToken("token algorithm does not match its key")
+        claims = self._decode(token, key)
+        return Principal(
+            subject=claims["sub"],
+            roles=frozenset(claims.get("roles", [])),
+            token=token,
+            username=claims.get("name", ""),
+        )
+
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict:
+        try:
+            return jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[key.algorithm_name],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"invalid token: {exc}") from exc
+
+    async def _key_for(self, kid: str | None) -> jwt.PyJWK:
+        if not kid:
+            raise InvalidToken("token has no key id")
+        if kid not in self._keys:
+            await self._refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise InvalidToken("token signed by an unknown key") from None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < self._min_refresh:
+                return
+            self._fetched_at = time.monotonic()
+            try:
+                jwks = await self._jwks_source()
+            except Exception:
+                log.warning("could not fetch the public keys", exc_info=True)
+                return
+            self._keys = parse_jwks(jwks)
+
+
+def parse_jwks(jwks: dict) -> dict[str, jwt.PyJWK]:
+    """Keys by `kid`, keeping only well-formed keys with an allowed algorithm."""
+    keys = {}
+    for entry in jwks.get("keys", []):
+        if entry.get("alg") not in ALLOWED_ALGORITHMS or not entry.get("kid"):
+            continue
+        try:
+            keys[entry["kid"]] = jwt.PyJWK(entry)
+        except jwt.PyJWTError:
+            log.warning("ignoring malformed public key %s", entry.get("kid"))
+    return keys
+
+
+def grpc_jwks_source(channel) -> JwksSource:
+    """Fetches the key set from the auth service over an open channel."""
+    from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
+
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+    async def fetch() -> dict:
+        reply = await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=5)
+        return json.loads(reply.jwks_json)
+
+    return fetch
