@@ -62,7 +62,7 @@ class LazyTensor:
         if flat is None:
             raise pickle.UnpicklingError(f"storage {self.storage.key} was never read")
         start = self.storage.offset + self.offset
-        last = start + sum((n - 1) * s for n, s in zip(self.size, self.stride) if n > 0)
+        last = start + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True) if n > 0)
         if any(n == 0 for n in self.size):
             return np.zeros(self.size, dtype=flat.dtype)
         if start < 0 or last >= flat.size or any(s < 0 for s in self.stride):
@@ -130,12 +130,14 @@ def _load_legacy(f: io.BytesIO) -> object:
     if RestrictedUnpickler(f).load() != LEGACY_PROTOCOL:
         raise pickle.UnpicklingError("unsupported legacy protocol version")
     sys_info = RestrictedUnpickler(f).load()
-    if not sys_info.get("little_endian", True):
+    if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
         raise pickle.UnpicklingError("big-endian checkpoints are not supported")
     unpickler = RestrictedUnpickler(f, storages)
     result = unpickler.load()
     for key in RestrictedUnpickler(f).load():
-        ref = storages[key]
+        ref = storages.get(key)
+        if ref is None:
+            raise pickle.UnpicklingError(f"storage {key} is not referenced by the checkpoint")
         (count,) = struct.unpack("<q", f.read(8))
         nbytes = count * np.dtype(ref.dtype).itemsize
         raw = f.read(nbytes)
@@ -149,7 +151,9 @@ def _load_legacy(f: io.BytesIO) -> object:
 
 def _load_zip(data: bytes) -> object:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        pkl_name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+        pkl_name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+        if pkl_name is None:
+            raise pickle.UnpicklingError("zip checkpoint without data.pkl")
         prefix = pkl_name[: -len("data.pkl")]
         byteorder = prefix + "byteorder"
         if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
