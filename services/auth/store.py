@@ -1,0 +1,180 @@
+"""SQL for users and refresh tokens in the `auth` schema."""
+
+import enum
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+ROLES = ("user", "admin", "service")
+_USER_COLUMNS = "id::text AS id, username, password_hash, roles, created_at"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+    password_hash: str = field(repr=False)
+    roles: list[str]
+    created_at: datetime
+
+
+class UsernameTaken(Exception):
+    """Another user already has this username, compared case-insensitively."""
+
+
+class RefreshOutcome(enum.Enum):
+    ROTATED = "rotated"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    REUSED = "reused"
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The result of presenting a refresh token: the outcome, and the user when it was rotated."""
+
+    outcome: RefreshOutcome
+    user: User | None = None
+
+
+class AuthStore:
+    """Users, refresh-token families and refresh tokens, on a shared connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def create_user(self, *, username: str, password_hash: str, roles: list[str]) -> User:
+        query = f"INSERT INTO auth.users (username, password_hash, roles) VALUES (%s, %s, %s) RETURNING {_USER_COLUMNS}"
+        try:
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=class_row(User))
+                await cur.execute(query, (username, password_hash, roles))
+                return await cur.fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise UsernameTaken(username) from None
+
+    async def user_by_username(self, username: str) -> User | None:
+        return await self._one_user(
+            f"SELECT {_USER_COLUMNS} FROM auth.users WHERE lower(username) = lower(%s)", username
+        )
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        if not _is_uuid(user_id):
+            return None
+        return await self._one_user(f"SELECT {_USER_COLUMNS} FROM auth.users WHERE id = %s", user_id)
+
+    async def _one_user(self, query: str, value: str) -> User | None:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(User))
+            await cur.execute(query, (value,))
+            return await cur.fetchone()
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE auth.users SET password_hash = %s, updated_at = now() WHERE id = %s", (password_hash, user_id)
+            )
+
+    async def grant_role(self, user_id: str, role: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE auth.users SET roles = array_append(roles, %s), updated_at = now()"
+                " WHERE id = %s AND NOT %s = ANY(roles)",
+                (role, user_id, role),
+            )
+
+    async def start_family(self, *, user_id: str, token_hash: bytes, ttl_seconds: int) -> None:
+        """Records the first refresh token of a new login session."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("INSERT INTO auth.refresh_families (user_id) VALUES (%s) RETURNING id", (user_id,))
+            (family_id,) = await cur.fetchone()
+            await _insert_token(conn, family_id, token_hash, ttl_seconds)
+
+    async def rotate(self, *, old_hash: bytes, new_hash: bytes, ttl_seconds: int) -> Rotation:
+        """Spends a refresh token and records its successor; a spent token presented again revokes its family.
+
+        Every change to a family's tokens first locks the family row, so concurrent uses of one token
+        cannot both succeed and a revocation always covers the tokens created before it.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            family = await _lock_family(conn, old_hash)
+            if family is None:
+                return Rotation(RefreshOutcome.UNKNOWN)
+            family_id, user_id, revoked = family
+            if revoked:
+                return Rotation(RefreshOutcome.REVOKED)
+            cur = await conn.execute(
+                "SELECT used_at IS NOT NULL, expires_at <= now() FROM auth.refresh_tokens WHERE token_hash = %s",
+                (old_hash,),
+            )
+            used, expired = await cur.fetchone()
+            if used:
+                await conn.execute("UPDATE auth.refresh_families SET revoked_at = now() WHERE id = %s", (family_id,))
+                return Rotation(RefreshOutcome.REUSED, await _user(conn, user_id))
+            if expired:
+                return Rotation(RefreshOutcome.EXPIRED)
+            await conn.execute("UPDATE auth.refresh_tokens SET used_at = now() WHERE token_hash = %s", (old_hash,))
+            await _insert_token(conn, family_id, new_hash, ttl_seconds)
+            return Rotation(RefreshOutcome.ROTATED, await _user(conn, user_id))
+
+    async def revoke_family(self, *, token_hash: bytes, user_id: str) -> bool:
+        """Ends the session the refresh token belongs to, if it is this user's; True if one was revoked now."""
+        if not _is_uuid(user_id):
+            return False
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE auth.refresh_families SET revoked_at = now()"
+                " WHERE id = (SELECT family_id FROM auth.refresh_tokens WHERE token_hash = %s)"
+                " AND user_id = %s AND revoked_at IS NULL",
+                (token_hash, user_id),
+            )
+            return cur.rowcount > 0
+
+    async def prune(self) -> int:
+        """Deletes expired refresh tokens and the families left empty; returns the rows deleted."""
+        async with self._pool.connection() as conn:
+            tokens = await conn.execute("DELETE FROM auth.refresh_tokens WHERE expires_at < now()")
+            families = await conn.execute(
+                "DELETE FROM auth.refresh_families f WHERE NOT EXISTS"
+                " (SELECT 1 FROM auth.refresh_tokens t WHERE t.family_id = f.id)"
+            )
+            return tokens.rowcount + families.rowcount
+
+
+async def _lock_family(conn: psycopg.AsyncConnection, token_hash: bytes) -> tuple | None:
+    cur = await conn.execute(
+        "SELECT id, user_id::text, revoked_at IS NOT NULL FROM auth.refresh_families"
+        " WHERE id = (SELECT family_id FROM auth.refresh_tokens WHERE token_hash = %s) FOR UPDATE",
+        (token_hash,),
+    )
+    return await cur.fetchone()
+
+
+async def _insert_token(conn: psycopg.AsyncConnection, family_id, token_hash: bytes, ttl_seconds: int) -> None:
+    await conn.execute(
+        "INSERT INTO auth.refresh_tokens (token_hash, family_id, expires_at)"
+        " VALUES (%s, %s, now() + make_interval(secs => %s))",
+        (token_hash, family_id, ttl_seconds),
+    )
+
+
+async def _user(conn: psycopg.AsyncConnection, user_id: str) -> User:
+    cur = conn.cursor(row_factory=class_row(User))
+    await cur.execute(f"SELECT {_USER_COLUMNS} FROM auth.users WHERE id = %s", (user_id,))
+    return await cur.fetchone()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

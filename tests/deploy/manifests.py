@@ -1,0 +1,101 @@
+"""Renders the Kubernetes overlays with kubectl and indexes what the deploy tests look at."""
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+OVERLAYS = ("small", "production", "dev")
+NAMESPACE = "tagsmith"
+# The Python services built from this repository, each with services/<name>/config.py and a Dockerfile.
+SERVICES = ("auth", "catalog", "inference", "gateway")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+
+
+@functools.cache
+def render(path: Path) -> tuple[dict, ...]:
+    """The documents `kubectl kustomize path` prints, in order."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render the manifests (Debian: apt-get install kubernetes-client)"
+    result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render_overlay(overlay: str) -> tuple[dict, ...]:
+    return render(K8S / "overlays" / overlay)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment, StatefulSet or Job and its pod template."""
+
+    kind: str
+    name: str
+    namespace: str
+    doc: dict
+
+    @property
+    def pod(self) -> dict:
+        return self.doc["spec"]["template"]["spec"]
+
+    @property
+    def labels(self) -> dict:
+        return self.doc["spec"]["template"]["metadata"].get("labels", {})
+
+    @property
+    def annotations(self) -> dict:
+        return self.doc["spec"]["template"]["metadata"].get("annotations", {})
+
+    def containers(self, *, init: bool = True) -> list[dict]:
+        return [*(self.pod.get("initContainers", []) if init else []), *self.pod["containers"]]
+
+    def container_ports(self) -> dict[str, int]:
+        return {p["name"]: p["containerPort"] for c in self.containers() for p in c.get("ports", []) if "name" in p}
+
+
+def workloads(docs: tuple[dict, ...]) -> list[Workload]:
+    return [
+        Workload(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace", ""), d)
+        for d in docs
+        if d["kind"] in WORKLOAD_KINDS
+    ]
+
+
+def find(docs: tuple[dict, ...], kind: str, name: str) -> dict:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def image_service(image: str) -> str | None:
+    """`registry/tagsmith/catalog:0.1.0` -> "catalog" for images built from this repository, else None."""
+    path, _, _tag = image.rpartition(":")
+    parts = path.split("/")
+    if len(parts) >= 2 and parts[-2] == "tagsmith" and parts[-1] in SERVICES:
+        return parts[-1]
+    return None
+
+
+def service_containers(docs: tuple[dict, ...]) -> Iterator[tuple[Workload, dict, str]]:
+    """(workload, container, service name) for every container running one of this repository's services."""
+    for workload in workloads(docs):
+        for container in workload.containers():
+            service = image_service(container["image"])
+            if service:
+                yield workload, container, service
+
+
+def env_values(container: dict) -> dict[str, str | None]:
+    """Literal env values; None for values taken from a Secret or ConfigMap."""
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def resolve_port(port: int | str, ports: dict[str, int]) -> int:
+    return port if isinstance(port, int) else ports[port]

@@ -1,0 +1,161 @@
+"""The auth command line: migrate, create-admin, create-service-account, key commands, and serving."""
+
+import asyncio
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
+
+from services.auth.__main__ import main
+from services.auth.server import SchemaNotReady, create_server
+from services.common.channels import open_channel
+from tests.support.auth_fixtures import auth_settings
+from tests.support.postgres import create_database
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """main() installs its own log handler on the root logger; put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def command_env(monkeypatch, auth_harness, auth_server):
+    """Environment for running commands against the database of a running auth server."""
+    settings = auth_harness.settings(auth_server[1])
+    monkeypatch.setenv("TAGSMITH_POSTGRES_DSN", settings.postgres_dsn)
+    monkeypatch.setenv("TAGSMITH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("TAGSMITH_LOG_FORMAT", "text")
+    return auth_server[1]
+
+
+def _env(**values: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{REPO / 'gen'}:{REPO}", **values}
+
+
+async def _roles_after_login(address: str, username: str, password: str) -> list[str]:
+    async with open_channel(address) as channel:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        pair = await stub.Login(auth_pb2.LoginRequest(username=username, password=password))
+        me = await stub.GetMe(auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {pair.access_token}"),))
+    return sorted(me.roles)
+
+
+def test_migrate_command_is_idempotent(postgres_admin_dsn):
+    env = _env(TAGSMITH_POSTGRES_DSN=create_database(postgres_admin_dsn), TAGSMITH_LOG_FORMAT="text")
+    first = subprocess.run([sys.executable, "-m", "services.auth", "migrate"], env=env, capture_output=True, text=True)
+    again = subprocess.run([sys.executable, "-m", "services.auth", "migrate"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "0001_users_and_tokens.sql" in first.stdout
+    assert (again.returncode, again.stdout.strip()) == (0, "nothing to apply")
+
+
+async def test_server_refuses_an_unmigrated_database(postgres_admin_dsn, tmp_path):
+    settings = auth_settings(dsn=create_database(postgres_admin_dsn), data_dir=tmp_path)
+    with pytest.raises(SchemaNotReady, match=r"services\.auth migrate"):
+        await create_server(settings)
+
+
+async def test_create_admin_creates_then_grants(command_env, monkeypatch, auth_harness, capsys):
+    monkeypatch.setenv("TAGSMITH_ADMIN_PASSWORD", PASSWORD)
+    assert await _run_async(["create-admin", "root"]) == 0
+    assert "created admin root" in capsys.readouterr().out
+    assert await _roles_after_login(command_env, "root", PASSWORD) == ["admin", "user"]
+    await auth_harness.user_token(command_env, "carol", "carols password")
+    monkeypatch.setenv("TAGSMITH_ADMIN_PASSWORD", "ignored for existing users")
+    assert await _run_async(["create-admin", "Carol"]) == 0
+    assert "granted admin" in capsys.readouterr().out
+    assert await _roles_after_login(command_env, "carol", "carols password") == ["admin", "user"]
+
+
+async def test_create_service_account_and_rotate_its_password(command_env, monkeypatch, auth_harness):
+    monkeypatch.setenv("TAGSMITH_SERVICE_PASSWORD", PASSWORD)
+    assert await _run_async(["create-service-account", "catalog"]) == 0
+    assert await _roles_after_login(command_env, "catalog", PASSWORD) == ["service", "user"]
+    monkeypatch.setenv("TAGSMITH_SERVICE_PASSWORD", "a rotated service secret")
+    assert await _run_async(["create-service-account", "catalog"]) == 0
+    assert await _roles_after_login(command_env, "catalog", "a rotated service secret") == ["service", "user"]
+
+
+async def test_create_service_account_refuses_to_take_over_a_person(command_env, monkeypatch, auth_harness, capsys):
+    await auth_harness.user_token(command_env, "dave", "daves password")
+    monkeypatch.setenv("TAGSMITH_SERVICE_PASSWORD", PASSWORD)
+    assert await _run_async(["create-service-account", "dave"]) == 1
+    assert "not a service account" in capsys.readouterr().err
+    assert await _roles_after_login(command_env, "dave", "daves password") == ["user"]
+
+
+async def test_commands_check_names_and_passwords(command_env, monkeypatch, capsys):
+    monkeypatch.delenv("TAGSMITH_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    assert await _run_async(["create-admin", "root"]) == 1
+    assert "no password" in capsys.readouterr().err
+    monkeypatch.setenv("TAGSMITH_ADMIN_PASSWORD", "short")
+    assert await _run_async(["create-admin", "root"]) == 1
+    assert "8 to 256" in capsys.readouterr().err
+    assert await _run_async(["create-admin", "no spaces allowed"]) == 1
+
+
+def test_generate_key_and_public_key(tmp_path, monkeypatch, capsys):
+    key_file = tmp_path / "next.pem"
+    assert main(["generate-key", str(key_file)]) == 0
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert main(["generate-key", str(key_file)]) == 1
+    monkeypatch.setenv("TAGSMITH_JWT_PRIVATE_KEY_FILE", str(key_file))
+    capsys.readouterr()
+    assert main(["public-key"]) == 0
+    public = serialization.load_pem_public_key(capsys.readouterr().out.encode())
+    private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert public.public_bytes_raw() == private.public_key().public_bytes_raw()
+
+
+async def test_serve_command_runs_and_stops_on_sigterm(auth_harness, tmp_path):
+    env = _env(
+        TAGSMITH_POSTGRES_DSN=auth_harness.new_database(),
+        TAGSMITH_DATA_DIR=str(tmp_path / "data"),
+        TAGSMITH_PORT="0",
+        TAGSMITH_METRICS_PORT="0",
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "services.auth"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        port = _port_from_logs(proc)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="tagsmith.auth.v1.AuthService"), timeout=5
+            )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+    assert (tmp_path / "data" / "signing-key.pem").exists()
+
+
+def _port_from_logs(proc: subprocess.Popen) -> int:
+    for line in proc.stderr:
+        entry = json.loads(line)
+        if entry["message"].startswith("serving on"):
+            return int(entry["message"].rsplit(":", 1)[1])
+    raise AssertionError("the server exited before serving")
+
+
+async def _run_async(argv: list[str]) -> int:
+    """main() drives its own event loop, so run it in a thread from an async test."""
+    return await asyncio.to_thread(main, argv)
