@@ -101,6 +101,8 @@ def open_channel(
         ("grpc.enable_retries", 1 if retries else 0),
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.keepalive_time_ms", 30_000),
+        # gRPC's default reconnect backoff grows to 120 s; a restarted backend should be noticed within seconds.
+        ("grpc.max_reconnect_backoff_ms", 10_000),
     ]
     return grpc.aio.insecure_channel(grpc_target(address), options=options, interceptors=interceptors)
 

@@ -27,6 +27,8 @@ class RunningServer:
     health: health.aio.HealthServicer
     service_names: Sequence[str]
     metrics_port: int | None = None
+    # The server's own Prometheus registry, for service-specific metrics next to the per-RPC ones.
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _metrics_http: object | None = None
 
@@ -74,7 +76,9 @@ async def start_server(
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
-    running = RunningServer(server=server, port=port, health=health_servicer, service_names=service_names)
+    running = RunningServer(
+        server=server, port=port, health=health_servicer, service_names=service_names, registry=registry
+    )
     await running.set_serving(True)
     if settings.metrics_port is not None:
         running._metrics_http, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)

@@ -1,0 +1,1 @@
+"""Catalog service: stores images, their labels and tags, and answers listing, search and counts."""

@@ -1,0 +1,53 @@
+"""Where an image's bytes live: content-addressed object keys built only from a validated SHA-256."""
+
+import re
+from typing import BinaryIO
+
+from services.catalog.blobstore import BlobStore
+from services.catalog.ids import is_valid_sha256
+
+ORIGINALS = "objects/"
+THUMBNAILS = "thumbs/"
+THUMB_SIZE = 256
+_THUMB_EXTENSIONS = {"jpeg": "jpg", "png": "png"}
+_KEY_HASH = re.compile(r"(?:objects/([0-9a-f]{64})|thumbs/([0-9a-f]{64})-256\.(?:jpg|png))")
+
+
+def _checked(sha256: str) -> str:
+    if not is_valid_sha256(sha256):
+        raise ValueError("not a hex SHA-256")
+    return sha256
+
+
+def original_key(sha256: str) -> str:
+    return f"{ORIGINALS}{_checked(sha256)}"
+
+
+def thumbnail_key(sha256: str, thumb_format: str) -> str:
+    return f"{THUMBNAILS}{_checked(sha256)}-{THUMB_SIZE}.{_THUMB_EXTENSIONS[thumb_format]}"
+
+
+def hash_of(key: str) -> str | None:
+    """The content hash a key belongs to, or None for keys this service does not manage."""
+    match = _KEY_HASH.fullmatch(key)
+    return None if match is None else match.group(1) or match.group(2)
+
+
+class ContentBytes:
+    """Originals and thumbnails of one content hash, shared by every row with that hash."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    async def save_original(self, sha256: str, source: BinaryIO, size: int, *, content_type: str) -> None:
+        """Writes the bytes unless an identical object is already stored (content addressing)."""
+        key = original_key(sha256)
+        if await self.blobs.exists(key):
+            return
+        source.seek(0)
+        await self.blobs.put(key, source, size, content_type=content_type)
+
+    async def remove(self, sha256: str) -> None:
+        """Removes the original and any cached thumbnail; missing objects are fine."""
+        for key in (original_key(sha256), *(thumbnail_key(sha256, fmt) for fmt in _THUMB_EXTENSIONS)):
+            await self.blobs.delete(key)

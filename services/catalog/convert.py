@@ -1,0 +1,49 @@
+"""Stored rows to protobuf messages."""
+
+from tagsmith.catalog.v1 import catalog_pb2
+
+from services.catalog.models import ImageRow
+
+STATUSES = {
+    "pending": catalog_pb2.IMAGE_STATUS_PENDING,
+    "classified": catalog_pb2.IMAGE_STATUS_CLASSIFIED,
+    "failed": catalog_pb2.IMAGE_STATUS_FAILED,
+}
+
+
+def image_message(row: ImageRow, *, duplicate: bool = False) -> catalog_pb2.Image:
+    message = catalog_pb2.Image(
+        uid=row.uid,
+        owner_id=row.owner_id,
+        filename=row.filename,
+        content_type=row.content_type,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        width=row.width,
+        height=row.height,
+        status=STATUSES.get(row.status, catalog_pb2.IMAGE_STATUS_UNSPECIFIED),
+        status_reason=row.status_reason,
+        category=row.category,
+        labels=[_label(item, row) for item in row.labels],
+        tags=[tag.tag for tag in row.tags],
+        manual_tags=row.manual_tags,
+        model_name=row.model_name,
+        model_version=row.model_version,
+        duplicate=duplicate,
+    )
+    message.created_at.FromDatetime(row.created_at)
+    if row.classified_at is not None:
+        message.classified_at.FromDatetime(row.classified_at)
+    return message
+
+
+def _label(item: dict, row: ImageRow) -> catalog_pb2.Label:
+    return catalog_pb2.Label(
+        label=item["label"],
+        class_id=item["class_id"],
+        score=item["score"],
+        rank=item["rank"],
+        source=catalog_pb2.LABEL_SOURCE_MODEL,
+        model_name=row.model_name,
+        model_version=row.model_version,
+    )

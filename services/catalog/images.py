@@ -1,0 +1,66 @@
+"""What an uploaded file is: format, size and transparency, read by Pillow from the header alone."""
+
+import re
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image, UnidentifiedImageError
+
+# Pillow format name -> (MIME type, file extension).
+FORMATS = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+    "BMP": ("image/bmp", "bmp"),
+}
+SUPPORTED = "JPEG, PNG, WebP, GIF or BMP"
+MAX_FILENAME_CHARS = 255
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f\"]")
+
+
+class UnsupportedImage(ValueError):
+    """Not an image this service accepts; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    content_type: str
+    extension: str
+    width: int
+    height: int
+    has_alpha: bool
+
+    @property
+    def thumb_format(self) -> str:
+        return "png" if self.has_alpha else "jpeg"
+
+
+def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
+    """Reads the header only: detects the format from the bytes and enforces the pixel limit."""
+    source.seek(0)
+    try:
+        with Image.open(source, formats=list(FORMATS)) as image:
+            width, height = image.size
+            fmt, mode, transparent = image.format, image.mode, "transparency" in image.info
+    except Image.DecompressionBombError:
+        raise UnsupportedImage(f"the image has more than {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise UnsupportedImage(f"not a supported image; send {SUPPORTED}") from None
+    if width < 1 or height < 1:
+        raise UnsupportedImage("the image has no pixels")
+    if width * height > max_pixels:
+        raise UnsupportedImage(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels in total")
+    content_type, extension = FORMATS[fmt]
+    return ImageInfo(fmt, content_type, extension, width, height, mode in _ALPHA_MODES or transparent)
+
+
+def clean_filename(raw: str, *, fallback_stem: str, extension: str) -> str:
+    """A display name: the last path component, without control characters or quotes, at most 255 characters."""
+    name = re.split(r"[/\\]", raw)[-1]
+    name = _UNSAFE_FILENAME.sub("", name).strip()
+    if name in ("", ".", ".."):
+        name = f"{fallback_stem}.{extension}"
+    return name[:MAX_FILENAME_CHARS]

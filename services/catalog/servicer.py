@@ -1,0 +1,301 @@
+"""CatalogService RPCs: check the request, scope it to the caller, and delegate to the store and the uploader."""
+
+import asyncio
+import functools
+import io
+import math
+import tempfile
+from collections.abc import AsyncIterator
+
+import grpc
+import psycopg
+from psycopg_pool import PoolTimeout
+from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+from services.catalog import pagination, thumbnails
+from services.catalog.blobstore import BlobNotFound, BlobReader, BlobStoreUnavailable
+from services.catalog.content import ContentBytes, original_key, thumbnail_key
+from services.catalog.convert import image_message
+from services.catalog.errors import CatalogError, invalid, not_found
+from services.catalog.ids import is_valid_uid
+from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
+from services.catalog.models import ImageRow
+from services.catalog.reclassify import Reclassifier
+from services.catalog.store import CatalogStore
+from services.catalog.terms import InvalidTag, normalize_query, normalize_tag
+from services.catalog.uploads import Uploader
+from services.common.context import current_principal
+from services.common.tokens import Principal
+
+MAX_CATEGORY_CHARS = 200
+MAX_RECLASSIFY_BATCH = 1000
+# Thumbnails rendered at once; decoding large originals is CPU- and memory-heavy.
+_RENDER_SLOTS = 2
+
+
+def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
+    if isinstance(exc, CatalogError):
+        return exc.code, exc.message
+    if isinstance(exc, pagination.InvalidPage | InvalidTag):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, BlobStoreUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, "object storage is unavailable; try again shortly"
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly"
+    if isinstance(exc, InferenceUnavailable | InferenceFailed):
+        return grpc.StatusCode.UNAVAILABLE, "the inference service is unavailable; try again later"
+    return None
+
+
+def _unary(method):
+    @functools.wraps(method)
+    async def handler(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            status = _status_for(exc)
+            if status is None:
+                raise
+            await context.abort(*status)
+
+    return handler
+
+
+def _streaming(method):
+    @functools.wraps(method)
+    async def handler(self, request, context: grpc.aio.ServicerContext):
+        try:
+            async for reply in method(self, request, context):
+                yield reply
+        except Exception as exc:
+            status = _status_for(exc)
+            if status is None:
+                raise
+            await context.abort(*status)
+
+    return handler
+
+
+def _uid(value: str) -> str:
+    if not is_valid_uid(value):
+        raise invalid("uid must be the 22-character id returned by UploadImage")
+    return value
+
+
+def _missing_bytes() -> CatalogError:
+    return CatalogError(grpc.StatusCode.DATA_LOSS, "the image's bytes are missing from storage")
+
+
+def _min_score(value: float) -> float:
+    if math.isnan(value) or not 0 <= value <= 1:
+        raise invalid("min_score must be between 0 and 1")
+    return value
+
+
+async def _stream(image: catalog_pb2.Image, reader: BlobReader) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
+    try:
+        yield catalog_pb2.DownloadImageResponse(image=image)
+        async for chunk in reader.chunks():
+            yield catalog_pb2.DownloadImageResponse(chunk=chunk)
+    finally:
+        await reader.close()
+
+
+class _MemoryReader(BlobReader):
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self.size = len(data)
+
+    async def read(self, n: int = 1024 * 1024) -> bytes:
+        return self._data.read(n)
+
+    async def close(self) -> None:
+        return None
+
+
+class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
+    """Every read is scoped to the caller (admins may read everyone's); every write to the owner."""
+
+    def __init__(
+        self,
+        *,
+        store: CatalogStore,
+        contents: ContentBytes,
+        uploader: Uploader,
+        reclassifier: Reclassifier,
+        reclassify_batch_size: int,
+    ) -> None:
+        self._store = store
+        self._contents = contents
+        self._uploader = uploader
+        self._reclassifier = reclassifier
+        self._reclassify_batch = reclassify_batch_size
+        self._render_slots = asyncio.Semaphore(_RENDER_SLOTS)
+
+    async def _visible(self, uid: str, caller: Principal) -> ImageRow:
+        row = await self._store.get(_uid(uid), owner=None if caller.is_admin else caller.subject)
+        if row is None:
+            raise not_found()
+        return row
+
+    @_unary
+    async def UploadImage(
+        self, request_iterator: AsyncIterator[catalog_pb2.UploadImageRequest], context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Image:
+        row, duplicate = await self._uploader.upload(aiter(request_iterator), current_principal())
+        return image_message(row, duplicate=duplicate)
+
+    @_unary
+    async def GetImage(
+        self, request: catalog_pb2.GetImageRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Image:
+        return image_message(await self._visible(request.uid, current_principal()))
+
+    @_streaming
+    async def DownloadImage(
+        self, request: catalog_pb2.DownloadImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
+        row = await self._visible(request.uid, current_principal())
+        try:
+            reader = await self._contents.blobs.open(original_key(row.sha256))
+        except BlobNotFound:
+            raise _missing_bytes() from None
+        async for reply in _stream(image_message(row), reader):
+            yield reply
+
+    @_streaming
+    async def GetThumbnail(
+        self, request: catalog_pb2.GetThumbnailRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
+        row = await self._visible(request.uid, current_principal())
+        key = thumbnail_key(row.sha256, row.thumb_format)
+        try:
+            reader = await self._contents.blobs.open(key)
+        except BlobNotFound:
+            reader = _MemoryReader(await self._render(row, key))
+        image = image_message(row)
+        image.size_bytes = reader.size
+        image.content_type = thumbnails.CONTENT_TYPES[row.thumb_format]
+        async for reply in _stream(image, reader):
+            yield reply
+
+    async def _render(self, row: ImageRow, key: str) -> bytes:
+        """Builds the thumbnail from the original and caches it; concurrent first requests may both build it."""
+        async with self._render_slots:
+            with tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024) as original:
+                try:
+                    reader = await self._contents.blobs.open(original_key(row.sha256))
+                except BlobNotFound:
+                    raise _missing_bytes() from None
+                try:
+                    async for chunk in reader.chunks():
+                        original.write(chunk)
+                finally:
+                    await reader.close()
+                data = await asyncio.to_thread(thumbnails.render, original, row.thumb_format)
+        content_type = thumbnails.CONTENT_TYPES[row.thumb_format]
+        await self._contents.blobs.put(key, io.BytesIO(data), len(data), content_type=content_type)
+        return data
+
+    @_unary
+    async def DeleteImage(
+        self, request: catalog_pb2.DeleteImageRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.DeleteImageResponse:
+        caller = current_principal()
+        if not await self._store.delete_image(
+            _uid(request.uid), owner=caller.subject, remove_bytes=self._contents.remove
+        ):
+            raise not_found()
+        return catalog_pb2.DeleteImageResponse()
+
+    @_unary
+    async def ListImages(
+        self, request: catalog_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.ListImagesResponse:
+        caller = current_principal()
+        if request.all_users and not caller.is_admin:
+            raise CatalogError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may list every user's images")
+        size = pagination.page_size(request.page_size)
+        min_score = _min_score(request.min_score)
+        tag = normalize_tag(request.tag) if request.tag else ""
+        category = request.category.strip()
+        if len(category) > MAX_CATEGORY_CHARS:
+            raise invalid(f"category must be at most {MAX_CATEGORY_CHARS} characters")
+        owner = None if request.all_users else caller.subject
+        query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score)
+        cursor = pagination.decode(request.page_token, query, (int,))
+        page = await self._store.list_images(
+            owner=owner, category=category, tag=tag, min_score=min_score, before_id=cursor and cursor[0], limit=size
+        )
+        return catalog_pb2.ListImagesResponse(
+            images=[image_message(row) for row in page.rows],
+            next_page_token=pagination.encode(query, page.next_cursor) if page.next_cursor else "",
+        )
+
+    @_unary
+    async def SearchImages(
+        self, request: catalog_pb2.SearchImagesRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.SearchImagesResponse:
+        caller = current_principal()
+        text = normalize_query(request.query)
+        size = pagination.page_size(request.page_size)
+        min_score = _min_score(request.min_score)
+        query = pagination.fingerprint("search", caller.subject, text, min_score)
+        cursor = pagination.decode(request.page_token, query, (float, int))
+        rows, hits, more = await self._store.search(
+            owner=caller.subject, prefix=text, min_score=min_score, after=cursor, limit=size
+        )
+        token = ""
+        if more:
+            last = hits[-1]
+            token = pagination.encode(query, (last.weight, last.image_id))
+        return catalog_pb2.SearchImagesResponse(images=[image_message(row) for row in rows], next_page_token=token)
+
+    @_unary
+    async def ListCategories(
+        self, request: catalog_pb2.ListCategoriesRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.ListCategoriesResponse:
+        counts = await self._store.category_counts(current_principal().subject)
+        return catalog_pb2.ListCategoriesResponse(
+            categories=[catalog_pb2.CategoryCount(category=name, count=n) for name, n in counts]
+        )
+
+    @_unary
+    async def ListTags(
+        self, request: catalog_pb2.ListTagsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.ListTagsResponse:
+        counts = await self._store.tag_counts(current_principal().subject, min_score=_min_score(request.min_score))
+        return catalog_pb2.ListTagsResponse(tags=[catalog_pb2.TagCount(tag=name, count=n) for name, n in counts])
+
+    @_unary
+    async def UpdateTags(
+        self, request: catalog_pb2.UpdateTagsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Image:
+        row = await self._store.update_tags(
+            _uid(request.uid),
+            owner=current_principal().subject,
+            add=list(request.add),
+            remove=list(request.remove),
+            replace=request.replace,
+        )
+        if row is None:
+            raise not_found()
+        return image_message(row)
+
+    @_unary
+    async def Reclassify(
+        self, request: catalog_pb2.ReclassifyRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.ReclassifyResponse:
+        caller = current_principal()
+        if not caller.is_admin:
+            raise CatalogError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may reclassify images")
+        batch = request.batch_size or self._reclassify_batch
+        if not 1 <= batch <= MAX_RECLASSIFY_BATCH:
+            raise invalid(f"batch_size must be between 1 and {MAX_RECLASSIFY_BATCH} (0 means the default)")
+        result = await self._reclassifier.run_batch(caller.token, batch_size=batch)
+        return catalog_pb2.ReclassifyResponse(
+            reclassified=result.reclassified,
+            failed=result.failed,
+            remaining=result.remaining,
+            model_version=result.model_version,
+        )

@@ -1,0 +1,239 @@
+"""Listing, search, counts, manual tags and ownership through a real catalog server and PostgreSQL."""
+
+import asyncio
+
+import grpc
+import pytest
+from tagsmith.catalog.v1 import catalog_pb2
+
+from tests.support.catalog_fixtures import image_bytes
+
+
+@pytest.fixture
+async def world(catalog_server, scripted_inference):
+    """A catalog whose classifier answers with scripted labels."""
+    classifier, address = await scripted_inference()
+    catalog = await catalog_server(inference_addr=address)
+    return catalog, classifier
+
+
+def _img(n: int) -> bytes:
+    return image_bytes((n % 256, n // 256, 77), size=(32, 24), fmt="PNG")
+
+
+async def _all_pages(list_call, request, field="images") -> list[str]:
+    seen, token = [], ""
+    while True:
+        request.page_token = token
+        reply = await list_call(request)
+        seen += [image.uid for image in getattr(reply, field)]
+        token = reply.next_page_token
+        if not token:
+            return seen
+
+
+async def test_pagination_is_exhaustive_and_duplicate_free_under_concurrent_uploads(world, test_keys):
+    catalog, _ = world
+    alice = catalog.client(test_keys.token("alice"))
+    existing = [(await alice.upload(_img(n))).uid for n in range(13)]
+    seen, token, extra = [], "", 100
+    while True:
+        reply = await alice.ListImages(catalog_pb2.ListImagesRequest(page_size=3, page_token=token))
+        seen += [image.uid for image in reply.images]
+        # New uploads land between page fetches; they are newer than every cursor, so never shift a page.
+        await asyncio.gather(alice.upload(_img(extra)), alice.upload(_img(extra + 1)))
+        extra += 2
+        token = reply.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 13
+    assert seen == list(reversed(existing))
+
+
+async def test_filters_by_category_tag_and_score(world, test_keys):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    dog, cat, fox = _img(1), _img(2), _img(3)
+    classifier.script(dog, [("golden retriever", 0.9), ("Labrador retriever", 0.05)], ["golden retriever", "dog"])
+    classifier.script(cat, [("tabby", 0.6)], ["tabby", "cat"])
+    classifier.script(fox, [("red fox", 0.3), ("kit fox", 0.2)], ["red fox", "dog"])
+    dog_uid, cat_uid, fox_uid = [(await alice.upload(data)).uid for data in (dog, cat, fox)]
+
+    async def uids(**kwargs) -> list[str]:
+        reply = await alice.ListImages(catalog_pb2.ListImagesRequest(**kwargs))
+        return [image.uid for image in reply.images]
+
+    assert await uids(category="tabby") == [cat_uid]
+    assert await uids(tag="DOG") == [fox_uid, dog_uid]
+    assert await uids(tag="dog", min_score=0.5) == [dog_uid]
+    assert await uids(min_score=0.5) == [cat_uid, dog_uid]
+    assert await uids(tag="nothing") == []
+    image = await alice.GetImage(catalog_pb2.GetImageRequest(uid=dog_uid))
+    assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED and image.category == "golden retriever"
+    assert [(label.label, label.rank) for label in image.labels] == [("golden retriever", 1), ("Labrador retriever", 2)]
+    assert image.labels[0].model_name == "scripted" and image.model_version == "1"
+    assert image.labels[0].source == catalog_pb2.LABEL_SOURCE_MODEL
+    assert list(image.tags) == ["golden retriever", "dog"]
+
+
+async def test_search_prefix_ranking_manual_first_and_paging(world, test_keys):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    images = {}
+    for n, (label, score) in enumerate([("golden retriever", 0.5), ("Labrador retriever", 0.9), ("tabby", 0.8)]):
+        data = _img(10 + n)
+        classifier.script(data, [(label, score)], [label.lower()])
+        images[label] = (await alice.upload(data)).uid
+    tagged = _img(20)
+    classifier.script(tagged, [("tabby", 0.99)], ["tabby"])
+    images["manual"] = (await alice.upload(tagged)).uid
+    await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=images["manual"], add=["Retriever Toy"]))
+
+    async def search(query, **kwargs) -> list[str]:
+        reply = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query=query, **kwargs))
+        return [image.uid for image in reply.images]
+
+    expected = [images["manual"], images["Labrador retriever"], images["golden retriever"]]
+    assert await search("RETR") == expected
+    assert await search("retriever") == expected
+    assert await search("gold") == [images["golden retriever"]]
+    assert await search("labrador ret") == [images["Labrador retriever"]]
+    assert await search("retr", min_score=0.6) == expected[:2]
+    assert await search("xyz") == []
+    paged = await _all_pages(alice.SearchImages, catalog_pb2.SearchImagesRequest(query="r", page_size=1))
+    assert len(paged) == len(set(paged)) == 3
+
+
+async def test_counts_follow_uploads_tags_and_deletes(world, test_keys):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    for n in range(3):
+        classifier.script(_img(30 + n), [("tabby", 0.8)], ["tabby", "cat"])
+    classifier.script(_img(40), [("beagle", 0.4)], ["beagle", "dog"])
+    uids = [(await alice.upload(_img(n))).uid for n in (30, 31, 32, 40)]
+    categories = await alice.ListCategories(catalog_pb2.ListCategoriesRequest())
+    assert [(c.category, c.count) for c in categories.categories] == [("tabby", 3), ("beagle", 1)]
+    tags = await alice.ListTags(catalog_pb2.ListTagsRequest())
+    assert [(t.tag, t.count) for t in tags.tags] == [("cat", 3), ("tabby", 3), ("beagle", 1), ("dog", 1)]
+    confident = await alice.ListTags(catalog_pb2.ListTagsRequest(min_score=0.5))
+    assert [(t.tag, t.count) for t in confident.tags] == [("cat", 3), ("tabby", 3)]
+    await alice.DeleteImage(catalog_pb2.DeleteImageRequest(uid=uids[0]))
+    await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uids[1], add=["holiday"], remove=["cat"]))
+    categories = await alice.ListCategories(catalog_pb2.ListCategoriesRequest())
+    assert [(c.category, c.count) for c in categories.categories] == [("tabby", 2), ("beagle", 1)]
+    tags = await alice.ListTags(catalog_pb2.ListTagsRequest())
+    assert [(t.tag, t.count) for t in tags.tags] == [
+        ("tabby", 2),
+        ("beagle", 1),
+        ("cat", 1),
+        ("dog", 1),
+        ("holiday", 1),
+    ]
+
+
+async def test_manual_tags_add_hide_replace(world, test_keys):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    classifier.script(_img(50), [("beagle", 0.7)], ["beagle", "dog"])
+    uid = (await alice.upload(_img(50))).uid
+    image = await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uid, add=["  My Dog ", "park"], remove=["dog"]))
+    assert list(image.manual_tags) == ["my dog", "park"]
+    assert list(image.tags) == ["my dog", "park", "beagle"]
+    found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="park"))
+    assert [i.uid for i in found.images] == [uid]
+    image = await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uid, add=["dog"], replace=True))
+    assert list(image.manual_tags) == ["dog"] and list(image.tags) == ["dog", "beagle"]
+    assert (await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="park"))).images == []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uid, add=["x" * 65]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_every_rpc_is_scoped_to_the_caller(world, test_keys):
+    catalog, _ = world
+    alice, bob = catalog.client(test_keys.token("alice")), catalog.client(test_keys.token("bob"))
+    uid = (await alice.upload(_img(60))).uid
+    missing = "A" * 22
+    for target in (uid, missing):
+        for call in (
+            bob.GetImage(catalog_pb2.GetImageRequest(uid=target)),
+            bob.DeleteImage(catalog_pb2.DeleteImageRequest(uid=target)),
+            bob.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=target, add=["mine"])),
+            bob.DownloadImage(catalog_pb2.DownloadImageRequest(uid=target)).read(),
+            bob.GetThumbnail(catalog_pb2.GetThumbnailRequest(uid=target)).read(),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert (err.value.code(), err.value.details()) == (grpc.StatusCode.NOT_FOUND, "no such image")
+    assert (await bob.ListImages(catalog_pb2.ListImagesRequest())).images == []
+    assert (await bob.SearchImages(catalog_pb2.SearchImagesRequest(query="tab"))).images == []
+    assert (await bob.ListCategories(catalog_pb2.ListCategoriesRequest())).categories == []
+    assert (await bob.ListTags(catalog_pb2.ListTagsRequest())).tags == []
+    assert (await bob.ListImages(catalog_pb2.ListImagesRequest(tag="tabby"))).images == []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await bob.ListImages(catalog_pb2.ListImagesRequest(all_users=True))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (await alice.GetImage(catalog_pb2.GetImageRequest(uid=uid))).uid == uid
+
+
+async def test_admin_lists_and_reads_everything(world, test_keys):
+    catalog, _ = world
+    alice, bob = catalog.client(test_keys.token("alice")), catalog.client(test_keys.token("bob"))
+    admin = catalog.client(test_keys.token("root", roles=("admin",)))
+    a, b = (await alice.upload(_img(70))).uid, (await bob.upload(_img(71))).uid
+    everyone = await _all_pages(admin.ListImages, catalog_pb2.ListImagesRequest(all_users=True, page_size=1))
+    assert everyone == [b, a]
+    assert (await admin.ListImages(catalog_pb2.ListImagesRequest())).images == []
+    assert (await admin.GetImage(catalog_pb2.GetImageRequest(uid=a))).owner_id == "alice"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await admin.DeleteImage(catalog_pb2.DeleteImageRequest(uid=a))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_bad_arguments_are_invalid(world, test_keys):
+    catalog, _ = world
+    alice, bob = catalog.client(test_keys.token("alice")), catalog.client(test_keys.token("bob"))
+    for n in range(3):
+        await alice.upload(_img(80 + n))
+    alice_token = (await alice.ListImages(catalog_pb2.ListImagesRequest(page_size=1))).next_page_token
+    assert alice_token
+    calls = [
+        alice.GetImage(catalog_pb2.GetImageRequest(uid="../../etc/passwd")),
+        alice.GetImage(catalog_pb2.GetImageRequest(uid="")),
+        alice.DeleteImage(catalog_pb2.DeleteImageRequest(uid="short")),
+        alice.DownloadImage(catalog_pb2.DownloadImageRequest(uid="x" * 23)).read(),
+        alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid="bad uid")),
+        alice.ListImages(catalog_pb2.ListImagesRequest(page_size=101)),
+        alice.ListImages(catalog_pb2.ListImagesRequest(page_size=-1)),
+        alice.ListImages(catalog_pb2.ListImagesRequest(page_token="garbage")),
+        alice.ListImages(catalog_pb2.ListImagesRequest(page_token=alice_token, tag="dog")),
+        bob.ListImages(catalog_pb2.ListImagesRequest(page_token=alice_token)),
+        alice.ListImages(catalog_pb2.ListImagesRequest(min_score=1.5)),
+        alice.SearchImages(catalog_pb2.SearchImagesRequest(query="  ")),
+        alice.SearchImages(catalog_pb2.SearchImagesRequest(query="cat", page_token=alice_token)),
+        alice.ListTags(catalog_pb2.ListTagsRequest(min_score=-0.1)),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert err.value.details()
+
+
+async def test_search_pages_list_each_image_once_at_its_best_match(world, test_keys):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    names = ["dogsled", "doormat", "dough", "dome", "dock", "dolphin", "dowitcher"]
+    expected = []
+    for n in range(8):
+        labels = [(names[(n + k) % 7], round(0.05 + ((n * 7 + k * 3) % 10) / 20, 2)) for k in range(3)]
+        data = _img(200 + n)
+        classifier.script(data, labels, [])
+        uid = (await alice.upload(data)).uid
+        expected.append((max(score for _, score in labels), n, uid))
+    expected = [uid for _, _, uid in sorted(expected, reverse=True)]
+    for size in (1, 3, 50):
+        paged = await _all_pages(alice.SearchImages, catalog_pb2.SearchImagesRequest(query="Do", page_size=size))
+        assert paged == expected
+    best_only = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="dolp"))
+    assert len(best_only.images) == len([n for n in range(8) if "dolphin" in [names[(n + k) % 7] for k in range(3)]])

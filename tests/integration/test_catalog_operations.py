@@ -1,0 +1,124 @@
+"""Operating the catalog: the migrate command, the real auth service's tokens, and PostgreSQL connection loss."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from tagsmith.catalog.v1 import catalog_pb2
+
+from services.catalog.identity import LoginTokenProvider, ServiceLoginFailed
+from services.common.channels import open_channel
+from tests.support.catalog_fixtures import free_port, image_bytes
+from tests.support.inference_fixtures import sample_image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(command: str, dsn: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'gen'}:{REPO}",
+        "TAGSMITH_POSTGRES_DSN": dsn,
+        "TAGSMITH_LOG_FORMAT": "text",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.catalog", command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrate_command_is_idempotent(postgres_dsn):
+    first = _run("migrate", postgres_dsn)
+    assert first.returncode == 0, first.stderr
+    assert "0001_create_images.sql" in first.stderr
+    second = _run("migrate", postgres_dsn)
+    assert second.returncode == 0 and "none pending" in second.stderr
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM catalog.schema_migrations").fetchone()[0] == 1
+
+
+async def test_serves_again_after_postgres_drops_every_connection(catalog_server, catalog_dsn, test_keys):
+    catalog = await catalog_server()
+    alice = catalog.client(test_keys.token("alice"))
+    await alice.ListImages(catalog_pb2.ListImagesRequest())
+    with psycopg.connect(catalog_dsn, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert killed >= 1
+    reply = await alice.ListImages(catalog_pb2.ListImagesRequest())
+    assert list(reply.images) == []
+    assert (await alice.upload(image_bytes())).uid
+
+
+async def test_service_identity_logs_in_to_the_real_auth_service(auth_server, auth_harness):
+    _, address = auth_server
+    account = await auth_harness.service_account(address, name="catalog-worker")
+    async with open_channel(address) as channel:
+        clock = [0.0]
+        tokens = LoginTokenProvider(
+            channel, username=account.username, password=account.password, clock=lambda: clock[0]
+        )
+        first = await tokens.token()
+        assert await tokens.token() == first  # cached while fresh
+        clock[0] += 10_000  # past renewal: rotated with the refresh token
+        renewed = await tokens.token()
+        assert renewed and renewed != first
+        tokens.invalidate()
+        assert await tokens.token() not in ("", renewed)
+        wrong = LoginTokenProvider(channel, username=account.username, password="not the password at all")
+        with pytest.raises(ServiceLoginFailed, match="UNAUTHENTICATED"):
+            await wrong.token()
+
+
+async def test_worker_uses_its_service_account_with_real_auth_and_inference(
+    auth_server, auth_harness, catalog_server, modelserver_addr
+):
+    from services.inference.config import Settings as InferenceSettings
+    from services.inference.server import create_server as create_inference
+
+    _, auth_addr = auth_server
+    account = await auth_harness.service_account(auth_addr, name="catalog-worker")
+    user_token = await auth_harness.user_token(auth_addr, "carol")
+    inference_port = free_port()
+    catalog = await catalog_server(
+        identity_from_settings=True,
+        auth_addr=auth_addr,
+        service_username=account.username,
+        service_password=account.password,
+        inference_addr=f"127.0.0.1:{inference_port}",
+        worker_enabled=True,
+        worker_poll_seconds=0.1,
+        worker_max_backoff_seconds=0.4,
+    )
+    carol = catalog.client(user_token)
+    image = await carol.upload(sample_image("chelsea"))
+    assert image.status == catalog_pb2.IMAGE_STATUS_PENDING
+    inference = await create_inference(
+        InferenceSettings(
+            host="127.0.0.1",
+            port=inference_port,
+            metrics_port=None,
+            auth_addr=auth_addr,
+            tfserving_addr=modelserver_addr,
+        )
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while image.status == catalog_pb2.IMAGE_STATUS_PENDING and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            image = await carol.GetImage(catalog_pb2.GetImageRequest(uid=image.uid))
+    finally:
+        await inference.stop(0)
+    assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED, image.status_reason
+    assert "cat" in image.tags

@@ -1,0 +1,86 @@
+"""Model upgrades: batches re-label outdated images, keep manual and hidden tags, and resume where they stopped."""
+
+import grpc
+import pytest
+from tagsmith.catalog.v1 import catalog_pb2
+
+from services.catalog.identity import StaticTokenProvider
+from services.catalog.server import open_runtime
+from tests.support.catalog_fixtures import image_bytes
+
+
+@pytest.fixture
+async def world(catalog_server, scripted_inference, test_keys):
+    classifier, address = await scripted_inference()
+    catalog = await catalog_server(inference_addr=address)
+    alice = catalog.client(test_keys.token("alice"))
+    admin = catalog.client(test_keys.token("root", roles=("admin",)))
+    return catalog, classifier, alice, admin
+
+
+async def test_reclassify_in_batches_keeps_manual_and_hidden_tags(world):
+    _, classifier, alice, admin = world
+    images = [image_bytes((n, 50, 50), fmt="PNG") for n in range(3)]
+    for data in images:
+        classifier.script(data, [("beagle", 0.6)], ["beagle", "dog"])
+    uids = [(await alice.upload(data)).uid for data in images]
+    await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uids[0], add=["rex"], remove=["dog"]))
+    classifier.model_version = "2"
+    for data in images[:2]:
+        classifier.script(data, [("basset", 0.8), ("beagle", 0.1)], ["basset", "dog"])
+    classifier.script(images[2], error=grpc.StatusCode.INVALID_ARGUMENT)
+
+    first = await admin.Reclassify(catalog_pb2.ReclassifyRequest(batch_size=2))
+    assert (first.reclassified, first.failed, first.remaining, first.model_version) == (2, 0, 1, "2")
+    second = await admin.Reclassify(catalog_pb2.ReclassifyRequest(batch_size=2))
+    assert (second.reclassified, second.failed, second.remaining) == (0, 1, 0)
+    done = await admin.Reclassify(catalog_pb2.ReclassifyRequest())
+    assert (done.reclassified, done.failed, done.remaining) == (0, 0, 0)
+
+    relabelled = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[0]))
+    assert (relabelled.category, relabelled.model_version) == ("basset", "2")
+    assert [label.label for label in relabelled.labels] == ["basset", "beagle"]
+    assert list(relabelled.tags) == ["rex", "basset"]  # "dog" stays hidden
+    kept = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[2]))
+    assert (kept.category, kept.model_version, kept.status) == ("beagle", "1", catalog_pb2.IMAGE_STATUS_CLASSIFIED)
+    counts = await alice.ListCategories(catalog_pb2.ListCategoriesRequest())
+    assert [(c.category, c.count) for c in counts.categories] == [("basset", 2), ("beagle", 1)]
+    found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="bass"))
+    assert {i.uid for i in found.images} == set(uids[:2])
+
+
+async def test_run_all_resumes_and_finishes(world, test_keys):
+    catalog, classifier, alice, _ = world
+    for n in range(5):
+        await alice.upload(image_bytes((n, 60, 60), fmt="PNG"))
+    classifier.model_version = "3"
+    # What `python -m services.catalog reclassify` runs, minus the login.
+    runtime = await open_runtime(catalog.settings, blob_store=catalog.blobs)
+    try:
+        batches = []
+        total = await runtime.reclassifier.run_all(
+            StaticTokenProvider(test_keys.token("catalog-worker", roles=("service",))),
+            batch_size=2,
+            report=batches.append,
+        )
+    finally:
+        await runtime.close()
+    assert (total.reclassified, total.remaining, total.model_version) == (5, 0, "3")
+    assert [b.remaining for b in batches] == [3, 1, 0]
+    listed = await alice.ListImages(catalog_pb2.ListImagesRequest())
+    assert {i.model_version for i in listed.images} == {"3"}
+
+
+async def test_reclassify_is_admin_only_and_needs_inference(world, catalog_server, test_keys):
+    _, _, alice, _ = world
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.Reclassify(catalog_pb2.ReclassifyRequest())
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    offline = await catalog_server()
+    admin = offline.client(test_keys.token("root", roles=("admin",)))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await admin.Reclassify(catalog_pb2.ReclassifyRequest())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await admin.Reclassify(catalog_pb2.ReclassifyRequest(batch_size=5000))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

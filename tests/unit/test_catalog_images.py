@@ -1,0 +1,84 @@
+"""Format detection from the bytes, limits read from the header, display names, thumbnails and object keys."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from services.catalog import content, images, thumbnails
+from tests.support.catalog_fixtures import image_bytes
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "content_type", "alpha"),
+    [
+        ("JPEG", "RGB", "image/jpeg", False),
+        ("PNG", "RGBA", "image/png", True),
+        ("PNG", "RGB", "image/png", False),
+        ("WEBP", "RGB", "image/webp", False),
+        ("GIF", "P", "image/gif", False),
+        ("BMP", "RGB", "image/bmp", False),
+    ],
+)
+def test_detects_supported_formats(fmt, mode, content_type, alpha):
+    color = 3 if mode == "P" else (10, 20, 30, 128)[: len(mode)]
+    info = images.inspect(io.BytesIO(image_bytes(color, (40, 30), fmt, mode)), max_pixels=10_000)
+    assert (info.content_type, info.width, info.height, info.has_alpha) == (content_type, 40, 30, alpha)
+    assert info.thumb_format == ("png" if alpha else "jpeg")
+
+
+@pytest.mark.parametrize("data", [b"hello world", b"\x89PNG\r\n\x1a\n broken", b"GIF89a", b"%PDF-1.7\n"])
+def test_rejects_non_images(data):
+    with pytest.raises(images.UnsupportedImage, match="JPEG, PNG, WebP, GIF or BMP"):
+        images.inspect(io.BytesIO(data), max_pixels=10_000)
+
+
+def test_rejects_unsupported_format_even_if_pillow_reads_it():
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="TIFF")
+    with pytest.raises(images.UnsupportedImage):
+        images.inspect(out, max_pixels=10_000)
+
+
+def test_pixel_limit_uses_the_header():
+    data = image_bytes(size=(200, 100))
+    assert images.inspect(io.BytesIO(data), max_pixels=20_000).width == 200
+    with pytest.raises(images.UnsupportedImage, match="200x100 pixels; the limit is 19999"):
+        images.inspect(io.BytesIO(data), max_pixels=19_999)
+
+
+def test_clean_filename_keeps_only_a_display_name():
+    assert images.clean_filename("../../etc/passwd", fallback_stem="u", extension="jpg") == "passwd"
+    assert images.clean_filename("C:\\photos\\cat.png", fallback_stem="u", extension="png") == "cat.png"
+    assert images.clean_filename('a"b\r\nc.jpg', fallback_stem="u", extension="jpg") == "abc.jpg"
+    assert images.clean_filename("..", fallback_stem="u1", extension="gif") == "u1.gif"
+    assert len(images.clean_filename("x" * 400, fallback_stem="u", extension="jpg")) == 255
+
+
+def test_thumbnail_is_at_most_256_and_upright():
+    source = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (1000, 400), (0, 128, 0)).save(source, format="JPEG", exif=exif)
+    data = thumbnails.render(source, "jpeg")
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert thumb.format == "JPEG"
+        assert thumb.size == (102, 256)
+
+
+def test_thumbnail_keeps_transparency_as_png():
+    data = thumbnails.render(io.BytesIO(image_bytes((0, 0, 0, 0), (300, 300), "PNG", "RGBA")), "png")
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert (thumb.format, thumb.mode, thumb.size) == ("PNG", "RGBA", (256, 256))
+        assert thumb.getpixel((5, 5))[3] == 0
+
+
+def test_object_keys_come_from_a_validated_hash_only():
+    sha = "ab" * 32
+    assert content.original_key(sha) == f"objects/{sha}"
+    assert content.thumbnail_key(sha, "png") == f"thumbs/{sha}-256.png"
+    assert content.hash_of(f"thumbs/{sha}-256.jpg") == sha
+    assert content.hash_of(f"objects/{sha}") == sha
+    assert content.hash_of("objects/not-a-hash") is None
+    with pytest.raises(ValueError):
+        content.original_key("../" + sha[3:])
