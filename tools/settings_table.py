@@ -1,4 +1,5 @@
-"""Prints the configuration tables of README.md from each service's Settings class (`python tools/settings_table.py`)."""
+"""Prints README.md's configuration tables from each service's Settings class."""
+
 import importlib
 import sys
 from pathlib import Path
@@ -15,9 +16,9 @@ def _default(field) -> str:
     else:
         value = field.default
     if value is None or value == "":
-        return "–"
+        return "-"
     if hasattr(value, "get_secret_value"):
-        return "–" if not value.get_secret_value() else "(set)"
+        return "-" if not value.get_secret_value() else "(set)"
     return str(value).replace(str(Path.cwd()) + "/", "")
 
 

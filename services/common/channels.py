@@ -1,4 +1,5 @@
 """Client channels: round-robin over every address, retries on UNAVAILABLE, a deadline on every call."""
+
 import json
 from collections.abc import Callable
 
@@ -60,7 +61,9 @@ class _CallDefaults:
         remaining = time_remaining()
         if remaining is not None:
             timeout = min(timeout, remaining)
-        return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
 
 
 class _UnaryUnary(_CallDefaults, grpc.aio.UnaryUnaryClientInterceptor):
@@ -94,7 +97,9 @@ def open_channel(
 
     `token_provider`, when given, supplies a bearer token for calls that carry none (service identity).
     """
-    interceptors = [cls(default_timeout, token_provider) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
+    interceptors = [
+        cls(default_timeout, token_provider) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
+    ]
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

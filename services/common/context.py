@@ -1,4 +1,5 @@
 """Per-call state that interceptors set and handlers read: the caller and the deadline."""
+
 import time
 from contextvars import ContextVar
 

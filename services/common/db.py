@@ -1,4 +1,5 @@
 """PostgreSQL plumbing shared by auth and catalog: a self-healing pool and a versioned migration runner."""
+
 import logging
 import re
 from pathlib import Path
@@ -63,7 +64,9 @@ def migrate(dsn: str, *, schema: str, directory: Path) -> list[str]:
                 with conn.transaction():
                     conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
                     conn.execute(path.read_text())
-                    conn.execute(sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(table), (version, path.name))
+                    conn.execute(
+                        sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(table), (version, path.name)
+                    )
                 log.info("applied migration %s", path.name)
                 applied_now.append(path.name)
         finally:

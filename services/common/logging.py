@@ -1,4 +1,5 @@
 """JSON (or plain text) logs that carry the current request id."""
+
 import json
 import logging
 import sys

@@ -1,4 +1,5 @@
 """gRPC server bootstrap: health, reflection, metrics, interceptors, graceful SIGTERM."""
+
 import asyncio
 import logging
 import signal
@@ -57,14 +58,19 @@ async def start_server(
     register: Callable[[grpc.aio.Server], None],
     service_names: Sequence[str],
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    registry: CollectorRegistry | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> RunningServer:
-    """Builds, binds and starts a server; `register` adds the servicers. Port 0 binds a free port."""
-    registry = CollectorRegistry()
+    """Builds, binds and starts a server; `register` adds the servicers. Port 0 binds a free port.
+
+    Pass `registry` to publish service-specific metrics beside the per-RPC ones.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
     server = grpc.aio.server(
         interceptors=[ObservabilityInterceptor(RpcMetrics(registry)), *interceptors],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
             # Clients re-resolve DNS only when a connection closes: cycling connections lets them find new pods.
             ("grpc.max_connection_age_ms", 300_000),
             ("grpc.max_connection_age_grace_ms", 30_000),
@@ -87,7 +93,9 @@ async def start_server(
     return running
 
 
-def token_verification(settings: TokenSettings, *, open_methods: Iterable[str] = ()) -> tuple[AuthInterceptor, grpc.aio.Channel]:
+def token_verification(
+    settings: TokenSettings, *, open_methods: Iterable[str] = ()
+) -> tuple[AuthInterceptor, grpc.aio.Channel]:
     """The auth interceptor for a service that trusts the auth service's published keys.
 
     Returns the channel used to fetch the keys so the caller can close it on shutdown.

@@ -1,4 +1,5 @@
 """Typed settings read from TAGSMITH_* environment variables; each service subclasses ServiceSettings."""
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

@@ -19,6 +19,8 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud", "jti"]
 DEFAULT_LEEWAY_SECONDS = 30.0
 # Keys are refetched at least this often, so a key auth stops publishing stops being trusted.
 DEFAULT_MAX_KEY_AGE_SECONDS = 300.0
+# Verified tokens remembered until they expire: a signature check costs more than the RPC it guards.
+VERIFIED_CACHE_SIZE = 10_000
 
 JwksSource = Callable[[], Awaitable[dict]]
 
@@ -67,8 +69,25 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._verified: dict[str, tuple[Principal, float, str]] = {}
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None and self._still_trusted(*cached[1:]):
+            return cached[0]
+        self._verified.pop(token, None)
+        principal, expires_at, kid = await self._verify_signature(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (principal, expires_at, kid)
+        return principal
+
+    def _still_trusted(self, expires_at: float, kid: str) -> bool:
+        """A remembered token counts while unexpired, its key still listed and the key set fresh."""
+        fresh = time.monotonic() - self._fetched_at <= self._max_age
+        return fresh and kid in self._keys and time.time() < expires_at
+
+    async def _verify_signature(self, token: str) -> tuple[Principal, float, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -79,7 +98,8 @@ class TokenVerifier:
         if header.get("alg") != key.algorithm_name:
             raise InvalidToken("token algorithm does not match its key")
         claims = self._decode(token, key)
-        return Principal(subject=_subject(claims), roles=_roles(claims), token=token, username=_name(claims))
+        principal = Principal(subject=_subject(claims), roles=_roles(claims), token=token, username=_name(claims))
+        return principal, float(claims["exp"]), header["kid"]
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict:
         try:

@@ -95,3 +95,33 @@ async def test_keys_marked_for_encryption_are_ignored():
     verifier = TokenVerifier(jwks_source=source, issuer=ISSUER, audience=AUDIENCE, min_refresh_seconds=0)
     with pytest.raises(InvalidToken, match="unknown key"):
         await verifier.verify(keys.token())
+
+
+async def test_verified_tokens_are_remembered_until_they_expire(test_keys, monkeypatch):
+    verifier = TokenVerifier(
+        jwks_source=test_keys.jwks_source, issuer=ISSUER, audience=AUDIENCE, min_refresh_seconds=0, leeway_seconds=0
+    )
+    token = test_keys.token(ttl=1)
+    first = await verifier.verify(token)
+    with monkeypatch.context() as patch:
+        patch.setattr(jwt, "decode", lambda *a, **k: pytest.fail("a remembered token was verified again"))
+        assert await verifier.verify(token) == first
+    await asyncio.sleep(1.1)
+    with pytest.raises(InvalidToken, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_remembered_token_stops_counting_when_its_key_is_withdrawn():
+    old, new = TestKeys(kid="old"), TestKeys(kid="new")
+    published = [old.jwks()]
+
+    async def source() -> dict:
+        return published[-1]
+
+    verifier = TokenVerifier(jwks_source=source, issuer=ISSUER, audience=AUDIENCE, min_refresh_seconds=0)
+    token = old.token()
+    await verifier.verify(token)
+    published.append(new.jwks())
+    await verifier.verify(new.token())  # an unknown kid refetches the set, which no longer lists "old"
+    with pytest.raises(InvalidToken, match="unknown key"):
+        await verifier.verify(token)

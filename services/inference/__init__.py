@@ -1,0 +1,1 @@
+"""The inference service: validates images, classifies them through TensorFlow Serving, and derives search tags."""

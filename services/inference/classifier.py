@@ -1,0 +1,74 @@
+"""Classifies validated images: cache by SHA-256, one model call per distinct image in flight, ranked results."""
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from services.inference.batcher import DEADLINE_MESSAGE, PredictBatcher
+from services.inference.cache import ResultCache
+from services.inference.model_client import ModelError
+from services.inference.upload import MAX_TOP_K
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The best classes first, with their probabilities, and the model version that scored them."""
+
+    class_ids: tuple[int, ...]
+    scores: tuple[float, ...]
+    model_version: str
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        return list(zip(self.class_ids[:k], self.scores[:k], strict=True))
+
+
+def ranked(scores: np.ndarray, version: str, k: int = MAX_TOP_K) -> Classification:
+    k = min(k, scores.shape[-1])
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return Classification(tuple(int(i) for i in best), tuple(float(scores[i]) for i in best), version)
+
+
+class Classifier:
+    """Looks in the cache, joins an identical image already in flight, or asks the batcher."""
+
+    def __init__(self, batcher: PredictBatcher, cache: ResultCache[Classification]) -> None:
+        self._batcher = batcher
+        self._cache = cache
+        self._in_flight: dict[str, asyncio.Task] = {}
+
+    @property
+    def batcher(self) -> PredictBatcher:
+        return self._batcher
+
+    @property
+    def cache(self) -> ResultCache[Classification]:
+        return self._cache
+
+    async def classify(self, digest: str, payload: bytes, *, timeout: float) -> Classification:
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
+        task = self._in_flight.get(digest)
+        if task is None:
+            task = asyncio.create_task(self._compute(digest, payload, timeout))
+            self._in_flight[digest] = task
+            task.add_done_callback(lambda done: self._finished(digest, done))
+        try:
+            # Shielded: one caller giving up must not cancel the others waiting for the same image.
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            raise ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+
+    async def _compute(self, digest: str, payload: bytes, timeout: float) -> Classification:
+        scores, version = await self._batcher.predict(payload, timeout=timeout)
+        result = ranked(scores, version)
+        self._cache.put(digest, result, version=version)
+        return result
+
+    def _finished(self, digest: str, task: asyncio.Task) -> None:
+        self._in_flight.pop(digest, None)
+        if not task.cancelled():
+            task.exception()  # marks it retrieved when every waiter has already gone

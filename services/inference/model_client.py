@@ -1,0 +1,146 @@
+"""Calls TensorFlow Serving (or the local model server) over gRPC, with TF Serving's own messages."""
+
+import json
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from services.common import tfserving
+from services.common.channels import grpc_target
+
+# TF Serving accepts requests up to 2 GiB; a batch of images can pass gRPC's 4 MiB default.
+MAX_MESSAGE_BYTES = 2**31 - 1
+_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": "tensorflow.serving.PredictionService"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+class ModelError(Exception):
+    """TensorFlow Serving refused or failed a call; `code` is the status to answer our own caller with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A Predict answer: [N, classes] probabilities and the model version that produced them."""
+
+    values: np.ndarray
+    version: str
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    version: str
+    num_classes: int
+    input_key: str
+
+
+def open_tfserving_channel(address: str) -> grpc.aio.Channel:
+    """A channel that reconnects within seconds after TF Serving restarts, and retries UNAVAILABLE briefly."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    return grpc.aio.insecure_channel(grpc_target(address), options=options)
+
+
+def model_error(exc: grpc.aio.AioRpcError, address: str) -> ModelError:
+    """What our caller should see for a failed TF Serving call."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ModelError(code, "TensorFlow Serving did not answer within the deadline; try again")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return ModelError(code, f"the model could not read the image: {details}")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
+        return ModelError(grpc.StatusCode.UNAVAILABLE, f"TensorFlow Serving at {address} is unavailable; try again")
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+        return ModelError(grpc.StatusCode.UNAVAILABLE, f"TensorFlow Serving does not serve the model: {details}")
+    return ModelError(grpc.StatusCode.INTERNAL, f"TensorFlow Serving failed ({code.name})")
+
+
+class ModelClient:
+    """Predict and GetModelMetadata for one model signature."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        address: str,
+        model_name: str,
+        signature_name: str,
+        input_key: str,
+        scores_output: str,
+    ) -> None:
+        self._address = address
+        self._model_name = model_name
+        self._signature_name = signature_name
+        self._input_key = input_key
+        self._scores_output = scores_output
+        self._predict = tfserving.PREDICT.callable(channel)
+        self._metadata = tfserving.GET_MODEL_METADATA.callable(channel)
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    async def predict(self, images: list[bytes], *, timeout: float) -> Scores:
+        request = tfserving.PredictRequest(output_filter=[self._scores_output])
+        request.model_spec.name = self._model_name
+        request.model_spec.signature_name = self._signature_name
+        request.inputs[self._input_key].CopyFrom(tfserving.string_tensor(images))
+        try:
+            response = await self._predict(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise model_error(exc, self._address) from None
+        if self._scores_output not in response.outputs:
+            raise ModelError(grpc.StatusCode.INTERNAL, f"TensorFlow Serving returned no '{self._scores_output}'")
+        values = tfserving.to_numpy(response.outputs[self._scores_output])
+        if values.ndim != 2 or values.shape[0] != len(images):
+            raise ModelError(grpc.StatusCode.INTERNAL, f"unexpected scores shape {values.shape}")
+        return Scores(values, str(response.model_spec.version.value))
+
+    async def metadata(self, *, timeout: float) -> ModelMetadata:
+        request = tfserving.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = self._model_name
+        try:
+            response = await self._metadata(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise model_error(exc, self._address) from None
+        signatures = tfserving.SignatureDefMap.FromString(response.metadata["signature_def"].value)
+        if self._signature_name not in signatures.signature_def:
+            raise ModelError(grpc.StatusCode.INTERNAL, f"the model has no signature '{self._signature_name}'")
+        outputs = signatures.signature_def[self._signature_name].outputs
+        dims = (
+            [dim.size for dim in outputs[self._scores_output].tensor_shape.dim]
+            if self._scores_output in outputs
+            else []
+        )
+        return ModelMetadata(
+            version=str(response.model_spec.version.value),
+            num_classes=dims[-1] if dims else 0,
+            input_key=self._input_key,
+        )

@@ -1,0 +1,122 @@
+"""The InferenceService RPCs: Classify, GetModel and GetLimits."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+
+import grpc
+from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
+
+from services.common.context import time_remaining
+from services.inference.classifier import Classification, Classifier
+from services.inference.config import Settings
+from services.inference.images import CONTENT_TYPES, CheckedImage, ImageChecker, InvalidImage
+from services.inference.model_client import ModelClient, ModelError
+from services.inference.taxonomy import Tagger
+from services.inference.upload import read_upload
+
+# Smaller uploads are checked on the event loop: a thread hop costs more than decoding them.
+INLINE_CHECK_BYTES = 256 * 1024
+# Answer with our own DEADLINE_EXCEEDED a little before the caller's deadline fires.
+DEADLINE_MARGIN_SECONDS = 0.05
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        labels: tuple[str, ...],
+        checker: ImageChecker,
+        classifier: Classifier,
+        client: ModelClient,
+        executor: Executor,
+    ) -> None:
+        self._settings = settings
+        self._labels = labels
+        self._tagger = Tagger(labels)
+        self._checker = checker
+        self._classifier = classifier
+        self._client = client
+        self._executor = executor
+
+    @property
+    def classifier(self) -> Classifier:
+        return self._classifier
+
+    @property
+    def client(self) -> ModelClient:
+        return self._client
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._labels
+
+    async def Classify(
+        self, request_iterator: AsyncIterator[inference_pb2.ClassifyRequest], context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ClassifyResponse:
+        try:
+            upload = await read_upload(request_iterator, max_bytes=self._settings.max_bytes)
+            image = await self._check(upload.data)
+            result = await self._classifier.classify(upload.sha256, image.payload, timeout=self._timeout())
+            return self._response(result, image, upload.top_k)
+        except InvalidImage as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ModelError as exc:
+            await context.abort(exc.code, exc.message)
+
+    async def GetModel(
+        self, request: inference_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ModelInfo:
+        try:
+            metadata = await self._client.metadata(timeout=self._timeout())
+        except ModelError as exc:
+            await context.abort(exc.code, exc.message)
+        description = (
+            f"ImageNet classifier '{self._client.model_name}' served by TensorFlow Serving: "
+            f"{metadata.num_classes or len(self._labels)} classes, input '{metadata.input_key}' takes encoded "
+            f"{', '.join(t.removeprefix('image/') for t in CONTENT_TYPES)} files"
+        )
+        return inference_pb2.ModelInfo(
+            name=self._client.model_name,
+            version=metadata.version,
+            description=description,
+            num_labels=len(self._labels),
+        )
+
+    async def GetLimits(
+        self, request: inference_pb2.GetLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.Limits:
+        return inference_pb2.Limits(
+            max_bytes=self._settings.max_bytes, max_pixels=self._settings.max_pixels, content_types=CONTENT_TYPES
+        )
+
+    async def _check(self, data: bytes) -> CheckedImage:
+        if len(data) <= INLINE_CHECK_BYTES:
+            return self._checker.check(data)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._checker.check, data)
+
+    def _timeout(self) -> float:
+        limit = self._settings.predict_timeout_seconds
+        remaining = time_remaining()
+        if remaining is None:
+            return limit
+        return max(0.001, min(limit, remaining - min(DEADLINE_MARGIN_SECONDS, remaining / 10)))
+
+    def _response(self, result: Classification, image: CheckedImage, top_k: int) -> inference_pb2.ClassifyResponse:
+        if max(result.class_ids) >= len(self._labels):
+            raise ModelError(grpc.StatusCode.INTERNAL, "the model scored more classes than the labels file names")
+        ranked = result.top(top_k)
+        return inference_pb2.ClassifyResponse(
+            labels=[
+                inference_pb2.Prediction(label=self._labels[class_id], class_id=class_id, score=score)
+                for class_id, score in ranked
+            ],
+            category=self._labels[result.class_ids[0]],
+            tags=self._tagger.tags(result.top(len(result.class_ids)), self._settings.tag_threshold),
+            model_name=self._client.model_name,
+            model_version=result.model_version,
+            format=image.format,
+            width=image.width,
+            height=image.height,
+        )

@@ -1,0 +1,1 @@
+"""A TensorFlow Serving compatible model server: Predict, GetModelMetadata and GetModelStatus over gRPC."""

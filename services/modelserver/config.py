@@ -1,0 +1,96 @@
+"""Model server settings: TAGSMITH_* environment variables, overridden by TensorFlow Serving's own flag names."""
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import ServiceSettings
+
+# BatchingParameters fields this server honours; TF Serving wraps each in { value: N }.
+BATCHING_FIELDS = {"max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"}
+
+
+class Settings(ServiceSettings):
+    """Where the models are, how to batch, and how many threads TensorFlow may use."""
+
+    host: str = Field("0.0.0.0", description="Interface the gRPC server binds to.")
+    port: int = Field(8500, ge=0, le=65535, description="gRPC port (TF Serving's default); 0 picks a free one.")
+    metrics_port: int | None = Field(9105, ge=0, le=65535, description="Prometheus /metrics port; unset disables it.")
+    model_name: str = Field("default", description="Name served when model_base_path is one model's directory.")
+    model_base_path: Path = Field(
+        Path("models"), description="One model's directory (numeric version subdirs) or a parent of several."
+    )
+    model_config_file: Path | None = Field(None, description="Text-format ModelServerConfig; replaces the two above.")
+    enable_batching: bool = Field(True, description="Merge concurrent Predict calls into one model call.")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Largest merged batch, in examples.")
+    batch_timeout_micros: int = Field(
+        0, ge=0, description="How long a batch may wait for more calls once the model is free (TF Serving: 0)."
+    )
+    num_batch_threads: int = Field(1, ge=1, le=64, description="Batches run at the same time per model version.")
+    max_enqueued_batches: int = Field(
+        64, ge=1, description="Queued batches per model version before Predict answers UNAVAILABLE."
+    )
+    intra_op_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 lets TensorFlow choose.")
+    inter_op_threads: int = Field(0, ge=0, description="TensorFlow inter-op threads; 0 lets TensorFlow choose.")
+    port_file: Path | None = Field(None, description="Write the bound gRPC port here once serving (for --port 0).")
+
+
+def _flag_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.modelserver", description="TensorFlow Serving compatible gRPC model server."
+    )
+    add = parser.add_argument
+    add("--port", type=int, help="gRPC port (default 8500); 0 picks a free one")
+    add("--host", help="interface to bind (default 0.0.0.0)")
+    add("--port_file", type=Path, help="write the bound port to this file once serving")
+    add("--model_name", help="name of the model in --model_base_path (default 'default')")
+    add("--model_base_path", type=Path, help="a model directory with numeric versions, or a parent of several")
+    add("--model_config_file", type=Path, help="text-format ModelServerConfig listing the models")
+    add("--enable_batching", type=_flag_bool, nargs="?", const=True, help="merge concurrent Predict calls")
+    add("--batching_parameters_file", type=Path, help="text-format BatchingParameters")
+    add("--max_batch_size", type=int, help="largest merged batch")
+    add("--batch_timeout_micros", type=int, help="how long a batch waits for more calls")
+    add("--num_batch_threads", type=int, help="batches run at once per model version")
+    add("--tensorflow_intra_op_parallelism", dest="intra_op_threads", type=int, help="TensorFlow intra-op threads")
+    add("--tensorflow_inter_op_parallelism", dest="inter_op_threads", type=int, help="TensorFlow inter-op threads")
+    add("--metrics_port", type=int, help="Prometheus /metrics port")
+    # Accepted so TF Serving command lines run unchanged; this server has no REST API and loads models once.
+    add("--rest_api_port", type=int, dest="ignored_rest_api_port", help="accepted and ignored (no REST API)")
+    add("--file_system_poll_wait_seconds", type=int, dest="ignored_poll", help="accepted and ignored")
+    return parser
+
+
+def parse_batching_parameters(text: str) -> dict[str, int]:
+    """Reads TF Serving's BatchingParameters text format (`max_batch_size { value: 32 }`, or `max_batch_size: 32`)."""
+    values: dict[str, int] = {}
+    tokens = text.replace("{", " { ").replace("}", " } ").replace(":", " : ").split()
+    for index, token in enumerate(tokens):
+        if token not in BATCHING_FIELDS:
+            continue
+        following = [t for t in tokens[index + 1 : index + 5] if t not in ("{", ":", "value")]
+        try:
+            values[token] = int(following[0])
+        except (IndexError, ValueError):
+            raise ValueError(f"batching parameters: no integer value for {token}") from None
+    return values
+
+
+def load_settings(argv: Sequence[str]) -> Settings:
+    """Environment first, then flags; a batching parameters file sits between them."""
+    args = vars(_parser().parse_args(argv))
+    skipped = {"batching_parameters_file", "ignored_rest_api_port", "ignored_poll"}
+    overrides = {key: value for key, value in args.items() if value is not None and key not in skipped}
+    batching_file = args.get("batching_parameters_file")
+    if batching_file is not None:
+        overrides = {**parse_batching_parameters(batching_file.read_text()), **overrides}
+    return Settings(**overrides)

@@ -1,0 +1,93 @@
+"""TF Serving unreachable, stopped or too slow: the caller gets UNAVAILABLE or DEADLINE_EXCEEDED in time."""
+
+import asyncio
+import socket
+import time
+
+import grpc
+import pytest
+from tagsmith.inference.v1 import inference_pb2_grpc
+
+from services.common import tfserving
+from services.common.channels import open_channel
+from tests.support.inference_fixtures import classify_requests, sample_image, start_modelserver
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def hanging_tfserving():
+    """A stand-in TF Serving that accepts Predict calls and never answers (nothing real can be made this slow)."""
+
+    async def hang(request, context):
+        await asyncio.sleep(3600)
+
+    handler = grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService",
+        {
+            "Predict": grpc.unary_unary_rpc_method_handler(
+                hang,
+                request_deserializer=tfserving.PredictRequest.FromString,
+                response_serializer=tfserving.PredictResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+async def timed_classify(port: int, token: str, data: bytes, timeout: float | None = 30):
+    started = time.monotonic()
+    async with open_channel(f"127.0.0.1:{port}", retries=False) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Classify(
+                iter(classify_requests(data)), metadata=(("authorization", f"Bearer {token}"),), timeout=timeout
+            )
+    return err.value, time.monotonic() - started
+
+
+async def test_unreachable_tfserving_is_unavailable_quickly(inference_server, test_keys):
+    running = await inference_server(tfserving_addr=f"127.0.0.1:{closed_port()}")
+    error, elapsed = await timed_classify(running.port, test_keys.token(), sample_image())
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "TensorFlow Serving" in error.details()
+    assert elapsed < 3
+
+
+async def test_slow_tfserving_answers_within_the_callers_deadline(inference_server, test_keys, hanging_tfserving):
+    running = await inference_server(tfserving_addr=hanging_tfserving)
+    error, elapsed = await timed_classify(running.port, test_keys.token(), sample_image(), timeout=1.0)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 1.5
+
+
+async def test_slow_tfserving_is_cut_off_by_the_predict_timeout(inference_server, test_keys, hanging_tfserving):
+    running = await inference_server(tfserving_addr=hanging_tfserving, predict_timeout_seconds=0.5)
+    error, elapsed = await timed_classify(running.port, test_keys.token(), sample_image(), timeout=20)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "did not answer within the deadline" in error.details()
+    assert elapsed < 1.5
+
+
+async def test_model_server_stopped_mid_test(inference_server, test_keys, model_base_path, tmp_path):
+    with start_modelserver(model_base_path, tmp_path) as (address, process):
+        running = await inference_server(tfserving_addr=address)
+        async with open_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            metadata = (("authorization", f"Bearer {test_keys.token()}"),)
+            reply = await stub.Classify(iter(classify_requests(sample_image("coffee"))), metadata=metadata, timeout=30)
+        assert reply.model_version == "1"
+        process.terminate()
+        process.wait(timeout=10)
+        error, elapsed = await timed_classify(running.port, test_keys.token(), sample_image("chelsea"))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert elapsed < 3

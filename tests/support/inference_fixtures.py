@@ -1,0 +1,139 @@
+"""Pytest fixtures for the model server and the inference service, shared by every test tier.
+
+- `modelserver_addr` (session): "127.0.0.1:PORT" of a `python -m services.modelserver` subprocess serving the real
+  model from `model_base_path`; started once, killed at the end of the session.
+- `inference_server` (function): async factory `await inference_server(verifier=..., **settings)` -> RunningServer,
+  an in-process inference service talking to `modelserver_addr` (or to `tfserving_addr=` when given); every server
+  it started is stopped after the test.
+- Helpers: `MODEL_NAME`, `classify_requests(data, top_k=0)`, `sample_image(name, fmt)`, `start_modelserver(...)`.
+"""
+
+import contextlib
+import ctypes
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tagsmith.inference.v1 import inference_pb2
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_NAME = "efficientnet_lite0"
+INFERENCE_SERVICE = "tagsmith.inference.v1.InferenceService"
+MODELSERVER_START_SECONDS = 120
+CHUNK_BYTES = 1024 * 1024
+
+
+def classify_requests(data: bytes, *, top_k: int = 0, chunk_bytes: int = CHUNK_BYTES) -> list:
+    """A Classify request stream: options first, then the image in chunks of at most 1 MiB."""
+    requests = [inference_pb2.ClassifyRequest(options=inference_pb2.ClassifyOptions(top_k=top_k))]
+    requests += [
+        inference_pb2.ClassifyRequest(chunk=data[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)
+    ]
+    return requests
+
+
+def sample_image(name: str = "chelsea", fmt: str = "JPEG", **save_options) -> bytes:
+    """scikit-image's sample photos encoded as `fmt`: "chelsea" is a cat, "coffee" a cup of espresso."""
+    from PIL import Image
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(getattr(data, name)()).save(buffer, fmt, **save_options)
+    return buffer.getvalue()
+
+
+def _parent_death_signal():
+    """A pre-exec hook so the model server gets SIGTERM if the test process dies without cleaning up (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded here: the forked child must not dlopen
+    except OSError:
+        return None
+    return lambda: libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _wait_serving(process: subprocess.Popen, port_file: Path, log_file: Path, deadline: float) -> str:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"model server exited with {process.returncode}:\n{log_file.read_text()[-3000:]}")
+        if port_file.exists():
+            address = f"127.0.0.1:{port_file.read_text().strip()}"
+            with grpc.insecure_channel(address) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return address
+        time.sleep(0.2)
+    raise RuntimeError(f"model server not SERVING after {MODELSERVER_START_SECONDS}s:\n{log_file.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def start_modelserver(model_base_path: Path, workdir: Path, *extra_args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Runs `python -m services.modelserver --port 0` until the block ends; yields (address, process)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port_file, log_file = workdir / "modelserver.port", workdir / "modelserver.log"
+    port_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "services.modelserver", "--host", "127.0.0.1", "--port", "0"]
+    command += ["--port_file", str(port_file), "--model_base_path", str(model_base_path), *extra_args]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "gen"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "TAGSMITH_METRICS_PORT": "0",
+        "TAGSMITH_LOG_LEVEL": "WARNING",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal()
+        )
+    try:
+        yield _wait_serving(process, port_file, log_file, time.monotonic() + MODELSERVER_START_SECONDS), process
+    finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def modelserver_addr(model_base_path, tmp_path_factory) -> Iterator[str]:
+    """Address of one model server subprocess for the whole session, serving the real EfficientNet-Lite0."""
+    with start_modelserver(model_base_path, tmp_path_factory.mktemp("modelserver")) as (address, _):
+        yield address
+
+
+@pytest.fixture
+async def inference_server(request, test_keys):
+    """Factory: `running = await inference_server(verifier=None, **settings)`; stopped after the test.
+
+    The verifier defaults to test_keys.verifier(); tfserving_addr defaults to the session's model server.
+    """
+    from services.inference.config import Settings
+    from services.inference.server import create_server
+
+    started = []
+
+    async def start(verifier=None, **overrides):
+        if "tfserving_addr" not in overrides:
+            overrides["tfserving_addr"] = request.getfixturevalue("modelserver_addr")
+        settings = Settings(host="127.0.0.1", port=0, metrics_port=None, **overrides)
+        running = await create_server(settings, verifier=verifier or test_keys.verifier())
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.stop(0)
