@@ -1,40 +1,50 @@
-"""Prints README.md's configuration tables from each service's Settings class."""
+"""Writes README.md's configuration tables from each service's Settings class (`python tools/settings_table.py`)."""
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "gen")]
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
 SERVICES = ("gateway", "auth", "catalog", "inference")
+BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 
 def _default(field) -> str:
-    if field.default_factory is not None:
-        value = field.default_factory()
-        value = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
-    else:
-        value = field.default
-    if value is None or value == "":
-        return "-"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(value, list | tuple):
+        value = ", ".join(map(str, value))
     if hasattr(value, "get_secret_value"):
-        return "-" if not value.get_secret_value() else "(set)"
-    return str(value).replace(str(Path.cwd()) + "/", "")
+        value = "(set)" if value.get_secret_value() else ""
+    text = "" if value is None else str(value).replace(str(REPO) + "/", "")
+    return f"`{text}`" if text else "-"
 
 
 def table(service: str) -> str:
     settings = importlib.import_module(f"services.{service}.config").Settings
     prefix = settings.model_config.get("env_prefix", "TAGSMITH_")
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for name, field in settings.model_fields.items():
+    for name, field in sorted(settings.model_fields.items()):
         description = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{prefix}{name.upper()}` | `{_default(field)}` | {description} |")
+        rows.append(f"| `{prefix}{name.upper()}` | {_default(field)} | {description} |")
     return "\n".join(rows)
 
 
+def tables() -> str:
+    return "\n".join(f"### {service}\n\n{table(service)}\n" for service in SERVICES)
+
+
+def with_tables(readme: str) -> str:
+    """README text with the block between the settings markers replaced by fresh tables."""
+    block = f"{BEGIN}\n{tables()}{END}"
+    return re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
+
+
 def main() -> None:
-    for service in SERVICES:
-        print(f"### {service}\n\n{table(service)}\n")
+    readme = REPO / "README.md"
+    readme.write_text(with_tables(readme.read_text()))
 
 
 if __name__ == "__main__":

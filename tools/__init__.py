@@ -1,0 +1,1 @@
+"""Developer tools: protobuf descriptor capture and README generation."""
