@@ -83,10 +83,14 @@ async def create_server(settings: Settings, *, verifier: TokenVerifier | None = 
     return running
 
 
+# Which model is served is public (the REST API's /v1/model is open); classifying needs a token.
+OPEN_METHODS = frozenset({"/tagsmith.inference.v1.InferenceService/GetModel"})
+
+
 def _auth(settings: Settings, verifier: TokenVerifier | None) -> tuple[AuthInterceptor, grpc.aio.Channel | None]:
     if verifier is not None:
-        return AuthInterceptor(verifier), None
-    return token_verification(settings)
+        return AuthInterceptor(verifier, open_methods=OPEN_METHODS), None
+    return token_verification(settings, open_methods=OPEN_METHODS)
 
 
 async def check_model(client: ModelClient, num_labels: int) -> None:

@@ -1,15 +1,16 @@
 """The shared server bootstrap: health, reflection, auth interceptor, request ids, metrics, errors."""
+
 import urllib.request
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.interceptors import AuthInterceptor
 from services.common.server import start_server
 from services.common.settings import ServiceSettings
-from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 
 class _Probe(inference_pb2_grpc.InferenceServiceServicer):
@@ -69,7 +70,9 @@ async def test_unexpected_error_is_internal_without_detail(probe_server, test_ke
 async def test_metrics_count_calls_by_code(probe_server, test_keys):
     async with open_channel(f"127.0.0.1:{probe_server.port}") as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        await stub.GetLimits(inference_pb2.GetLimitsRequest(), metadata=(("authorization", f"Bearer {test_keys.token()}"),))
+        await stub.GetLimits(
+            inference_pb2.GetLimitsRequest(), metadata=(("authorization", f"Bearer {test_keys.token()}"),)
+        )
     body = urllib.request.urlopen(f"http://127.0.0.1:{probe_server.metrics_port}/metrics").read().decode()
     assert 'grpc_server_handled_total{code="OK",method="/tagsmith.inference.v1.InferenceService/GetLimits"} 1.0' in body
 

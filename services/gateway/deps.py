@@ -1,0 +1,69 @@
+"""FastAPI dependencies: the backends, the settings, and the caller's token."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
+
+from services.gateway.clients import Backends
+from services.gateway.config import Settings
+from services.gateway.errors import unauthenticated
+from services.gateway.identity import AnonymousSession, bearer_token
+
+# Declares the scheme in the OpenAPI document (and the Authorize button of /docs); the header is parsed below.
+bearer_scheme = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/login.")
+
+
+def get_backends(request: Request) -> Backends:
+    return request.app.state.backends
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def caller_token(request: Request, _: Annotated[object, Security(bearer_scheme)] = None) -> str:
+    """The caller's bearer token; 401 when there is none."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise unauthenticated()
+    return token
+
+
+async def legacy_token(request: Request, _: Annotated[object, Security(bearer_scheme)] = None) -> str:
+    """The caller's token, or in anonymous mode the shared anonymous user's when the request carries none."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is not None:
+        return token
+    anonymous: AnonymousSession | None = request.app.state.anonymous
+    if anonymous is None:
+        raise unauthenticated()
+    request.state.anonymous = True
+    return await anonymous.token()
+
+
+def optional_token(request: Request) -> str | None:
+    """The caller's token when it sent one; open routes forward it but do not need it."""
+    return bearer_token(request.headers.get("authorization"))
+
+
+async def legacy_optional_token(request: Request) -> str | None:
+    """The caller's token; else, in anonymous mode, the anonymous user's; else none."""
+    token = bearer_token(request.headers.get("authorization"))
+    anonymous: AnonymousSession | None = request.app.state.anonymous
+    if token is None and anonymous is not None:
+        request.state.anonymous = True
+        return await anonymous.token()
+    return token
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+Token = Annotated[str, Depends(caller_token)]
+LegacyToken = Annotated[str, Depends(legacy_token)]
+OptionalToken = Annotated[str | None, Depends(optional_token)]
+LegacyOptionalToken = Annotated[str | None, Depends(legacy_optional_token)]
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

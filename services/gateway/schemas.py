@@ -1,0 +1,221 @@
+"""The JSON shapes of the REST API, and their translation from the backends' messages."""
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import Response
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, Field
+from tagsmith.auth.v1 import auth_pb2
+from tagsmith.catalog.v1 import catalog_pb2
+from tagsmith.inference.v1 import inference_pb2
+
+ImageStatus = Literal["pending", "classified", "failed"]
+_STATUS = {
+    catalog_pb2.IMAGE_STATUS_PENDING: "pending",
+    catalog_pb2.IMAGE_STATUS_CLASSIFIED: "classified",
+    catalog_pb2.IMAGE_STATUS_FAILED: "failed",
+}
+_SOURCE = {catalog_pb2.LABEL_SOURCE_USER: "user"}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. not_found, invalid_argument, payload_too_large.")
+    message: str = Field(description="What went wrong, for a person.")
+    request_id: str = Field(description="Quote it when reporting a problem.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Credentials(BaseModel):
+    username: str = Field(min_length=1, max_length=256, examples=["ada"])
+    password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery"])
+
+
+class RefreshTokenBody(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_token: str
+    refresh_expires_in: int = Field(description="Seconds until the refresh token expires.")
+
+
+class User(BaseModel):
+    id: str
+    username: str
+    roles: list[str]
+    created_at: datetime | None
+
+
+class Jwks(BaseModel):
+    keys: list[dict] = Field(description="RFC 7517 JSON Web Keys.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    description: str
+
+
+class Limits(BaseModel):
+    max_bytes: int = Field(description="Largest accepted file, in bytes.")
+    max_pixels: int = Field(description="Largest accepted width times height.")
+    content_types: list[str] = Field(description="Accepted MIME types.")
+    max_files: int = Field(description="Most files one upload request may carry.")
+
+
+class Label(BaseModel):
+    label: str
+    class_id: int
+    score: float = Field(ge=0, le=1)
+    rank: int
+    source: Literal["model", "user"]
+
+
+class Image(BaseModel):
+    uid: str
+    filename: str
+    content_type: str
+    size: int = Field(description="Bytes of the original file.")
+    sha256: str
+    width: int
+    height: int
+    status: ImageStatus
+    status_reason: str
+    category: str = Field(description="The best label; empty while pending.")
+    labels: list[Label]
+    tags: list[str]
+    manual_tags: list[str]
+    model_name: str
+    model_version: str
+    created_at: datetime | None
+    classified_at: datetime | None
+    duplicate: bool = Field(description="True when this upload matched bytes already stored.")
+    content_url: str
+    thumbnail_url: str
+
+
+class ImagePage(BaseModel):
+    images: list[Image]
+    next_page_token: str = Field(description="Pass as page_token for the next page; empty on the last one.")
+
+
+class UploadFailure(BaseModel):
+    filename: str
+    error: ErrorDetail
+
+
+class UploadBatch(BaseModel):
+    images: list[Image] = Field(description="Stored images, in the order of the form's files.")
+    errors: list[UploadFailure] = Field(description="Files that were refused, and why.")
+
+
+class TagsUpdate(BaseModel):
+    tags: list[str] = Field(max_length=100, description="The image's manual tags from now on.")
+
+
+class CategoryCount(BaseModel):
+    category: str
+    count: int
+
+
+class CategoryList(BaseModel):
+    categories: list[CategoryCount]
+
+
+class TagCount(BaseModel):
+    tag: str
+    count: int
+
+
+class TagList(BaseModel):
+    tags: list[TagCount]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    backends: dict[str, str] = Field(default_factory=dict)
+
+
+class LegacyUpload(BaseModel):
+    category: str
+    uid: str
+
+
+class LegacyImage(BaseModel):
+    uid: str
+    category: str
+
+
+def timestamp(value: Timestamp, present: bool) -> datetime | None:
+    return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def user_from(user: auth_pb2.User) -> User:
+    return User(
+        id=user.id,
+        username=user.username,
+        roles=list(user.roles),
+        created_at=timestamp(user.created_at, user.HasField("created_at")),
+    )
+
+
+def tokens_from(pair: auth_pb2.TokenPair) -> TokenPair:
+    return TokenPair(
+        access_token=pair.access_token,
+        expires_in=pair.expires_in,
+        refresh_token=pair.refresh_token,
+        refresh_expires_in=pair.refresh_expires_in,
+    )
+
+
+def model_from(info: inference_pb2.ModelInfo) -> ModelInfo:
+    return ModelInfo(name=info.name, version=info.version, description=info.description)
+
+
+def json_response(model: BaseModel, *, status_code: int = 200) -> Response:
+    """Serializes a model built from trusted backend data, skipping FastAPI's second validation of it."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+# The builders below use model_construct: the backends' messages are already typed, and validating every image
+# of every page again would cost more than the rest of the request.
+def label_from(label: catalog_pb2.Label) -> Label:
+    return Label.model_construct(
+        label=label.label,
+        class_id=label.class_id,
+        score=min(1.0, max(0.0, label.score)),
+        rank=label.rank,
+        source=_SOURCE.get(label.source, "model"),
+    )
+
+
+def image_from(image: catalog_pb2.Image) -> Image:
+    return Image.model_construct(
+        uid=image.uid,
+        filename=image.filename,
+        content_type=image.content_type,
+        size=image.size_bytes,
+        sha256=image.sha256,
+        width=image.width,
+        height=image.height,
+        status=_STATUS.get(image.status, "pending"),
+        status_reason=image.status_reason,
+        category=image.category,
+        labels=[label_from(label) for label in image.labels],
+        tags=list(image.tags),
+        manual_tags=list(image.manual_tags),
+        model_name=image.model_name,
+        model_version=image.model_version,
+        created_at=timestamp(image.created_at, image.HasField("created_at")),
+        classified_at=timestamp(image.classified_at, image.HasField("classified_at")),
+        duplicate=image.duplicate,
+        content_url=f"/v1/images/{image.uid}/content",
+        thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
+    )
