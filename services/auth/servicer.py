@@ -1,5 +1,6 @@
 """The AuthService RPCs: register, log in, refresh, log out, who am I, and the public keys."""
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -12,7 +13,6 @@ from services.auth.issuer import TokenIssuer, new_refresh_token, refresh_token_h
 from services.auth.keys import KeySet
 from services.auth.passwords import (
     PASSWORD_MAX,
-    USERNAME_MAX,
     InvalidCredentials,
     PasswordHasher,
     check_password,
@@ -74,14 +74,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return user_message(user)
 
     async def Login(self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> auth_pb2.TokenPair:
-        username = request.username[: USERNAME_MAX + 1]
+        username = _valid_username(request.username)
+        account = username_key(username) if username else _unusable_name_key(request.username)
         address = self._client_address(context)
         try:
-            attempt = await self._deps.limiter.begin(account=username_key(username), address=address)
+            attempt = await self._deps.limiter.begin(account=account, address=address)
         except Throttled as exc:
             log.warning("login throttled", extra={"client": address, "retry_after": exc.retry_after})
             await _abort_throttled(context, exc.retry_after)
-        user = await self._deps.store.user_by_username(username)
+        user = await self._deps.store.user_by_username(username) if username else None
         password = normalize_password(request.password[:_LOGIN_PASSWORD_INPUT_MAX])
         if not await self._deps.hasher.verify(user.password_hash if user else None, password):
             log.info("login failed", extra={"client": address})
@@ -156,6 +157,20 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             refresh_token=refresh_token,
             refresh_expires_in=self._deps.refresh_ttl_seconds,
         )
+
+
+def _unusable_name_key(username: str) -> str:
+    """The limiter key for a name no account can have: hashed, so whatever it holds (NUL bytes, megabytes)
+    becomes a short plain key, and failures still count per name as they do for unknown valid names."""
+    return "invalid:" + hashlib.sha256(username.encode()).hexdigest()[:32]
+
+
+def _valid_username(username: str) -> str | None:
+    """The username if it could name an account; None for one that cannot (too long, NUL bytes, non-ASCII)."""
+    try:
+        return check_username(username)
+    except InvalidCredentials:
+        return None
 
 
 def user_message(user: User) -> auth_pb2.User:

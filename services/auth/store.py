@@ -10,6 +10,8 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from services.auth.passwords import username_key
+
 log = logging.getLogger(__name__)
 
 ROLES = ("user", "admin", "service")
@@ -62,8 +64,13 @@ class AuthStore:
             raise UsernameTaken(username) from None
 
     async def user_by_username(self, username: str) -> User | None:
+        """The user whose name matches case-insensitively.
+
+        Lower-cased here, not by PostgreSQL: its lower() maps some non-ASCII letters ("İ") to ASCII ones, which
+        would let a look-alike name reach an account while the login limiter counts it under another key.
+        """
         return await self._one_user(
-            f"SELECT {_USER_COLUMNS} FROM auth.users WHERE lower(username) = lower(%s)", username
+            f"SELECT {_USER_COLUMNS} FROM auth.users WHERE lower(username) = %s", username_key(username)
         )
 
     async def user_by_id(self, user_id: str) -> User | None:

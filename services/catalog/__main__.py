@@ -11,7 +11,14 @@ from services.catalog.config import Settings
 from services.catalog.identity import ServiceLoginFailed
 from services.catalog.inference_client import InferenceUnavailable
 from services.catalog.models import BatchResult
-from services.catalog.server import MIGRATIONS, SCHEMA, create_server, open_runtime, service_identity
+from services.catalog.server import (
+    MIGRATIONS,
+    SCHEMA,
+    SchemaNotReady,
+    create_server,
+    open_runtime,
+    service_identity,
+)
 from services.catalog.sweeper import Sweeper
 from services.common.db import migrate
 from services.common.logging import setup_logging
@@ -23,7 +30,7 @@ log = logging.getLogger("services.catalog")
 async def serve(settings: Settings) -> int:
     try:
         running = await create_server(settings)
-    except ValueError as exc:
+    except (ValueError, SchemaNotReady) as exc:
         log.error("cannot start: %s", exc)
         return 2
     await serve_until_signalled(running, grace=settings.grace_seconds)

@@ -19,7 +19,9 @@ class Settings(ServiceSettings, TokenSettings):
     )
 
     postgres_dsn: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/tagsmith", description="PostgreSQL connection string (schema `catalog`)."
+        # The same default as auth's: the two services may share one database, each in its own schema.
+        "postgresql://tagsmith@127.0.0.1:5432/tagsmith",
+        description="PostgreSQL connection string (schema `catalog`).",
     )
     postgres_pool_size: int = Field(10, ge=1, le=200, description="Most connections one process opens.")
 

@@ -1,10 +1,13 @@
 """Where an image's bytes live: content-addressed object keys built only from a validated SHA-256."""
 
+import logging
 import re
 from typing import BinaryIO
 
-from services.catalog.blobstore import BlobStore
+from services.catalog.blobstore import BlobStore, BlobStoreUnavailable
 from services.catalog.ids import is_valid_sha256
+
+log = logging.getLogger(__name__)
 
 ORIGINALS = "objects/"
 THUMBNAILS = "thumbs/"
@@ -51,3 +54,11 @@ class ContentBytes:
         """Removes the original and any cached thumbnail; missing objects are fine."""
         for key in (original_key(sha256), *(thumbnail_key(sha256, fmt) for fmt in _THUMB_EXTENSIONS)):
             await self.blobs.delete(key)
+
+    async def discard(self, sha256: str) -> None:
+        """Like remove(), but while storage is unreachable the bytes stay: no row refers to them any more,
+        so the sweeper removes them later, and the caller's change (a delete) still succeeds."""
+        try:
+            await self.remove(sha256)
+        except BlobStoreUnavailable:
+            log.warning("object storage unreachable; the sweeper will remove the bytes of %s", sha256)

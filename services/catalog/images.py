@@ -1,6 +1,7 @@
 """What an uploaded file is: format, size and transparency, read by Pillow from the header alone."""
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -17,7 +18,9 @@ FORMATS = {
 SUPPORTED = "JPEG, PNG, WebP, GIF or BMP"
 MAX_FILENAME_CHARS = 255
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f\"]")
+# Control and invisible characters, which can disguise a name (bidirectional overrides, zero-width marks):
+# Unicode categories C* (control, format, private, unassigned) and Zl, Zp (line and paragraph separators).
+_INVISIBLE_CATEGORIES = ("C", "Zl", "Zp")
 
 
 class UnsupportedImage(ValueError):
@@ -58,9 +61,10 @@ def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
 
 
 def clean_filename(raw: str, *, fallback_stem: str, extension: str) -> str:
-    """A display name: the last path component, without control characters or quotes, at most 255 characters."""
-    name = re.split(r"[/\\]", raw)[-1]
-    name = _UNSAFE_FILENAME.sub("", name).strip()
+    """A display name: the last path component, without quotes or invisible characters, at most 255 characters."""
+    last = re.split(r"[/\\]", raw)[-1]
+    name = "".join(c for c in last if c != '"' and not unicodedata.category(c).startswith(_INVISIBLE_CATEGORIES))
+    name = name.strip()
     if name in ("", ".", ".."):
         name = f"{fallback_stem}.{extension}"
     return name[:MAX_FILENAME_CHARS]

@@ -7,10 +7,9 @@ from services.catalog.terms import LabelScore, TagRow, visible_tags
 
 
 @dataclass(frozen=True)
-class ImageRow:
-    """One row of catalog.images, as every read returns it."""
+class NewImage:
+    """What an upload knows before its row exists."""
 
-    id: int
     uid: str
     owner_id: str
     sha256: str
@@ -20,6 +19,13 @@ class ImageRow:
     width: int
     height: int
     thumb_format: str
+
+
+@dataclass(frozen=True)
+class ImageRow(NewImage):
+    """One row of catalog.images, as every read returns it: the upload's facts plus the catalog's own."""
+
+    id: int
     status: str
     status_reason: str
     category: str
@@ -36,21 +42,6 @@ class ImageRow:
     @property
     def tags(self) -> list[TagRow]:
         return visible_tags(self.model_tags, self.manual_tags, self.hidden_tags)
-
-
-@dataclass(frozen=True)
-class NewImage:
-    """What an upload knows before its row exists."""
-
-    uid: str
-    owner_id: str
-    sha256: str
-    filename: str
-    content_type: str
-    size_bytes: int
-    width: int
-    height: int
-    thumb_format: str
 
 
 @dataclass(frozen=True)
@@ -103,3 +94,5 @@ class BatchResult:
     remaining: int = 0
     model_version: str = ""
     errors: list[str] = field(default_factory=list)
+    # The highest image id the batch claimed (the cursor it started from when it claimed none).
+    last_id: int = 0

@@ -33,12 +33,13 @@ class Reclassifier:
         self._inference = inference
         self._lease = lease_seconds
 
-    async def run_batch(self, token: str, *, batch_size: int) -> BatchResult:
-        """One batch; raises InferenceUnavailable (claims released) when inference cannot answer."""
+    async def run_batch(self, token: str, *, batch_size: int, after_id: int = 0) -> BatchResult:
+        """One batch of images with ids above `after_id`; raises InferenceUnavailable (claims released) when
+        inference cannot answer."""
         model = await self._inference.model(token=token, timeout=_MODEL_TIMEOUT)
-        rows = await self._store.claim_outdated(model, limit=batch_size, lease_seconds=self._lease)
+        rows = await self._store.claim_outdated(model, limit=batch_size, lease_seconds=self._lease, after_id=after_id)
         results = await self._classifier.classify_all(rows, token)
-        outcome = BatchResult(model_version=model.version)
+        outcome = BatchResult(model_version=model.version, last_id=max((row.id for row in rows), default=after_id))
         problem = None
         for row, result in zip(rows, results, strict=True):
             if isinstance(result, Result):
@@ -66,14 +67,19 @@ class Reclassifier:
         self, tokens: TokenProvider, *, batch_size: int, report: Callable[[BatchResult], None] = lambda _: None
     ) -> BatchResult:
         """Batches until nothing outdated remains; safe to interrupt and run again."""
-        total = BatchResult()
+        total, after = BatchResult(), 0
         while True:
-            batch = await self.run_batch(await tokens.token(), batch_size=batch_size)
+            batch = await self.run_batch(await tokens.token(), batch_size=batch_size, after_id=after)
             report(batch)
             total.reclassified += batch.reclassified
             total.failed += batch.failed
             total.remaining, total.model_version = batch.remaining, batch.model_version
             if batch.remaining == 0:
                 return total
-            if batch.reclassified + batch.failed == 0:
-                await asyncio.sleep(_BUSY_WAIT_SECONDS)
+            if batch.last_id == after:
+                # Nothing left past the cursor: what remains lies behind it, or other runs hold it for now.
+                if after == 0:
+                    await asyncio.sleep(_BUSY_WAIT_SECONDS)
+                after = 0
+            else:
+                after = batch.last_id

@@ -3,9 +3,11 @@
 import asyncio
 import functools
 import io
+import logging
 import math
 import tempfile
 from collections.abc import AsyncIterator
+from typing import BinaryIO
 
 import grpc
 import psycopg
@@ -27,6 +29,8 @@ from services.catalog.uploads import Uploader
 from services.common.context import current_principal
 from services.common.tokens import Principal
 
+log = logging.getLogger(__name__)
+
 MAX_CATEGORY_CHARS = 200
 MAX_RECLASSIFY_BATCH = 1000
 # Thumbnails rendered at once; decoding large originals is CPU- and memory-heavy.
@@ -38,6 +42,8 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
         return exc.code, exc.message
     if isinstance(exc, pagination.InvalidPage | InvalidTag):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, thumbnails.Undecodable):
+        return grpc.StatusCode.FAILED_PRECONDITION, "the image cannot be decoded, so it has no thumbnail"
     if isinstance(exc, BlobStoreUnavailable):
         return grpc.StatusCode.UNAVAILABLE, "object storage is unavailable; try again shortly"
     if isinstance(exc, psycopg.OperationalError | PoolTimeout):
@@ -47,16 +53,21 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Answers a known failure with its status; anything else propagates (the interceptor logs it as INTERNAL)."""
+    status = _status_for(exc)
+    if status is None:
+        raise exc
+    await context.abort(*status)
+
+
 def _unary(method):
     @functools.wraps(method)
     async def handler(self, request, context: grpc.aio.ServicerContext):
         try:
             return await method(self, request, context)
         except Exception as exc:
-            status = _status_for(exc)
-            if status is None:
-                raise
-            await context.abort(*status)
+            await _abort_for(exc, context)
 
     return handler
 
@@ -68,10 +79,7 @@ def _streaming(method):
             async for reply in method(self, request, context):
                 yield reply
         except Exception as exc:
-            status = _status_for(exc)
-            if status is None:
-                raise
-            await context.abort(*status)
+            await _abort_for(exc, context)
 
     return handler
 
@@ -84,6 +92,13 @@ def _uid(value: str) -> str:
 
 def _missing_bytes() -> CatalogError:
     return CatalogError(grpc.StatusCode.DATA_LOSS, "the image's bytes are missing from storage")
+
+
+def _category(value: str) -> str:
+    category = value.strip()
+    if len(category) > MAX_CATEGORY_CHARS or not category.isprintable():
+        raise invalid(f"category must be at most {MAX_CATEGORY_CHARS} printable characters")
+    return category
 
 
 def _min_score(value: float) -> float:
@@ -183,19 +198,25 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         """Builds the thumbnail from the original and caches it; concurrent first requests may both build it."""
         async with self._render_slots:
             with tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024) as original:
-                try:
-                    reader = await self._contents.blobs.open(original_key(row.sha256))
-                except BlobNotFound:
-                    raise _missing_bytes() from None
-                try:
-                    async for chunk in reader.chunks():
-                        original.write(chunk)
-                finally:
-                    await reader.close()
+                await self._copy_original(row, original)
                 data = await asyncio.to_thread(thumbnails.render, original, row.thumb_format)
         content_type = thumbnails.CONTENT_TYPES[row.thumb_format]
-        await self._contents.blobs.put(key, io.BytesIO(data), len(data), content_type=content_type)
+        try:
+            await self._contents.blobs.put(key, io.BytesIO(data), len(data), content_type=content_type)
+        except BlobStoreUnavailable:
+            log.warning("could not cache the thumbnail of %s; it is rendered again next time", row.uid)
         return data
+
+    async def _copy_original(self, row: ImageRow, target: BinaryIO) -> None:
+        try:
+            reader = await self._contents.blobs.open(original_key(row.sha256))
+        except BlobNotFound:
+            raise _missing_bytes() from None
+        try:
+            async for chunk in reader.chunks():
+                target.write(chunk)
+        finally:
+            await reader.close()
 
     @_unary
     async def DeleteImage(
@@ -203,7 +224,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.DeleteImageResponse:
         caller = current_principal()
         if not await self._store.delete_image(
-            _uid(request.uid), owner=caller.subject, remove_bytes=self._contents.remove
+            _uid(request.uid), owner=caller.subject, remove_bytes=self._contents.discard
         ):
             raise not_found()
         return catalog_pb2.DeleteImageResponse()
@@ -218,9 +239,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         size = pagination.page_size(request.page_size)
         min_score = _min_score(request.min_score)
         tag = normalize_tag(request.tag) if request.tag else ""
-        category = request.category.strip()
-        if len(category) > MAX_CATEGORY_CHARS:
-            raise invalid(f"category must be at most {MAX_CATEGORY_CHARS} characters")
+        category = _category(request.category)
         owner = None if request.all_users else caller.subject
         query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score)
         cursor = pagination.decode(request.page_token, query, (int,))

@@ -84,6 +84,10 @@ class CatalogStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self._pool
+
     async def _fetch_one(self, conn: AsyncConnection, query: sql.Composable, params) -> ImageRow | None:
         cur = conn.cursor(row_factory=class_row(ImageRow))
         await cur.execute(query, params)
@@ -284,15 +288,22 @@ class CatalogStore:
         " AND reclassify_tried <> %(key)s"
     )
 
-    async def claim_outdated(self, model: ModelId, *, limit: int, lease_seconds: float) -> list[ImageRow]:
+    async def claim_outdated(
+        self, model: ModelId, *, limit: int, lease_seconds: float, after_id: int = 0
+    ) -> list[ImageRow]:
+        """Reserves outdated images with ids above `after_id`, lowest first.
+
+        A run passes on the last id it claimed, so each batch reads on from there through the primary key
+        instead of scanning past every image already relabelled.
+        """
         query = sql.SQL(
             "UPDATE catalog.images AS i SET next_attempt_at = now() + make_interval(secs => %(lease)s)"
-            " WHERE id IN (SELECT id FROM catalog.images WHERE {outdated} AND next_attempt_at <= now()"
-            " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING {columns}"
+            " WHERE id IN (SELECT id FROM catalog.images WHERE id > %(after)s AND {outdated}"
+            " AND next_attempt_at <= now() ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING {columns}"
         ).format(outdated=sql.SQL(self._OUTDATED), columns=_COLUMNS)
         params = {"name": model.name, "version": model.version, "key": model.key, "lease": lease_seconds}
         async with self._pool.connection() as conn:
-            return await self._fetch_all(conn, query, {**params, "limit": limit})
+            return await self._fetch_all(conn, query, {**params, "limit": limit, "after": after_id})
 
     async def count_outdated(self, model: ModelId) -> int:
         query = sql.SQL("SELECT count(*) FROM catalog.images WHERE {outdated}").format(outdated=sql.SQL(self._OUTDATED))

@@ -28,6 +28,8 @@ MAX_CHUNK_BYTES = 1024 * 1024
 _SPOOL_IN_MEMORY = 4 * 1024 * 1024
 # Time kept back from the caller's deadline to store the outcome after classifying.
 _DEADLINE_MARGIN = 0.5
+# How often an upload starts over after the identical upload it joined was abandoned.
+_RESERVE_ATTEMPTS = 3
 
 
 @dataclass
@@ -127,21 +129,36 @@ class Uploader:
         )
 
     async def _store_and_classify(self, new: NewImage, received: Received, caller: Principal) -> tuple[ImageRow, bool]:
-        row, created = await self._store.reserve(new)
-        if row.status != "uploading":
-            return row, True
+        """Reserves a row (or joins the caller's identical upload in flight), then stores and classifies.
+
+        A joined upload can be cancelled under us, taking its row along; then we start over with our own row.
+        """
+        for _ in range(_RESERVE_ATTEMPTS):
+            row, created = await self._store.reserve(new)
+            if row.status != "uploading":
+                return row, True
+            final = await self._complete(row, created, new, received, caller.token)
+            if final is not None:
+                return final
+        raise CatalogError(grpc.StatusCode.ABORTED, "identical uploads kept interrupting each other; try again")
+
+    async def _complete(
+        self, row: ImageRow, created: bool, new: NewImage, received: Received, token: str
+    ) -> tuple[ImageRow, bool] | None:
+        """Bytes, classification, then the row made visible; None when the joined row vanished meanwhile."""
         try:
             await self._contents.save_original(new.sha256, received.file, new.size_bytes, content_type=new.content_type)
-            outcome = await self._classify(received, caller.token)
+            outcome = await self._classify(received, token)
             final = await self._store.finalize(row.id, outcome)
         except BaseException:
             if created:
                 await asyncio.shield(self._abandon(row.id))
             raise
-        if final is None:
-            # An identical upload by the same caller finished first.
-            return await self._store.get_by_id(row.id), True
-        return final, False
+        if final is not None:
+            return final, False
+        # An identical upload by the same caller finished first, or was abandoned.
+        existing = await self._store.get_by_id(row.id)
+        return None if existing is None else (existing, True)
 
     async def _abandon(self, image_id: int) -> None:
         try:

@@ -7,7 +7,7 @@ import grpc
 
 from services.common.context import time_remaining
 from services.common.interceptors import REQUEST_ID_HEADER
-from services.common.logging import request_id_var
+from services.common.logging import NO_REQUEST_ID, request_id_var
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -52,8 +52,9 @@ class _CallDefaults:
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if REQUEST_ID_HEADER not in metadata:
-            metadata.add(REQUEST_ID_HEADER, request_id_var.get())
+        request_id = request_id_var.get()
+        if REQUEST_ID_HEADER not in metadata and request_id != NO_REQUEST_ID:
+            metadata.add(REQUEST_ID_HEADER, request_id)
         token = self._token_provider() if self._token_provider else None
         if token and "authorization" not in metadata:
             metadata.add("authorization", f"Bearer {token}")

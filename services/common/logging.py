@@ -6,7 +6,9 @@ import sys
 import time
 from contextvars import ContextVar
 
-request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# Shown in logs outside any request.
+NO_REQUEST_ID = "-"
+request_id_var: ContextVar[str] = ContextVar("request_id", default=NO_REQUEST_ID)
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

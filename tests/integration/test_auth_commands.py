@@ -2,28 +2,28 @@
 
 import asyncio
 import io
-import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth.__main__ import main
 from services.auth.server import SchemaNotReady, create_server
 from services.common.channels import open_channel
-from tests.support.auth_fixtures import auth_settings
+from tests.support.auth_fixtures import auth_settings, free_port, measure_service_process, service_env
 from tests.support.postgres import create_database
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
+AUTH_SERVICE = "tagsmith.auth.v1.AuthService"
+# Targets for a freshly started process, from spawn to SERVING, and at rest.
+START_LIMIT_SECONDS = 2.0
+IDLE_RSS_LIMIT_MB = 150
 
 
 @pytest.fixture(autouse=True)
@@ -126,34 +126,19 @@ def test_generate_key_and_public_key(tmp_path, monkeypatch, capsys):
     assert public.public_bytes_raw() == private.public_key().public_bytes_raw()
 
 
-async def test_serve_command_runs_and_stops_on_sigterm(auth_harness, tmp_path):
-    env = _env(
+async def test_serve_command_starts_fast_stays_light_and_stops_on_sigterm(auth_harness, tmp_path):
+    port = free_port()
+    env = service_env(
         TAGSMITH_POSTGRES_DSN=auth_harness.new_database(),
         TAGSMITH_DATA_DIR=str(tmp_path / "data"),
-        TAGSMITH_PORT="0",
+        TAGSMITH_PORT=str(port),
         TAGSMITH_METRICS_PORT="0",
+        TAGSMITH_LOG_LEVEL="WARNING",
     )
-    proc = subprocess.Popen([sys.executable, "-m", "services.auth"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        port = _port_from_logs(proc)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="tagsmith.auth.v1.AuthService"), timeout=5
-            )
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-    finally:
-        proc.kill()
+    figures = await measure_service_process("services.auth", AUTH_SERVICE, port=port, env=env)
+    assert figures.start_seconds < START_LIMIT_SECONDS, f"SERVING after {figures.start_seconds:.2f}s"
+    assert figures.rss_mb < IDLE_RSS_LIMIT_MB, f"idle RSS {figures.rss_mb:.0f} MB"
     assert (tmp_path / "data" / "signing-key.pem").exists()
-
-
-def _port_from_logs(proc: subprocess.Popen) -> int:
-    for line in proc.stderr:
-        entry = json.loads(line)
-        if entry["message"].startswith("serving on"):
-            return int(entry["message"].rsplit(":", 1)[1])
-    raise AssertionError("the server exited before serving")
 
 
 async def _run_async(argv: list[str]) -> int:

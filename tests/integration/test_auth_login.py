@@ -167,3 +167,16 @@ async def test_login_rehashes_when_parameters_change(auth_harness):
         assert await _login(stub)
         assert stored_time_cost() == 3
         assert await _login(stub)
+
+
+async def test_unicode_look_alike_usernames_neither_log_in_nor_escape_the_lockout(auth_harness):
+    # PostgreSQL lower-cases "İ" to "i" where Python does not, so "alİce" once reached alice's account
+    # while its failures were counted under another key: a way around her lockout.
+    stub, _, channel = await _start(auth_harness, login_max_failures_per_account=2)
+    async with channel:
+        for _ in range(2):
+            await _error(_login(stub, password="wrong password"))
+        for look_alike in ("alİce", "ALİCE"):
+            err = await _error(_login(stub, username=look_alike))
+            assert (err.code(), err.details()) == (grpc.StatusCode.UNAUTHENTICATED, "invalid username or password")
+        assert (await _error(_login(stub))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -226,3 +226,9 @@ async def test_passwords_and_tokens_never_reach_the_logs(stub, name, caplog):
     assert "logged in" in logged and "login failed" in logged
     for secret in (PASSWORD, "a wrong password", pair.access_token, pair.refresh_token, second.refresh_token):
         assert secret not in logged
+
+
+@pytest.mark.parametrize("username", ["", "nul\x00byte", "x" * 10_000, "ünïcode"])
+async def test_login_with_a_malformed_username_is_just_a_failed_login(stub, username):
+    err = await _error(_login(stub, username, "any password at all"))
+    assert (err.code(), err.details()) == (grpc.StatusCode.UNAUTHENTICATED, "invalid username or password")

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.catalog.blobstore import BlobNotFound, BlobStore, BlobStoreUnavailable, LocalBlobStore, S3BlobStore
+from services.catalog.blobstore import BlobNotFound, BlobStore, BlobStoreUnavailable, LocalBlobStore
+from services.catalog.blobstore.s3 import S3BlobStore
 from tests.support.catalog_fixtures import free_port
 
 
@@ -113,3 +114,17 @@ async def test_local_files_stay_inside_root(tmp_path):
     await blobs.put("objects/abc", io.BytesIO(b"data"), 4, content_type="image/jpeg")
     assert (tmp_path / "root" / "objects" / "abc").read_bytes() == b"data"
     assert list((tmp_path / "root" / ".tmp").iterdir()) == []
+
+
+async def test_a_missing_bucket_is_created(s3_endpoint):
+    from minio import Minio
+
+    endpoint, access_key, secret_key = s3_endpoint
+    admin = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False, region="us-east-1")
+    bucket = f"tagsmith-new-{os.urandom(4).hex()}"
+    blobs = S3BlobStore.connect(
+        endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=bucket, secure=False, region="us-east-1"
+    )
+    assert not admin.bucket_exists(bucket)
+    await blobs.ensure_ready()
+    assert admin.bucket_exists(bucket)

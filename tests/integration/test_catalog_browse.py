@@ -237,3 +237,15 @@ async def test_search_pages_list_each_image_once_at_its_best_match(world, test_k
         assert paged == expected
     best_only = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="dolp"))
     assert len(best_only.images) == len([n for n in range(8) if "dolphin" in [names[(n + k) % 7] for k in range(3)]])
+
+
+async def test_control_characters_in_filters_are_invalid(world, test_keys):
+    catalog, _ = world
+    alice = catalog.client(test_keys.token("alice"))
+    for request in (
+        catalog_pb2.ListImagesRequest(category="tab\x00by"),
+        catalog_pb2.ListImagesRequest(tag="d\x00g"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await alice.ListImages(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()

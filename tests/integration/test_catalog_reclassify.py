@@ -2,6 +2,7 @@
 
 import grpc
 import pytest
+from pydantic import SecretStr
 from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.identity import StaticTokenProvider
@@ -84,3 +85,34 @@ async def test_reclassify_is_admin_only_and_needs_inference(world, catalog_serve
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await admin.Reclassify(catalog_pb2.ReclassifyRequest(batch_size=5000))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_reclassify_command_logs_in_as_the_service_and_resumes_after_an_outage(world, auth_server, auth_harness):
+    from services.catalog.__main__ import reclassify
+
+    catalog, classifier, alice, _ = world
+    images = [image_bytes((n, 70, 70), fmt="PNG") for n in range(3)]
+    uids = [(await alice.upload(data)).uid for data in images]
+    _, auth_addr = auth_server
+    account = await auth_harness.service_account(auth_addr, name="catalog-worker")
+    settings = catalog.settings.model_copy(
+        update={
+            "auth_addr": auth_addr,
+            "service_username": account.username,
+            "service_password": SecretStr(account.password),
+        }
+    )
+    classifier.model_version = "2"
+    classifier.script(images[1], [("tabby", 0.9)], ["cat"], error=grpc.StatusCode.UNAVAILABLE)
+
+    async def versions() -> list[str]:
+        return [(await alice.GetImage(catalog_pb2.GetImageRequest(uid=uid))).model_version for uid in uids]
+
+    assert await reclassify(settings, batch_size=1) == 1  # stopped by the outage after the first batch
+    assert await versions() == ["2", "1", "1"]
+    first_done = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[0]))
+    classifier.scripts.clear()
+    assert await reclassify(settings, batch_size=1) == 0
+    assert await versions() == ["2", "2", "2"]
+    again = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[0]))
+    assert again.classified_at == first_done.classified_at  # resumed: done work is not redone

@@ -9,6 +9,7 @@ import pytest
 from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.blobstore import LocalBlobStore
+from services.catalog.blobstore.s3 import S3BlobStore
 from tests.support.catalog_fixtures import image_bytes, upload_messages
 
 
@@ -236,3 +237,59 @@ async def test_delete_racing_an_identical_upload_never_loses_bytes(catalog_serve
         assert body == data
         await bob.DeleteImage(catalog_pb2.DeleteImageRequest(uid=theirs.uid))
         assert await _objects(catalog.blobs) == []
+
+
+async def test_thumbnail_of_an_image_that_cannot_be_decoded_is_a_clear_error(catalog, test_keys):
+    alice = catalog.client(test_keys.token("alice"))
+    whole = image_bytes(size=(400, 300))
+    image = await alice.upload(whole[: len(whole) // 3])  # the header is fine, the pixels are cut off
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.download(image.uid, thumbnail=True)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot be decoded" in err.value.details()
+    assert await _objects(catalog.blobs) == [f"objects/{image.sha256}"]
+
+
+async def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_identical_upload_survives_the_cancellation_of_the_one_it_joined(
+    catalog_server, scripted_inference, catalog_dsn, test_keys
+):
+    classifier, address = await scripted_inference()
+    catalog = await catalog_server(inference_addr=address)
+    alice = catalog.client(test_keys.token("alice"))
+    data = image_bytes((11, 11, 11))
+    classifier.script(data, [("tabby", 0.9)], ["cat"], delay=1.0)
+    first = asyncio.ensure_future(alice.upload(data))
+    await _wait_until(lambda: classifier.calls == 1)
+    second = asyncio.ensure_future(alice.upload(data))
+    await _wait_until(lambda: classifier.calls == 2)
+    first.cancel()
+    image = await second
+    assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED
+    assert _rows(catalog_dsn) == [(image.uid, "alice", "classified", image.sha256)]
+    _, body = await alice.download(image.uid)
+    assert body == data
+
+
+async def test_delete_succeeds_while_object_storage_is_down(catalog_server, catalog_dsn, test_keys):
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    blobs = S3BlobStore.connect(
+        endpoint=f"{host}:{port}", access_key="k", secret_key="s", bucket="down", secure=False, region="us-east-1"
+    )
+    catalog = await catalog_server(blob_store=blobs)
+    alice = catalog.client(test_keys.token("alice"))
+    image = await alice.upload(image_bytes((12, 12, 12)))
+    moto.stop()
+    # The row goes now; the sweeper removes the bytes once storage is back.
+    await alice.DeleteImage(catalog_pb2.DeleteImageRequest(uid=image.uid))
+    assert _rows(catalog_dsn) == []

