@@ -17,9 +17,9 @@ from pydantic import SecretStr, ValidationError
 from services.auth.config import CommandSettings, Settings
 from services.auth.keys import KeyConfigError, load_keyset, public_pem, write_private_key
 from services.auth.passwords import InvalidCredentials, PasswordHasher, check_password, check_username
-from services.auth.server import MIGRATIONS, SCHEMA, SchemaNotReady, create_server, hash_parameters
+from services.auth.server import MIGRATIONS, SCHEMA, create_server, hash_parameters
 from services.auth.store import AuthStore, UsernameTaken
-from services.common.db import migrate, open_pool
+from services.common.db import SchemaNotReady, migrate, open_pool
 from services.common.logging import setup_logging
 from services.common.server import serve_until_signalled
 

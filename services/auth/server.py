@@ -5,7 +5,6 @@ import contextlib
 import logging
 from pathlib import Path
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 from tagsmith.auth.v1 import auth_pb2_grpc
 
@@ -16,7 +15,7 @@ from services.auth.passwords import HashParameters, PasswordHasher
 from services.auth.ratelimit import LoginLimiter, LoginLimits
 from services.auth.servicer import OPEN_METHODS, SERVICE_NAME, AuthServicer, Dependencies
 from services.auth.store import AuthStore
-from services.common.db import migration_files, open_pool
+from services.common.db import check_schema, open_pool
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server
 from services.common.tokens import TokenVerifier
@@ -26,10 +25,6 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA = "auth"
 PRUNE_INTERVAL_SECONDS = 600.0
-
-
-class SchemaNotReady(RuntimeError):
-    """The database lacks this version's tables; `python -m services.auth migrate` has not run."""
 
 
 def hash_parameters(settings: Settings) -> HashParameters:
@@ -51,7 +46,7 @@ async def create_server(
     pool = await open_pool(settings.postgres_dsn, max_size=settings.pool_size, name="auth")
     hasher = PasswordHasher(hash_parameters(settings), max_concurrent=settings.max_concurrent_hashes)
     try:
-        await check_schema(pool)
+        await check_schema(pool, schema=SCHEMA, directory=MIGRATIONS)
         await hasher.warm_up()
         running = await _start(
             settings, _dependencies(settings, keys, pool, hasher), verifier or own_verifier(settings, keys)
@@ -99,21 +94,6 @@ def login_limits(settings: Settings) -> LoginLimits:
         per_address=settings.login_max_failures_per_address,
         per_account_hour=settings.login_max_failures_per_account_hour,
     )
-
-
-async def check_schema(pool: AsyncConnectionPool) -> None:
-    """Refuses to serve on a database the migrations have not brought up to this version."""
-    latest = max((version for version, _ in migration_files(MIGRATIONS)), default=0)
-    try:
-        async with pool.connection(timeout=30) as conn:
-            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM auth.schema_migrations")
-            (applied,) = await cur.fetchone()
-    except psycopg.errors.UndefinedTable:
-        applied = 0
-    if applied < latest:
-        raise SchemaNotReady(
-            f"database schema is at version {applied}, need {latest}: run `python -m services.auth migrate`"
-        )
 
 
 async def _prune_forever(store: AuthStore, limiter: LoginLimiter) -> None:

@@ -72,3 +72,24 @@ def migrate(dsn: str, *, schema: str, directory: Path) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (schema,))
     return applied_now
+
+
+class SchemaNotReady(RuntimeError):
+    """The database lacks this release's tables: the service's `migrate` command has not run."""
+
+
+async def check_schema(pool: AsyncConnectionPool, *, schema: str, directory: Path, timeout: float = 30.0) -> None:
+    """Refuses to serve a database the migrations have not brought up to this release's version."""
+    latest = max((version for version, _ in migration_files(directory)), default=0)
+    query = sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(sql.Identifier(schema, "schema_migrations"))
+    try:
+        async with pool.connection(timeout=timeout) as conn:
+            cur = await conn.execute(query)
+            (applied,) = await cur.fetchone()
+    except psycopg.errors.UndefinedTable:
+        applied = 0
+    if applied < latest:
+        raise SchemaNotReady(
+            f"the {schema} schema is at version {applied}, this release needs {latest}:"
+            f" run `python -m services.{schema} migrate` first"
+        )

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.auth.__main__ import main
-from services.auth.server import SchemaNotReady, create_server
+from services.auth.server import create_server
 from services.common.channels import open_channel
+from services.common.db import SchemaNotReady
 from tests.support.auth_fixtures import auth_settings, free_port, measure_service_process, service_env
 from tests.support.postgres import create_database
 
