@@ -2,10 +2,17 @@
 
 Starts the model server and the inference service as subprocesses (as deployed), with a stand-in key endpoint
 so the bench can mint tokens, then streams distinct JPEG photos through Classify at concurrency 1, 8 and 32.
-The in-process figure is the SavedModel's signature called directly at its best batch size, in the same run.
+
+The baseline is the same SavedModel's signature called directly in a loop, in a process of its own, at its best
+batch size, trying two setups: TensorFlow's default threads with one caller, and the model server's own (its
+intra/inter-op threads, as many callers as it runs batches at once); the faster counts. Concurrency 32 and that
+best in-process setup then take turns in short rounds, so load from other processes on the machine hits both
+alike; the ratio is of their totals over all rounds. CPU time per image, summed over the model server, inference
+and this client, hardly depends on that load.
 Run: `python -m bench inference`; figures are also written to bench/results/inference.json.
 """
 
+import argparse
 import asyncio
 import contextlib
 import io
@@ -16,7 +23,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -31,10 +41,16 @@ from tests.support.keys import TestKeys
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
+TARGET_CONCURRENCY = 32
+ROUNDS = 8
+SECONDS_PER_ROUND = 3.0
 IN_PROCESS_BATCHES = (1, 8, 16, 32, 64)
 DISTINCT_IMAGES = 512
 SECONDS_PER_LEVEL = 8.0
+SECONDS_PER_BATCH_SIZE = 2.0
 WARMUP_SECONDS = 1.5
+
+Figures = dict[str, float]
 
 
 def photos(count: int = DISTINCT_IMAGES) -> list[bytes]:
@@ -55,30 +71,117 @@ def photos(count: int = DISTINCT_IMAGES) -> list[bytes]:
     return result
 
 
-def in_process(model_dir: Path, images: list[bytes]) -> dict[int, dict]:
-    """Images per second, and CPU per image, of the SavedModel's own signature at each batch size."""
-    import tensorflow as tf
+@dataclass(frozen=True)
+class Setup:
+    """How the in-process baseline calls the signature: TensorFlow's thread pools (0: its choice) and callers."""
 
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    name: str
+    intra: int
+    inter: int
+    callers: int
+
+
+def in_process_setups() -> list[Setup]:
+    from services.modelserver.config import Settings as ModelServerSettings
+
+    server = ModelServerSettings()
+    intra, inter, callers = server.intra_op_threads, server.inter_op_threads, server.num_batch_threads
+    return [
+        Setup("TensorFlow's default threads, 1 caller", 0, 0, 1),
+        Setup(f"as the model server: intra {intra}, inter {inter}, {callers} callers", intra, inter, callers),
+    ]
+
+
+class InProcess:
+    """A process calling the SavedModel's signature directly with one setup; measures a batch size on request."""
+
+    def __init__(self, model_dir: Path, setup: Setup) -> None:
+        command = [sys.executable, "-m", "bench.inference", "--in-process", str(model_dir)]
+        command += ["--intra", str(setup.intra), "--inter", str(setup.inter), "--callers", str(setup.callers)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "gen"), str(REPO)])}
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        self._process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._answer()  # the model is loaded
+
+    def measure(self, size: int, seconds: float) -> Figures:
+        self._process.stdin.write(f"{size} {seconds}\n")
+        self._process.stdin.flush()
+        return json.loads(self._answer())
+
+    def _answer(self) -> str:
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the in-process worker exited with {self._process.wait()}")
+        return line
+
+    def __enter__(self) -> "InProcess":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def scan_in_process(model_dir: Path, setups: list[Setup]) -> dict[str, dict[int, Figures]]:
+    """Every setup at every batch size."""
     figures = {}
-    for size in IN_PROCESS_BATCHES:
-        batches = [tf.constant(images[i : i + size]) for i in range(0, len(images) - size + 1, size)]
-        serve(images=batches[0])
-        done, index = 0, 0
-        started, cpu_started = time.perf_counter(), time.process_time()
-        while time.perf_counter() - started < SECONDS_PER_LEVEL / 4:
-            serve(images=batches[index % len(batches)])
-            done, index = done + size, index + 1
-        figures[size] = {
-            "images_per_second": done / (time.perf_counter() - started),
-            "cpu_ms_per_image": 1000 * (time.process_time() - cpu_started) / done,
-        }
+    for setup in setups:
+        with InProcess(model_dir, setup) as worker:
+            figures[setup.name] = {size: worker.measure(size, SECONDS_PER_BATCH_SIZE) for size in IN_PROCESS_BATCHES}
     return figures
 
 
-def averaged(before: dict[int, dict], after: dict[int, dict]) -> dict[int, dict]:
-    """In-process figures measured before and after the service, averaged so load drift hits both sides alike."""
-    return {size: {key: (before[size][key] + after[size][key]) / 2 for key in before[size]} for size in before}
+def call_in_loop(serve, batches: list, *, size: int, callers: int, seconds: float) -> Figures:
+    """`callers` threads each calling the signature back to back for `seconds`."""
+    serve(images=batches[0])
+    done = [0] * callers
+    until = time.perf_counter() + seconds
+
+    def repeat(caller: int) -> None:
+        index = caller
+        while time.perf_counter() < until:
+            serve(images=batches[index % len(batches)])
+            done[caller] += size
+            index += callers
+
+    threads = [threading.Thread(target=repeat, args=(caller,)) for caller in range(callers)]
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {
+        "images_per_second": sum(done) / (time.perf_counter() - started),
+        "cpu_ms_per_image": 1000 * (time.process_time() - cpu_started) / sum(done),
+    }
+
+
+def in_process_main(argv: list[str]) -> None:
+    """The worker side of InProcess: prints "ready", then a JSON line of figures per "SIZE SECONDS" line read."""
+    parser = argparse.ArgumentParser(prog="python -m bench.inference --in-process")
+    parser.add_argument("model_dir")
+    for flag in ("--intra", "--inter", "--callers"):
+        parser.add_argument(flag, type=int, required=True)
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    if args.intra:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
+    if args.inter:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    images = photos()
+    serve = tf.saved_model.load(args.model_dir).signatures["serving_default"]
+    print("ready", flush=True)
+    for line in sys.stdin:
+        size, seconds = int(line.split()[0]), float(line.split()[1])
+        batches = [tf.constant(images[i : i + size]) for i in range(0, len(images) - size + 1, size)]
+        print(json.dumps(call_in_loop(serve, batches, size=size, callers=args.callers, seconds=seconds)), flush=True)
 
 
 class _Keys(auth_pb2_grpc.AuthServiceServicer):
@@ -123,14 +226,28 @@ def start_inference(tfserving_addr: str, auth_addr: str, port: int) -> subproces
     return subprocess.Popen([sys.executable, "-m", "services.inference"], cwd=REPO, env=env)
 
 
-async def _worker(stub, metadata, images: list[bytes], offset: int, step: int, until: float, latencies: list) -> int:
-    done, index = 0, offset
-    while time.perf_counter() < until:
-        started = time.perf_counter()
-        await stub.Classify(iter(classify_requests(images[index % len(images)])), metadata=metadata, timeout=60)
-        latencies.append(time.perf_counter() - started)
-        done, index = done + 1, index + step
-    return done
+@dataclass
+class Client:
+    """The bench's side of Classify: one request stream per photo, built once so the client stays cheap."""
+
+    classify: grpc.aio.StreamUnaryMultiCallable
+    metadata: tuple
+    streams: list[list]
+    pids: dict[str, int]
+
+    async def worker(self, offset: int, step: int, until: float, latencies: list[float]) -> int:
+        done, index = 0, offset
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            await self.classify(iter(self.streams[index % len(self.streams)]), metadata=self.metadata, timeout=60)
+            latencies.append(time.perf_counter() - started)
+            done, index = done + 1, index + step
+        return done
+
+    async def run(self, concurrency: int, seconds: float, latencies: list[float]) -> int:
+        until = time.perf_counter() + seconds
+        counts = await asyncio.gather(*(self.worker(i, concurrency, until, latencies) for i in range(concurrency)))
+        return sum(counts)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -139,82 +256,140 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def through_service(address: str, token: str, images: list[bytes], concurrency: int, pids: dict) -> dict:
-    metadata = (("authorization", f"Bearer {token}"),)
-    async with open_channel(address, default_timeout=60) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        warm_until = time.perf_counter() + WARMUP_SECONDS
-        await asyncio.gather(
-            *(_worker(stub, metadata, images, i, concurrency, warm_until, []) for i in range(concurrency))
-        )
-        latencies: list[float] = []
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        started = time.perf_counter()
-        until = started + SECONDS_PER_LEVEL
-        counts = await asyncio.gather(
-            *(_worker(stub, metadata, images, i, concurrency, until, latencies) for i in range(concurrency))
-        )
-        elapsed = time.perf_counter() - started
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
-    quantiles = statistics.quantiles(latencies, n=100)
-    return {
-        "images_per_second": sum(counts) / elapsed,
-        "cpu_ms_per_image": {name: 1000 * seconds / sum(counts) for name, seconds in cpu.items()},
-        "p50_ms": quantiles[49] * 1000,
-        "p99_ms": quantiles[98] * 1000,
-    }
+@dataclass
+class Sample:
+    """Calls completed through the services over some time, with their latencies and each process's CPU time."""
+
+    count: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def add(self, other: "Sample") -> None:
+        self.count += other.count
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        self.cpu = {name: self.cpu.get(name, 0.0) + seconds for name, seconds in other.cpu.items()}
+
+    def figures(self) -> dict:
+        quantiles = statistics.quantiles(self.latencies, n=100)
+        return {
+            "images_per_second": self.count / self.seconds,
+            "cpu_ms_per_image": {name: 1000 * seconds / self.count for name, seconds in self.cpu.items()},
+            "p50_ms": quantiles[49] * 1000,
+            "p99_ms": quantiles[98] * 1000,
+        }
 
 
-async def _wait_ready(address: str, token: str, images: list[bytes], process: subprocess.Popen) -> None:
-    metadata = (("authorization", f"Bearer {token}"),)
+async def through_service(client: Client, concurrency: int, seconds: float) -> Sample:
+    sample = Sample()
+    cpu_before = {name: cpu_seconds(pid) for name, pid in client.pids.items()}
+    started = time.perf_counter()
+    sample.count = await client.run(concurrency, seconds, sample.latencies)
+    sample.seconds = time.perf_counter() - started
+    sample.cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in client.pids.items()}
+    return sample
+
+
+async def _wait_ready(client: Client, process: subprocess.Popen) -> None:
     for _ in range(100):
         if process.poll() is not None:
             raise RuntimeError("the inference service exited during start-up")
         with contextlib.suppress(grpc.aio.AioRpcError):
-            async with open_channel(address, default_timeout=10) as channel:
-                stub = inference_pb2_grpc.InferenceServiceStub(channel)
-                await stub.Classify(iter(classify_requests(images[0])), metadata=metadata)
-                return
+            await client.classify(iter(client.streams[0]), metadata=client.metadata, timeout=10)
+            return
         await asyncio.sleep(0.2)
     raise RuntimeError("the inference service did not answer")
 
 
-async def measure_service(modelserver_addr: str, modelserver_pid: int, images: list[bytes]) -> dict[int, dict]:
+@contextlib.asynccontextmanager
+async def inference_client(modelserver_addr: str, modelserver_pid: int, images: list[bytes]) -> AsyncIterator[Client]:
+    """A Client of a fresh `python -m services.inference` subprocess in front of the model server."""
     keys = TestKeys()
     async with key_server(keys) as auth_addr:
         port = free_port()
         process = start_inference(modelserver_addr, auth_addr, port)
         try:
-            address = f"127.0.0.1:{port}"
-            await _wait_ready(address, keys.token(ttl=3600), images, process)
-            pids = {"modelserver": modelserver_pid, "inference": process.pid, "client": os.getpid()}
-            return {c: await through_service(address, keys.token(ttl=3600), images, c, pids) for c in CONCURRENCY}
+            async with open_channel(f"127.0.0.1:{port}", default_timeout=60) as channel:
+                client = Client(
+                    classify=inference_pb2_grpc.InferenceServiceStub(channel).Classify,
+                    metadata=(("authorization", f"Bearer {keys.token(ttl=3600)}"),),
+                    streams=[classify_requests(image) for image in images],
+                    pids={"modelserver": modelserver_pid, "inference": process.pid, "client": os.getpid()},
+                )
+                await _wait_ready(client, process)
+                yield client
         finally:
             stop_process(process)
 
 
-def report(service: dict[int, dict], local: dict[int, dict]) -> dict:
-    best_batch = max(local, key=lambda size: local[size]["images_per_second"])
-    best, best_cpu = local[best_batch]["images_per_second"], local[best_batch]["cpu_ms_per_image"]
-    print("in-process SavedModel: " + ", ".join(f"batch {b}: {f['images_per_second']:.0f}/s" for b, f in local.items()))
-    print(f"best in-process: {best:.1f} images/s at batch {best_batch}, {best_cpu:.1f} CPU ms/image")
-    print(f"{'concurrency':>11} {'images/s':>9} {'vs in-process':>13} {'p50 ms':>8} {'p99 ms':>8}  CPU ms/image")
-    for level, figures in service.items():
-        ratio = figures["images_per_second"] / best
-        cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in figures["cpu_ms_per_image"].items())
-        print(
-            f"{level:>11} {figures['images_per_second']:9.1f} {ratio:13.2f} {figures['p50_ms']:8.1f} "
-            f"{figures['p99_ms']:8.1f}  {cpu}"
+async def measure_service(client: Client, worker: InProcess, best_batch: int) -> tuple[dict, list[dict]]:
+    """Every concurrency level; the target level in ROUNDS rounds, each right after the in-process best."""
+    service = {}
+    for level in CONCURRENCY:
+        await client.run(level, WARMUP_SECONDS, [])
+        if level != TARGET_CONCURRENCY:
+            service[level] = (await through_service(client, level, SECONDS_PER_LEVEL)).figures()
+    total, rounds = Sample(), []
+    for _ in range(ROUNDS):
+        local = await asyncio.to_thread(worker.measure, best_batch, SECONDS_PER_ROUND)
+        sample = await through_service(client, TARGET_CONCURRENCY, SECONDS_PER_ROUND)
+        total.add(sample)
+        rounds.append({"in_process": local, "service_images_per_second": sample.count / sample.seconds})
+    service[TARGET_CONCURRENCY] = total.figures()
+    return service, rounds
+
+
+def best_of(local: dict[str, dict[int, Figures]]) -> tuple[str, int, Figures]:
+    """The in-process setup and batch size with the highest throughput, and its figures."""
+    return max(
+        ((name, size, figures) for name, sizes in local.items() for size, figures in sizes.items()),
+        key=lambda entry: entry[2]["images_per_second"],
+    )
+
+
+async def measure(model_dir: Path, modelserver_addr: str, modelserver_pid: int, images: list[bytes]) -> dict:
+    setups = in_process_setups()
+    scan = scan_in_process(model_dir, setups)
+    best_setup, best_batch, _ = best_of(scan)
+    with InProcess(model_dir, next(s for s in setups if s.name == best_setup)) as worker:
+        async with inference_client(modelserver_addr, modelserver_pid, images) as client:
+            service, rounds = await measure_service(client, worker, best_batch)
+    return {"scan": scan, "best": {"setup": best_setup, "batch": best_batch}, "service": service, "rounds": rounds}
+
+
+def report(figures: dict) -> dict:
+    for name, sizes in figures["scan"].items():
+        rates = ", ".join(
+            f"{n}: {f['images_per_second']:.0f}/s {f['cpu_ms_per_image']:.2f} ms" for n, f in sizes.items()
         )
-    service_cpu = sum(service[32]["cpu_ms_per_image"].values())
-    print(f"CPU per image at concurrency 32: {service_cpu:.1f} ms through the services vs {best_cpu:.1f} in-process")
+        print(f"in-process, {name}, by batch size: {rates}")
+    rounds = figures["rounds"]
+    local_rate = statistics.fmean(r["in_process"]["images_per_second"] for r in rounds)
+    local_cpu = statistics.fmean(r["in_process"]["cpu_ms_per_image"] for r in rounds)
+    print(f"best in-process: batch {figures['best']['batch']}, {figures['best']['setup']}: {local_rate:.1f} images/s")
+    print(f"{'concurrency':>11} {'images/s':>9} {'vs in-process':>13} {'p50 ms':>8} {'p99 ms':>8}  CPU ms/image")
+    for level, level_figures in figures["service"].items():
+        ratio = level_figures["images_per_second"] / local_rate
+        cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in level_figures["cpu_ms_per_image"].items())
+        print(
+            f"{level:>11} {level_figures['images_per_second']:9.1f} {ratio:13.2f} {level_figures['p50_ms']:8.1f} "
+            f"{level_figures['p99_ms']:8.1f}  {cpu}"
+        )
+    ratios = [r["service_images_per_second"] / r["in_process"]["images_per_second"] for r in rounds]
+    print(f"concurrency {TARGET_CONCURRENCY} vs in-process, round by round: {min(ratios):.2f} to {max(ratios):.2f}")
+    service_cpu = sum(figures["service"][TARGET_CONCURRENCY]["cpu_ms_per_image"].values())
+    print(
+        f"CPU per image at concurrency {TARGET_CONCURRENCY}: {service_cpu:.2f} ms through the services "
+        f"vs {local_cpu:.2f} in-process"
+    )
     return {
-        "in_process": local,
-        "best_in_process": {"batch": best_batch, "images_per_second": best, "cpu_ms_per_image": best_cpu},
-        "service": service,
-        "throughput_ratio_at_32": service[32]["images_per_second"] / best,
-        "cpu_ratio_at_32": best_cpu / service_cpu,
+        **figures,
+        "in_process_images_per_second": local_rate,
+        "throughput_ratio_at_32": figures["service"][TARGET_CONCURRENCY]["images_per_second"] / local_rate,
+        "cpu_ratio_at_32": local_cpu / service_cpu,
         "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
     }
 
 
@@ -222,11 +397,9 @@ def run() -> dict:
     images = photos()
     with tempfile.TemporaryDirectory(prefix="tagsmith-bench-") as workdir:
         base = model_base_path(Path(workdir))
-        before = in_process(base / MODEL_NAME / "1", images)
         with start_modelserver(base, Path(workdir) / "modelserver") as (address, modelserver):
-            service = asyncio.run(measure_service(address, modelserver.pid, images))
-        local = averaged(before, in_process(base / MODEL_NAME / "1", images))
-    figures = report(service, local)
+            measured = asyncio.run(measure(base / MODEL_NAME / "1", address, modelserver.pid, images))
+    figures = report(measured)
     out = REPO / "bench" / "results" / "inference.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2))
@@ -246,9 +419,12 @@ def model_base_path(workdir: Path) -> Path:
     return workdir / "models"
 
 
-def main() -> None:
-    run()
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--in-process"]:
+        in_process_main(argv[1:])
+    else:
+        run()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

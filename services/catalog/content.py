@@ -44,11 +44,8 @@ class ContentBytes:
 
     async def save_original(self, sha256: str, source: BinaryIO, size: int, *, content_type: str) -> None:
         """Writes the bytes unless an identical object is already stored (content addressing)."""
-        key = original_key(sha256)
-        if await self.blobs.exists(key):
-            return
         source.seek(0)
-        await self.blobs.put(key, source, size, content_type=content_type)
+        await self.blobs.put_new(original_key(sha256), source, size, content_type=content_type)
 
     async def remove(self, sha256: str) -> None:
         """Removes the original and any cached thumbnail; missing objects are fine."""

@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -22,6 +22,61 @@ _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailu
 _MAX_BACKOFF_SECONDS = 3600.0
 
 RemoveBytes = Callable[[str], Awaitable[None]]
+
+_NEW_IMAGE = sql.SQL(", ").join(map(sql.Identifier, NewImage.__dataclass_fields__))
+_NEW_VALUES = sql.SQL(", ").join(map(sql.Placeholder, NewImage.__dataclass_fields__))
+_CONTENT_XACT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"
+# Takes the content lock, then inserts, in one statement: the lock is held from before the row exists until it
+# commits, as the content lock requires. A conflict (the caller's identical upload) is settled by _INSERT and _TOUCH.
+_RESERVE = sql.SQL(
+    "INSERT INTO catalog.images AS i ({names}, status) SELECT {values}, 'uploading'"
+    " FROM (SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))) AS locked"
+    " ON CONFLICT (owner_id, sha256) DO NOTHING RETURNING {columns}"
+).format(names=_NEW_IMAGE, values=_NEW_VALUES, columns=_COLUMNS)
+_INSERT = sql.SQL(
+    "INSERT INTO catalog.images AS i ({names}, status) VALUES ({values}, 'uploading')"
+    " ON CONFLICT (owner_id, sha256) DO NOTHING RETURNING {columns}"
+).format(names=_NEW_IMAGE, values=_NEW_VALUES, columns=_COLUMNS)
+_TOUCH = sql.SQL(
+    "UPDATE catalog.images AS i SET updated_at = now() WHERE owner_id = %(owner_id)s AND sha256 = %(sha256)s"
+    " RETURNING {columns}"
+).format(columns=_COLUMNS)
+
+_CLASSIFIED = sql.SQL(
+    "status = 'classified', status_reason = '', category = %(category)s, category_score = %(category_score)s,"
+    " labels = %(labels)s, model_tags = %(model_tags)s, model_name = %(model_name)s,"
+    " model_version = %(model_version)s, reclassify_tried = '', attempts = 0, next_attempt_at = now(),"
+    " classified_at = now(), updated_at = now()"
+)
+_APPLY = sql.SQL(
+    "UPDATE catalog.images AS i SET {classified} WHERE id = %(id)s AND status = ANY(%(statuses)s) RETURNING {columns}"
+).format(classified=_CLASSIFIED, columns=_COLUMNS)
+# Different tables, so one statement may delete from (or insert into) both.
+_DELETE_INDEX = (
+    "WITH gone AS (DELETE FROM catalog.tags WHERE image_id = %(id)s)"
+    " DELETE FROM catalog.search_terms WHERE image_id = %(id)s"
+)
+_TAG_ROWS = "unnest(%(tags)s::text[], %(scores)s::real[], %(manual)s::boolean[])"
+_TERM_ROWS = "unnest(%(terms)s::text[], %(weights)s::real[])"
+_INSERT_INDEX = (
+    "WITH tagged AS (INSERT INTO catalog.tags (image_id, owner_id, tag, score, manual)"
+    f" SELECT %(id)s, %(owner)s, * FROM {_TAG_ROWS})"
+    " INSERT INTO catalog.search_terms (image_id, owner_id, term, weight)"
+    f" SELECT %(id)s, %(owner)s, * FROM {_TERM_ROWS}"
+)
+_FINALIZE_CLASSIFIED = sql.SQL(
+    "WITH image AS (UPDATE catalog.images AS i SET {classified} WHERE id = %(id)s AND status = 'uploading'"
+    " RETURNING {columns}),"
+    " tagged AS (INSERT INTO catalog.tags (image_id, owner_id, tag, score, manual)"
+    " SELECT image.id, image.owner_id, t.* FROM image, {tag_rows} AS t),"
+    " indexed AS (INSERT INTO catalog.search_terms (image_id, owner_id, term, weight)"
+    " SELECT image.id, image.owner_id, s.* FROM image, {term_rows} AS s)"
+    " SELECT * FROM image"
+).format(classified=_CLASSIFIED, columns=_COLUMNS, tag_rows=sql.SQL(_TAG_ROWS), term_rows=sql.SQL(_TERM_ROWS))
+_FINALIZE_UNCLASSIFIED = sql.SQL(
+    "UPDATE catalog.images AS i SET status = %(status)s, status_reason = %(reason)s, attempts = %(attempts)s,"
+    " updated_at = now() WHERE id = %(id)s AND status = 'uploading' RETURNING {columns}"
+).format(columns=_COLUMNS)
 
 # Distinct terms under the prefix, then each term's best rows; NOT EXISTS keeps a row only when it is its image's
 # best match under the prefix, so an image appears once, at its best weight, on every page.
@@ -78,6 +133,31 @@ def _labels_json(classification: Classification) -> Jsonb:
     )
 
 
+def _classified(result: Classification, model_tags: list[tuple[str, float]]) -> dict:
+    """Parameters of _CLASSIFIED: the columns a classification sets."""
+    return {
+        "category": result.category,
+        "category_score": max((label.score for label in result.labels), default=0.0),
+        "labels": _labels_json(result),
+        "model_tags": Jsonb([[tag, score] for tag, score in model_tags]),
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+    }
+
+
+def _index(labels: Sequence[terms.LabelScore], tags: Sequence[terms.TagRow]) -> dict[str, list]:
+    """An image's tag and search-term rows as parallel arrays for unnest(), sorted so writers lock rows in one order."""
+    tags = sorted(tags, key=lambda tag: tag.tag)
+    found = sorted(terms.search_terms(labels, tags).items())
+    return {
+        "tags": [tag.tag for tag in tags],
+        "scores": [tag.score for tag in tags],
+        "manual": [tag.manual for tag in tags],
+        "terms": [term for term, _ in found],
+        "weights": [weight for _, weight in found],
+    }
+
+
 class CatalogStore:
     """Reads and writes images and their tags; owns the per-content lock that keeps shared bytes safe."""
 
@@ -87,6 +167,19 @@ class CatalogStore:
     @property
     def pool(self) -> AsyncConnectionPool:
         return self._pool
+
+    @asynccontextmanager
+    async def _single_statements(self):
+        """A pooled connection in autocommit mode: each statement is its own transaction, sent without the
+        BEGIN and COMMIT round trips."""
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                yield conn
+            finally:
+                # A broken connection refuses the change; the pool discards it anyway.
+                with suppress(psycopg.Error):
+                    await conn.set_autocommit(False)
 
     async def _fetch_one(self, conn: AsyncConnection, query: sql.Composable, params) -> ImageRow | None:
         cur = conn.cursor(row_factory=class_row(ImageRow))
@@ -141,40 +234,35 @@ class CatalogStore:
         Returns (row, created). An existing row is touched so the sweeper leaves it alone a while longer.
         """
         values = {name: getattr(new, name) for name in NewImage.__dataclass_fields__}
-        insert = sql.SQL(
-            "INSERT INTO catalog.images AS i ({names}, status) VALUES ({values}, 'uploading')"
-            " ON CONFLICT (owner_id, sha256) DO NOTHING RETURNING {columns}"
-        ).format(
-            names=sql.SQL(", ").join(map(sql.Identifier, values)),
-            values=sql.SQL(", ").join(map(sql.Placeholder, values)),
-            columns=_COLUMNS,
-        )
-        touch = sql.SQL(
-            "UPDATE catalog.images AS i SET updated_at = now() WHERE owner_id = %(owner_id)s AND sha256 = %(sha256)s"
-            " RETURNING {columns}"
-        ).format(columns=_COLUMNS)
+        lock = {"lock_key": _LOCK_NAMESPACE + new.sha256}
+        async with self._single_statements() as conn:
+            row = await self._fetch_one(conn, _RESERVE, values | lock)
+        if row is not None:
+            return row, True
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_LOCK_NAMESPACE + new.sha256,))
-            row = await self._fetch_one(conn, insert, values)
+            await conn.execute(_CONTENT_XACT_LOCK, lock)
+            row = await self._fetch_one(conn, _INSERT, values)
             if row is not None:
                 return row, True
-            return await self._fetch_one(conn, touch, values), False
+            return await self._fetch_one(conn, _TOUCH, values), False
 
     async def finalize(self, image_id: int, outcome: Outcome) -> ImageRow | None:
-        """Makes an `uploading` row visible with its outcome; None when another upload finished it first."""
+        """Makes an `uploading` row visible with its outcome; None when another upload finished it first.
+
+        One statement: an `uploading` row has no tag or search rows yet, so they are only inserted.
+        """
+        if outcome.classification is None:
+            query = _FINALIZE_UNCLASSIFIED
+            params = {"status": outcome.status, "reason": outcome.reason, "attempts": int(outcome.status == "failed")}
+        else:
+            model_tags = terms.score_model_tags(outcome.classification.labels, outcome.classification.tags)
+            tags = terms.visible_tags(model_tags, (), ())
+            query = _FINALIZE_CLASSIFIED
+            params = _classified(outcome.classification, model_tags) | _index(outcome.classification.labels, tags)
 
         async def attempt() -> ImageRow | None:
-            async with self._pool.connection() as conn, conn.transaction():
-                if outcome.classification is not None:
-                    return await self._apply(conn, image_id, outcome.classification, ("uploading",))
-                return await self._fetch_one(
-                    conn,
-                    sql.SQL(
-                        "UPDATE catalog.images AS i SET status = %s, status_reason = %s, attempts = %s,"
-                        " updated_at = now() WHERE id = %s AND status = 'uploading' RETURNING {columns}"
-                    ).format(columns=_COLUMNS),
-                    (outcome.status, outcome.reason, int(outcome.status == "failed"), image_id),
-                )
+            async with self._single_statements() as conn:
+                return await self._fetch_one(conn, query, params | {"id": image_id})
 
         return await _retrying(attempt)
 
@@ -195,47 +283,17 @@ class CatalogStore:
     ) -> ImageRow | None:
         """Replaces the model's labels and tags, keeping manual and hidden tags, and rebuilds the search rows."""
         model_tags = terms.score_model_tags(result.labels, result.tags)
-        top = max((label.score for label in result.labels), default=0.0)
-        row = await self._fetch_one(
-            conn,
-            sql.SQL(
-                "UPDATE catalog.images AS i SET status = 'classified', status_reason = '', category = %s,"
-                " category_score = %s, labels = %s, model_tags = %s, model_name = %s, model_version = %s,"
-                " reclassify_tried = '', attempts = 0, next_attempt_at = now(), classified_at = now(),"
-                " updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING {columns}"
-            ).format(columns=_COLUMNS),
-            (
-                result.category,
-                top,
-                _labels_json(result),
-                Jsonb([[tag, score] for tag, score in model_tags]),
-                result.model_name,
-                result.model_version,
-                image_id,
-                list(statuses),
-            ),
-        )
+        params = _classified(result, model_tags) | {"id": image_id, "statuses": list(statuses)}
+        row = await self._fetch_one(conn, _APPLY, params)
         if row is not None:
             await self._rewrite_index(conn, row)
         return row
 
     @staticmethod
     async def _rewrite_index(conn: AsyncConnection, row: ImageRow) -> None:
-        tags = sorted(row.tags, key=lambda tag: tag.tag)
         labels = [terms.LabelScore(item["label"], item["class_id"], item["score"]) for item in row.labels]
-        found = sorted(terms.search_terms(labels, tags).items())
-        await conn.execute("DELETE FROM catalog.tags WHERE image_id = %s", (row.id,))
-        await conn.execute("DELETE FROM catalog.search_terms WHERE image_id = %s", (row.id,))
-        await conn.execute(
-            "INSERT INTO catalog.tags (image_id, owner_id, tag, score, manual)"
-            " SELECT %s, %s, * FROM unnest(%s::text[], %s::real[], %s::boolean[])",
-            (row.id, row.owner_id, [t.tag for t in tags], [t.score for t in tags], [t.manual for t in tags]),
-        )
-        await conn.execute(
-            "INSERT INTO catalog.search_terms (image_id, owner_id, term, weight)"
-            " SELECT %s, %s, * FROM unnest(%s::text[], %s::real[])",
-            (row.id, row.owner_id, [term for term, _ in found], [weight for _, weight in found]),
-        )
+        await conn.execute(_DELETE_INDEX, {"id": row.id})
+        await conn.execute(_INSERT_INDEX, _index(labels, row.tags) | {"id": row.id, "owner": row.owner_id})
 
     async def save_classification(self, image_id: int, result: Classification, *, statuses: Sequence[str]):
         async def attempt() -> ImageRow | None:

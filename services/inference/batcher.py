@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -30,37 +32,65 @@ class BatchStats:
 
 
 class PredictBatcher:
-    """Queues images; a Predict call goes out when a slot is free and the batch is full or has waited long enough.
+    """Queues images; a Predict call goes out when a slot is free and the batch is ready.
 
-    While every slot is busy, images keep queueing, so batches grow with load and stay small when idle.
+    A batch is ready when it is full; else, while other calls are still uploading (see `incoming`) or a Predict
+    call is in flight anyway, it waits up to `max_linger_s` for more, and otherwise up to `max_wait_s`. So under
+    load batches grow, and a lone image to an idle model goes at once. When several slots are free the queue is
+    spread over them, so TF Serving can run the parts side by side.
     """
 
     def __init__(
-        self, client: ModelClient, *, max_size: int, max_wait_s: float, max_in_flight: int, max_bytes: int = 2**25
+        self,
+        client: ModelClient,
+        *,
+        max_size: int,
+        max_wait_s: float,
+        max_in_flight: int,
+        max_bytes: int = 2**25,
+        max_linger_s: float = 0.01,
     ) -> None:
         self._client = client
         self._max = max_size
         self._max_bytes = max_bytes
         self._max_wait = max_wait_s
+        self._max_linger = max(max_linger_s, max_wait_s)
+        self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
+        self._incoming = 0
+        self._busy = 0
         self._loop_task: asyncio.Task | None = None
         self._sending: set[asyncio.Task] = set()
         self.stats = BatchStats()
 
-    async def predict(self, payload: bytes, *, timeout: float) -> tuple[np.ndarray, str]:
-        """One image's scores and the model version; DEADLINE_EXCEEDED once `timeout` seconds pass."""
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Marks an image on its way (still uploading or being checked): a forming batch waits for it to arrive."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+            self._arrived.set()
+
+    def submit(self, payload: bytes, *, timeout: float) -> asyncio.Future:
+        """Queues one image at once; the future gives its scores and the model version, or DEADLINE_EXCEEDED."""
         loop = asyncio.get_running_loop()
-        item = _Pending(payload, loop.time() + timeout, loop.create_future(), loop.time())
-        self._pending.append(item)
+        now = loop.time()
+        future = loop.create_future()
+        expiry = loop.call_at(now + timeout, _expire, future)
+        future.add_done_callback(lambda _: expiry.cancel())
+        self._pending.append(_Pending(payload, now + timeout, future, now))
         self._arrived.set()
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._schedule())
-        try:
-            return await asyncio.wait_for(item.future, timeout)
-        except TimeoutError:
-            raise ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+        return future
+
+    async def predict(self, payload: bytes, *, timeout: float) -> tuple[np.ndarray, str]:
+        """One image's scores and the model version; DEADLINE_EXCEEDED once `timeout` seconds pass."""
+        return await self.submit(payload, timeout=timeout)
 
     async def close(self) -> None:
         if self._loop_task is not None:
@@ -77,31 +107,46 @@ class PredictBatcher:
                 await self._arrived.wait()
             await self._slots.acquire()
             batch = await self._take_batch()
+            if not batch:
+                self._slots.release()
+                continue
+            self._busy += 1
             sending = asyncio.create_task(self._send(batch))
             self._sending.add(sending)
             sending.add_done_callback(self._sending.discard)
 
     async def _take_batch(self) -> list[_Pending]:
         loop = asyncio.get_running_loop()
-        batch: list[_Pending] = []
-        size = 0
-        wait_until = self._pending[0].enqueued_at + self._max_wait if self._pending else loop.time()
-        while True:
-            while self._pending and len(batch) < self._max and (not batch or self._fits(size)):
-                item = self._pending.popleft()
-                if not item.future.done():
-                    batch.append(item)
-                    size += len(item.payload)
-            remaining = wait_until - loop.time()
-            if len(batch) >= self._max or self._pending or remaining <= 0:
-                return batch
+        while self._pending and (remaining := self._time_to_ready(loop.time())) > 0:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
+        # The slot being filled and the other free ones share the queue.
+        free = self._max_in_flight - self._busy
+        return self._take(min(self._max, math.ceil(len(self._pending) / free)))
 
-    def _fits(self, size: int) -> bool:
-        """Whether the next queued image still fits the batch's byte budget (a lone large image always goes)."""
-        return size + len(self._pending[0].payload) <= self._max_bytes
+    def _time_to_ready(self, now: float) -> float:
+        """Seconds the forming batch should still wait for more images; 0 when it should go now."""
+        if len(self._pending) >= self._max:
+            return 0.0
+        first = self._pending[0].enqueued_at
+        # While TF Serving is busy or more images are on their way, a fuller batch costs no time.
+        wait = self._max_linger if self._incoming or self._busy else self._max_wait
+        return max(0.0, first + wait - now)
+
+    def _take(self, count: int) -> list[_Pending]:
+        """Up to `count` live images from the queue, within the byte budget (a lone large image always goes)."""
+        batch: list[_Pending] = []
+        size = 0
+        while self._pending and len(batch) < count:
+            item = self._pending[0]
+            if batch and size + len(item.payload) > self._max_bytes:
+                break
+            self._pending.popleft()
+            if not item.future.done():
+                batch.append(item)
+                size += len(item.payload)
+        return batch
 
     async def _send(self, batch: list[_Pending]) -> None:
         try:
@@ -109,7 +154,9 @@ class PredictBatcher:
             if live:
                 await self._predict_into(live)
         finally:
+            self._busy -= 1
             self._slots.release()
+            self._arrived.set()  # a batch lingering because TF Serving was busy may go now
 
     async def _predict_into(self, batch: list[_Pending]) -> None:
         timeout = max(item.deadline for item in batch) - asyncio.get_running_loop().time()
@@ -127,6 +174,11 @@ class PredictBatcher:
         for item, row in zip(batch, scores.values, strict=True):
             if not item.future.done():
                 item.future.set_result((row, scores.version))
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE))
 
 
 def _fail(batch: list[_Pending], error: ModelError) -> None:

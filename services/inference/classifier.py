@@ -37,7 +37,7 @@ class Classifier:
     def __init__(self, batcher: PredictBatcher, cache: ResultCache[Classification]) -> None:
         self._batcher = batcher
         self._cache = cache
-        self._in_flight: dict[str, asyncio.Task] = {}
+        self._in_flight: dict[str, asyncio.Future] = {}
 
     @property
     def batcher(self) -> PredictBatcher:
@@ -48,27 +48,25 @@ class Classifier:
         return self._cache
 
     async def classify(self, digest: str, payload: bytes, *, timeout: float) -> Classification:
+        """The image's classification; it is queued before this coroutine first yields."""
         cached = self._cache.get(digest)
         if cached is not None:
             return cached
-        task = self._in_flight.get(digest)
-        if task is None:
-            task = asyncio.create_task(self._compute(digest, payload, timeout))
-            self._in_flight[digest] = task
-            task.add_done_callback(lambda done: self._finished(digest, done))
+        future = self._in_flight.get(digest)
+        if future is None:
+            future = self._batcher.submit(payload, timeout=timeout)
+            self._in_flight[digest] = future
+            future.add_done_callback(lambda done: self._finished(digest, done))
         try:
             # Shielded: one caller giving up must not cancel the others waiting for the same image.
-            return await asyncio.wait_for(asyncio.shield(task), timeout)
+            scores, version = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
-
-    async def _compute(self, digest: str, payload: bytes, timeout: float) -> Classification:
-        scores, version = await self._batcher.predict(payload, timeout=timeout)
         result = ranked(scores, version)
         self._cache.put(digest, result, version=version)
         return result
 
-    def _finished(self, digest: str, task: asyncio.Task) -> None:
+    def _finished(self, digest: str, future: asyncio.Future) -> None:
         self._in_flight.pop(digest, None)
-        if not task.cancelled():
-            task.exception()  # marks it retrieved when every waiter has already gone
+        if not future.cancelled():
+            future.exception()  # marks it retrieved when every waiter has already gone

@@ -35,10 +35,23 @@ class Settings(ServiceSettings, TokenSettings):
         description="Extra wait for more images once a Predict slot is free; while every slot is busy images "
         "queue anyway, so 0 already batches under load without delaying a lone image.",
     )
+    batch_max_linger_ms: float = Field(
+        10.0,
+        ge=0,
+        le=1000,
+        description="Longest a batch waits for more images while other calls are still uploading or TF Serving "
+        "is busy anyway; a lone call to an idle TF Serving never waits.",
+    )
     batch_max_bytes: int = Field(
         32 * MIB, ge=1, description="Most image bytes in one Predict call; a single larger image is sent alone."
     )
-    batch_max_in_flight: int = Field(2, ge=1, le=64, description="Predict calls outstanding at once.")
+    batch_max_in_flight: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="Predict calls outstanding at once; one more than TF Serving's num_batch_threads keeps a "
+        "batch queued there, so it never waits for this service.",
+    )
     cache_size: int = Field(4096, ge=0, description="Results remembered by image SHA-256; 0 disables the cache.")
     predict_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest wait for TF Serving; a caller's earlier deadline shortens it."

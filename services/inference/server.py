@@ -42,6 +42,7 @@ def build_servicer(
         client,
         max_size=settings.batch_max_size,
         max_wait_s=settings.batch_max_wait_ms / 1000,
+        max_linger_s=settings.batch_max_linger_ms / 1000,
         max_in_flight=settings.batch_max_in_flight,
         max_bytes=settings.batch_max_bytes,
     )

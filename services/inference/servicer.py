@@ -56,8 +56,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request_iterator: AsyncIterator[inference_pb2.ClassifyRequest], context: grpc.aio.ServicerContext
     ) -> inference_pb2.ClassifyResponse:
         try:
-            upload = await read_upload(request_iterator, max_bytes=self._settings.max_bytes)
-            image = await self._check(upload.data)
+            with self._classifier.batcher.incoming():
+                upload = await read_upload(request_iterator, max_bytes=self._settings.max_bytes)
+                image = await self._check(upload.data)
             result = await self._classifier.classify(upload.sha256, image.payload, timeout=self._timeout())
             return self._response(result, image, upload.top_k)
         except InvalidImage as exc:

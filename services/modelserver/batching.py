@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 from collections import deque
@@ -22,6 +23,8 @@ _STACK_MARKER = "<stack traces unavailable>"
 # The " [Op:__inference_...]" tail TensorFlow appends to eager errors.
 _OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]")
 RunFunction = Callable[[Arrays], Arrays]
+# A batch is split over idle batch threads only into parts at least this big: smaller ones are not worth a call.
+MIN_PART_EXAMPLES = 8
 
 
 @dataclass
@@ -76,7 +79,8 @@ async def run_unbatched(run: RunFunction, inputs: Arrays, executor: Executor) ->
 class BatchScheduler:
     """Queues calls for one signature; a batch starts when a thread is free and it is full or has waited long enough.
 
-    While every batch thread is busy, calls keep queueing, so under load batches fill up on their own.
+    While every batch thread is busy, calls keep queueing, so under load batches fill up on their own. A large
+    batch that finds other threads idle is split over them, so one big call still uses every CPU.
     """
 
     def __init__(
@@ -129,9 +133,18 @@ class BatchScheduler:
                 await self._arrived.wait()
             await self._threads.acquire()
             batch = await self._take_batch()
-            execution = asyncio.create_task(self._execute(batch))
+            threads = 1 + await self._claim_idle_threads(sum(task.size for task in batch))
+            execution = asyncio.create_task(self._execute(batch, threads))
             self._running.add(execution)
             execution.add_done_callback(self._running.discard)
+
+    async def _claim_idle_threads(self, size: int) -> int:
+        """Takes the idle batch threads a batch of `size` examples can use beside its own (see MIN_PART_EXAMPLES)."""
+        claimed = 0
+        while size // (claimed + 2) >= MIN_PART_EXAMPLES and not self._threads.locked():
+            await self._threads.acquire()  # a free thread, so this returns at once
+            claimed += 1
+        return claimed
 
     async def _take_batch(self) -> list[_Task]:
         """Takes queued calls up to the size limit, waiting for more until the first one's timeout."""
@@ -151,33 +164,37 @@ class BatchScheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
-    async def _execute(self, batch: list[_Task]) -> None:
+    async def _execute(self, batch: list[_Task], threads: int) -> None:
         try:
             live = [task for task in batch if not task.future.cancelled()]
             if live:
-                await self._execute_live(live)
+                await self._execute_live(live, threads)
         finally:
-            self._threads.release()
+            for _ in range(threads):
+                self._threads.release()
 
-    async def _execute_live(self, batch: list[_Task]) -> None:
-        size = sum(task.size for task in batch)
-        self.stats.record(size)
-        if self._observe is not None:
-            self._observe(size)
+    async def _execute_live(self, batch: list[_Task], threads: int) -> None:
         merged = {key: np.concatenate([task.inputs[key] for task in batch]) for key in batch[0].inputs}
-        try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, merged)
-        except tf.errors.InvalidArgumentError as exc:
-            if len(batch) == 1:
-                _fail(batch, to_serving_error(exc))
-            else:
-                # One bad input must not fail its neighbours: run each call on its own to find it.
-                await asyncio.gather(*(self._alone(task) for task in batch))
-            return
-        except Exception as exc:
-            _fail(batch, to_serving_error(exc))
-            return
-        _split(batch, outputs)
+        parts = _split_rows(merged, sum(task.size for task in batch), threads)
+        for _, part_size in parts:
+            self.stats.record(part_size)
+            if self._observe is not None:
+                self._observe(part_size)
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, self._run, inputs) for inputs, _ in parts), return_exceptions=True
+        )
+        errors = [result for result in results if isinstance(result, BaseException)]
+        for error in errors:
+            if not isinstance(error, Exception):
+                raise error  # cancelled: the server is stopping
+        if not errors:
+            _split(batch, _join_rows(results, [part_size for _, part_size in parts]))
+        elif len(batch) > 1 and all(isinstance(error, tf.errors.InvalidArgumentError) for error in errors):
+            # One bad input must not fail its neighbours: run each call on its own to find it.
+            await asyncio.gather(*(self._alone(task) for task in batch))
+        else:
+            _fail(batch, to_serving_error(errors[0]))
 
     async def _alone(self, task: _Task) -> None:
         try:
@@ -195,6 +212,23 @@ def _fail(batch: list[_Task], error: ServingError) -> None:
     for task in batch:
         if not task.future.done():
             task.future.set_exception(error)
+
+
+def _split_rows(inputs: Arrays, size: int, parts: int) -> list[tuple[Arrays, int]]:
+    """`inputs` cut into `parts` runs of consecutive rows of near-equal size, with each run's size."""
+    bounds = [size * index // parts for index in range(parts + 1)]
+    return [({k: v[lo:hi] for k, v in inputs.items()}, hi - lo) for lo, hi in itertools.pairwise(bounds)]
+
+
+def _join_rows(results: list[Arrays], sizes: list[int]) -> Arrays:
+    """The outputs of consecutive parts joined back; outputs without a batch dimension come from the first part."""
+    if len(results) == 1:
+        return results[0]
+    joined = {}
+    for key, first in results[0].items():
+        batched = all(r[key].ndim and r[key].shape[0] == n for r, n in zip(results, sizes, strict=True))
+        joined[key] = np.concatenate([r[key] for r in results]) if batched else first
+    return joined
 
 
 def _split(batch: list[_Task], outputs: Arrays) -> None:

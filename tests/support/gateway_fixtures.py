@@ -32,6 +32,8 @@ class Recorded:
 
     metadata: list[dict] = field(default_factory=list)
     upload_chunks: list[int] = field(default_factory=list)
+    # The fake catalog's size limit; tests of multi-chunk streaming raise it.
+    max_bytes: int = FAKE_MAX_BYTES
     images: dict[str, catalog_pb2.Image] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
 
@@ -102,7 +104,7 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
                 continue
             self.recorded.upload_chunks.append(len(message.chunk))
             data += message.chunk
-            if len(data) > FAKE_MAX_BYTES:
+            if len(data) > self.recorded.max_bytes:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the image is over the size limit")
         if not data.startswith(_IMAGE_MAGIC):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a supported image")

@@ -40,6 +40,15 @@ def test_child_output_is_prefixed_and_kept(tmp_path):
     assert (tmp_path / "probe.log").read_text().splitlines() == ["hello", "oops"]
 
 
+def test_without_a_sink_the_child_writes_its_log_file_itself(tmp_path):
+    code = "import sys; print('hello'); print('oops', file=sys.stderr)"
+    child = Child("quiet", ["-c", code], env={}, log_dir=tmp_path, sink=None).start()
+    child.wait(time.monotonic() + 30)
+    assert child.exit_code() == 0
+    assert child._pump is None
+    assert sorted((tmp_path / "quiet.log").read_text().splitlines()) == ["hello", "oops"]
+
+
 def test_a_stuck_child_is_killed_after_the_grace_period(tmp_path):
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready'); time.sleep(60)"
     child = Child("stuck", ["-c", code], env={}, log_dir=tmp_path, sink=None).start()

@@ -5,6 +5,7 @@ import pytest
 from tests.support.gateway_fixtures import FAKE_CHUNK_BYTES, FAKE_MAX_BYTES
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+MIB = 1024 * 1024
 
 
 async def sign_in(gateway, username: str = "ada") -> dict:
@@ -133,6 +134,26 @@ async def test_oversize_file_without_length_is_413_while_streaming(gateway, fake
     assert reply.status_code == 413
     assert len(sent) < 200
     _, recorded = fake_backends
+    assert not recorded.images
+
+
+async def test_a_file_of_several_chunks_streams_to_the_catalog(gateway_factory, fake_backends):
+    gateway = await gateway_factory(max_upload_bytes=8 * MIB)
+    _, recorded = fake_backends
+    recorded.max_bytes = 8 * MIB
+    data = PNG + bytes(3 * MIB)
+    reply = await upload(gateway, await sign_in(gateway), ("big.png", data))
+    assert (reply.status_code, reply.json()["size"]) == (201, len(data))
+    assert recorded.upload_chunks == [MIB, MIB, MIB, len(data) - 3 * MIB]
+
+
+async def test_a_file_of_several_chunks_over_the_limit_is_413_mid_stream(gateway_factory, fake_backends):
+    gateway = await gateway_factory(max_upload_bytes=2 * MIB + 1)
+    _, recorded = fake_backends
+    recorded.max_bytes = 8 * MIB
+    reply = await upload(gateway, await sign_in(gateway), ("big.png", PNG + bytes(3 * MIB)))
+    assert reply.status_code == 413
+    assert "big.png is larger than the limit" in reply.json()["error"]["message"]
     assert not recorded.images
 
 

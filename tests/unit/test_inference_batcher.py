@@ -65,6 +65,53 @@ async def test_a_lone_image_waits_at_most_max_wait():
     assert model.batches == [1] and 0.04 <= elapsed < 0.5
 
 
+async def test_a_lone_image_to_an_idle_model_goes_at_once():
+    model = RecordingModel(delay=0)
+    subject = batcher(model, max_wait_s=0, max_linger_s=1.0)
+    started = asyncio.get_running_loop().time()
+    await subject.predict(b"x", timeout=5)
+    elapsed = asyncio.get_running_loop().time() - started
+    await subject.close()
+    assert model.batches == [1] and elapsed < 0.5
+
+
+async def test_a_batch_waits_for_images_still_being_uploaded():
+    model = RecordingModel(delay=0)
+    subject = batcher(model, max_wait_s=0, max_linger_s=1.0)
+
+    async def uploading_then_classified() -> None:
+        with subject.incoming():
+            await asyncio.sleep(0.05)
+        await subject.predict(b"late", timeout=5)
+
+    started = asyncio.get_running_loop().time()
+    await asyncio.gather(uploading_then_classified(), subject.predict(b"early", timeout=5))
+    elapsed = asyncio.get_running_loop().time() - started
+    await subject.close()
+    assert model.batches == [2] and elapsed < 0.5
+
+
+async def test_while_a_predict_is_in_flight_the_next_batch_collects_more():
+    model = RecordingModel(delay=0.2)
+    subject = batcher(model, max_wait_s=0, max_linger_s=0.1, max_in_flight=2)
+
+    async def arriving(delay: float) -> None:
+        await asyncio.sleep(delay)
+        await subject.predict(b"x" * int(delay * 1000), timeout=5)
+
+    await asyncio.gather(*(arriving(delay) for delay in (0, 0.02, 0.03, 0.04)))
+    await subject.close()
+    assert model.batches == [1, 3]
+
+
+async def test_the_queue_is_spread_over_free_slots():
+    model = RecordingModel(delay=0.1)
+    subject = batcher(model, max_in_flight=2)
+    await asyncio.gather(*(subject.predict(b"x" * n, timeout=5) for n in range(10)))
+    await subject.close()
+    assert model.batches == [5, 5]
+
+
 async def test_one_unreadable_image_does_not_fail_its_batch():
     model = RecordingModel()
     subject = batcher(model)

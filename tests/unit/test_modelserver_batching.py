@@ -81,6 +81,35 @@ async def test_full_queue_is_unavailable(executor):
     assert refused and all(r.code == grpc.StatusCode.UNAVAILABLE for r in refused)
 
 
+async def test_a_large_batch_is_split_over_idle_threads(executor):
+    model = Model(delay=0.01)
+    subject = scheduler(model, executor, max_batch_size=32, num_threads=2)
+    result = await subject.submit({"x": np.arange(20)}, 20)
+    await subject.close()
+    assert sorted(model.batches) == [10, 10]
+    assert result["y"].tolist() == [2 * i for i in range(20)]
+    assert result["n"] == 10  # an output without a batch dimension comes from the first part
+    assert subject.stats.batches == 2 and subject.stats.examples == 20
+
+
+async def test_small_batches_are_not_split(executor):
+    model = Model()
+    subject = scheduler(model, executor, max_batch_size=32, num_threads=2)
+    result = await subject.submit({"x": np.arange(15)}, 15)
+    await subject.close()
+    assert model.batches == [15] and result["y"].tolist() == [2 * i for i in range(15)]
+
+
+async def test_a_bad_input_in_a_split_batch_fails_alone(executor):
+    subject = scheduler(Model(), executor, max_batch_size=32, num_threads=2)
+    good = subject.submit({"x": np.arange(10)}, 10)
+    bad = subject.submit({"x": np.array([1] * 9 + [-1])}, 10)
+    results = await asyncio.gather(good, bad, return_exceptions=True)
+    await subject.close()
+    assert results[0]["y"].tolist() == [2 * i for i in range(10)]
+    assert isinstance(results[1], ServingError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_concise_message_drops_graph_noise():
     raw = (
         "Graph execution error:\n\nDetected at node x defined at (most recent call last):\n<stack traces unavailable>\n"

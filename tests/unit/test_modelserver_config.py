@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from services.modelserver.config import load_settings, parse_batching_parameters
+from services.modelserver.config import available_cpus, load_settings, parse_batching_parameters
 
 
 def test_defaults_match_tf_serving(monkeypatch):
@@ -64,3 +64,20 @@ def test_bad_values_fail_fast():
         load_settings(["--max_batch_size=0"])
     with pytest.raises(SystemExit):
         load_settings(["--enable_batching=maybe"])
+
+
+def test_threads_default_to_one_batch_per_cpu():
+    settings = load_settings([])
+    assert settings.intra_op_threads == 1
+    assert settings.num_batch_threads == settings.inter_op_threads == available_cpus()
+
+
+def test_available_cpus_honours_a_container_cpu_limit(tmp_path):
+    cpu_max = tmp_path / "cpu.max"
+    unlimited = available_cpus(tmp_path / "missing")
+    cpu_max.write_text("max 100000\n")
+    assert available_cpus(cpu_max) == unlimited
+    cpu_max.write_text("50000 100000\n")
+    assert available_cpus(cpu_max) == 1
+    cpu_max.write_text("150000 100000\n")
+    assert available_cpus(cpu_max) == min(2, unlimited)

@@ -69,6 +69,16 @@ class BlobStore(ABC):
     async def put(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> None:
         """Stores `size` bytes read from `source`; readers see the old object or the new one, never a mix."""
 
+    async def put_new(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> bool:
+        """Like put(), unless an object already exists under `key`; True when written.
+
+        For content-addressed keys, where an existing object holds the same bytes.
+        """
+        if await self.exists(key):
+            return False
+        await self.put(key, source, size, content_type=content_type)
+        return True
+
     @abstractmethod
     async def open(self, key: str) -> BlobReader:
         """Raises BlobNotFound when there is no such object."""

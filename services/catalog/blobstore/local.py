@@ -60,6 +60,18 @@ class LocalBlobStore(BlobStore):
     async def put(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> None:
         await asyncio.to_thread(self._write, self._path(key), source, size)
 
+    async def put_new(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> bool:
+        # One worker-thread hop for the check and the write, instead of one each.
+        return await asyncio.to_thread(self._write_new, self._path(key), source, size)
+
+    def _write_new(self, target: Path, source: BinaryIO, size: int) -> bool:
+        if target.is_file():
+            # A concurrent writer may have renamed it into place without having synced the directory yet.
+            _fsync_dir(target.parent)
+            return False
+        self._write(target, source, size)
+        return True
+
     def _write(self, target: Path, source: BinaryIO, size: int) -> None:
         tmp = self._root / _TMP_DIR / f"{secrets.token_hex(8)}.part"
         tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,95 @@
+"""The upload path's one-statement writes against a real PostgreSQL: same rows as the general path, clean pool."""
+
+import hashlib
+
+import pytest
+
+from services.catalog.models import Classification, NewImage, Outcome
+from services.catalog.store import CatalogStore
+from services.catalog.terms import LabelScore
+from services.common.db import open_pool
+
+CLASSIFICATION = Classification(
+    labels=[
+        LabelScore("golden retriever", 207, 0.71),
+        LabelScore("Labrador retriever", 208, 0.2),
+        LabelScore("tennis ball", 852, 0.05),
+    ],
+    category="golden retriever",
+    tags=["dog", "retriever", "ball"],
+    model_name="efficientnet_lite0",
+    model_version="1",
+)
+
+
+def new_image(seed: str, *, owner: str = "owner-1", attempt: int = 1) -> NewImage:
+    digest = hashlib.sha256(seed.encode()).hexdigest()
+    return NewImage(
+        uid=f"{seed}-{owner}-{attempt}",
+        owner_id=owner,
+        sha256=digest,
+        filename=f"{seed}.jpg",
+        content_type="image/jpeg",
+        size_bytes=100,
+        width=4,
+        height=3,
+        thumb_format="jpeg",
+    )
+
+
+@pytest.fixture
+async def store(catalog_dsn):
+    pool = await open_pool(catalog_dsn, max_size=2, name="store-test")
+    await pool.wait()
+    try:
+        yield CatalogStore(pool)
+    finally:
+        await pool.close()
+
+
+async def index_rows(store: CatalogStore, image_id: int) -> tuple[list, ...]:
+    queries = (
+        "SELECT tag, score, manual FROM catalog.tags WHERE image_id = %(id)s ORDER BY tag",
+        "SELECT term, weight FROM catalog.search_terms WHERE image_id = %(id)s ORDER BY term",
+        "SELECT tag, images FROM catalog.tag_counts WHERE images > 0 ORDER BY tag",
+    )
+    async with store.pool.connection() as conn:
+        return tuple(
+            [[tuple(row) for row in await (await conn.execute(q, {"id": image_id})).fetchall()] for q in queries]
+        )
+
+
+async def test_finalize_writes_the_rows_a_full_reclassification_writes(store):
+    row, created = await store.reserve(new_image("a"))
+    assert created and row.status == "uploading"
+    final = await store.finalize(row.id, Outcome("classified", classification=CLASSIFICATION))
+    assert final.status == "classified" and final.category == "golden retriever"
+    assert [tag.tag for tag in final.tags] == ["dog", "retriever", "ball"]
+    after_upload = await index_rows(store, row.id)
+    assert ("labrador retriever", pytest.approx(0.2)) in after_upload[1]
+    assert await store.save_classification(row.id, CLASSIFICATION, statuses=("classified",)) is not None
+    assert await index_rows(store, row.id) == after_upload
+    assert await store.category_counts("owner-1") == [("golden retriever", 1)]
+
+
+async def test_finalize_only_completes_an_uploading_row_once(store):
+    row, _ = await store.reserve(new_image("b"))
+    assert (await store.finalize(row.id, Outcome("pending", "waiting"))).status == "pending"
+    assert await store.finalize(row.id, Outcome("classified", classification=CLASSIFICATION)) is None
+    assert await index_rows(store, row.id) == ([], [], [])
+
+
+async def test_reserving_the_same_bytes_again_joins_the_first_row(store):
+    first, created = await store.reserve(new_image("c"))
+    again, created_again = await store.reserve(new_image("c", attempt=2))
+    other_owner, created_other = await store.reserve(new_image("c", owner="owner-2"))
+    assert created and not created_again and created_other
+    assert again.id == first.id and other_owner.id != first.id
+
+
+async def test_connections_return_to_the_pool_in_transaction_mode(store):
+    row, _ = await store.reserve(new_image("d"))
+    await store.finalize(row.id, Outcome("classified", classification=CLASSIFICATION))
+    for _ in range(2):
+        async with store.pool.connection() as conn:
+            assert conn.autocommit is False
