@@ -14,13 +14,12 @@ from services.catalog.models import BatchResult
 from services.catalog.server import (
     MIGRATIONS,
     SCHEMA,
-    SchemaNotReady,
     create_server,
     open_runtime,
     service_identity,
 )
 from services.catalog.sweeper import Sweeper
-from services.common.db import migrate
+from services.common.db import SchemaNotReady, migrate
 from services.common.logging import setup_logging
 from services.common.server import serve_until_signalled
 

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from services.catalog.blobstore import BlobStore, open_blob_store
@@ -24,7 +22,7 @@ from services.catalog.sweeper import Sweeper
 from services.catalog.uploads import Uploader
 from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
-from services.common.db import migration_files, open_pool
+from services.common.db import check_schema, open_pool
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server, token_verification
 from services.common.tokens import TokenVerifier
@@ -36,26 +34,6 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA = "catalog"
 # How long start-up waits for PostgreSQL before giving up (the orchestrator restarts the process).
 _STARTUP_DB_SECONDS = 30.0
-
-
-class SchemaNotReady(RuntimeError):
-    """The database lacks this version's tables: `python -m services.catalog migrate` has not run."""
-
-
-async def check_schema(pool: AsyncConnectionPool) -> None:
-    """Refuses to serve a database the migrations have not brought up to this version."""
-    latest = max((version for version, _ in migration_files(MIGRATIONS)), default=0)
-    try:
-        async with pool.connection(timeout=_STARTUP_DB_SECONDS) as conn:
-            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM catalog.schema_migrations")
-            (applied,) = await cur.fetchone()
-    except psycopg.errors.UndefinedTable:
-        applied = 0
-    if applied < latest:
-        raise SchemaNotReady(
-            f"the catalog schema is at version {applied}, this release needs {latest}:"
-            " run `python -m services.catalog migrate` first"
-        )
 
 
 @dataclass
@@ -161,7 +139,7 @@ async def create_server(
     """Starts the gRPC server and, when enabled, the pending worker and the sweeper in this process."""
     runtime = await open_runtime(settings, blob_store=blob_store)
     try:
-        await check_schema(runtime.store.pool)
+        await check_schema(runtime.store.pool, schema=SCHEMA, directory=MIGRATIONS)
         running = await _start(settings, runtime, verifier, token_provider or service_identity(settings, runtime))
     except BaseException:
         await runtime.close()
