@@ -4,11 +4,11 @@ Starts the model server and the inference service as subprocesses (as deployed),
 so the bench can mint tokens, then streams distinct JPEG photos through Classify at concurrency 1, 8 and 32.
 
 The baseline is the same SavedModel's signature called directly in a loop, in a process of its own, at its best
-batch size, trying two setups: TensorFlow's default threads with one caller, and the model server's own (its
-intra/inter-op threads, as many callers as it runs batches at once); the faster counts. Concurrency 32 and that
-best in-process setup then take turns in short rounds, so load from other processes on the machine hits both
-alike; the ratio is of their totals over all rounds. CPU time per image, summed over the model server, inference
-and this client, hardly depends on that load.
+batch size, in two setups: TensorFlow's default threads with one caller, and the model server's own (its
+intra/inter-op threads, as many callers as it runs batches at once). Each setup's best batch size is found
+first; then both setups and concurrency 32 take turns in short rounds, so load from other processes on the
+machine hits all alike, and the faster setup over all rounds is the baseline. CPU time per image, summed over
+the model server, inference and this client, hardly depends on that load.
 Run: `python -m bench inference`; figures are also written to bench/results/inference.json.
 """
 
@@ -35,14 +35,13 @@ from PIL import Image
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2_grpc
 
-from services.common.channels import open_channel
 from tests.support.inference_fixtures import MODEL_NAME, classify_requests, start_modelserver, stop_process
 from tests.support.keys import TestKeys
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
 TARGET_CONCURRENCY = 32
-ROUNDS = 8
+ROUNDS = 6
 SECONDS_PER_ROUND = 3.0
 IN_PROCESS_BATCHES = (1, 8, 16, 32, 64)
 DISTINCT_IMAGES = 512
@@ -126,15 +125,6 @@ class InProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-
-
-def scan_in_process(model_dir: Path, setups: list[Setup]) -> dict[str, dict[int, Figures]]:
-    """Every setup at every batch size."""
-    figures = {}
-    for setup in setups:
-        with InProcess(model_dir, setup) as worker:
-            figures[setup.name] = {size: worker.measure(size, SECONDS_PER_BATCH_SIZE) for size in IN_PROCESS_BATCHES}
-    return figures
 
 
 def call_in_loop(serve, batches: list, *, size: int, callers: int, seconds: float) -> Figures:
@@ -310,7 +300,9 @@ async def inference_client(modelserver_addr: str, modelserver_pid: int, images: 
         port = free_port()
         process = start_inference(modelserver_addr, auth_addr, port)
         try:
-            async with open_channel(f"127.0.0.1:{port}", default_timeout=60) as channel:
+            # A plain channel, without the project's retries and call interceptors: this client's CPU time
+            # competes with the services' on the same machine, so it stays as light as it can.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 client = Client(
                     classify=inference_pb2_grpc.InferenceServiceStub(channel).Classify,
                     metadata=(("authorization", f"Bearer {keys.token(ttl=3600)}"),),
@@ -323,8 +315,10 @@ async def inference_client(modelserver_addr: str, modelserver_pid: int, images: 
             stop_process(process)
 
 
-async def measure_service(client: Client, worker: InProcess, best_batch: int) -> tuple[dict, list[dict]]:
-    """Every concurrency level; the target level in ROUNDS rounds, each right after the in-process best."""
+async def measure_service(
+    client: Client, workers: dict[str, InProcess], batches: dict[str, int]
+) -> tuple[dict, list[dict]]:
+    """Every concurrency level; the target level in ROUNDS rounds, each right after every in-process setup."""
     service = {}
     for level in CONCURRENCY:
         await client.run(level, WARMUP_SECONDS, [])
@@ -332,7 +326,9 @@ async def measure_service(client: Client, worker: InProcess, best_batch: int) ->
             service[level] = (await through_service(client, level, SECONDS_PER_LEVEL)).figures()
     total, rounds = Sample(), []
     for _ in range(ROUNDS):
-        local = await asyncio.to_thread(worker.measure, best_batch, SECONDS_PER_ROUND)
+        local = {}
+        for name, worker in workers.items():
+            local[name] = await asyncio.to_thread(worker.measure, batches[name], SECONDS_PER_ROUND)
         sample = await through_service(client, TARGET_CONCURRENCY, SECONDS_PER_ROUND)
         total.add(sample)
         rounds.append({"in_process": local, "service_images_per_second": sample.count / sample.seconds})
@@ -340,22 +336,27 @@ async def measure_service(client: Client, worker: InProcess, best_batch: int) ->
     return service, rounds
 
 
-def best_of(local: dict[str, dict[int, Figures]]) -> tuple[str, int, Figures]:
-    """The in-process setup and batch size with the highest throughput, and its figures."""
-    return max(
-        ((name, size, figures) for name, sizes in local.items() for size, figures in sizes.items()),
-        key=lambda entry: entry[2]["images_per_second"],
-    )
-
-
 async def measure(model_dir: Path, modelserver_addr: str, modelserver_pid: int, images: list[bytes]) -> dict:
-    setups = in_process_setups()
-    scan = scan_in_process(model_dir, setups)
-    best_setup, best_batch, _ = best_of(scan)
-    with InProcess(model_dir, next(s for s in setups if s.name == best_setup)) as worker:
+    with contextlib.ExitStack() as stack:
+        workers = {setup.name: stack.enter_context(InProcess(model_dir, setup)) for setup in in_process_setups()}
+        scan = {
+            name: {size: worker.measure(size, SECONDS_PER_BATCH_SIZE) for size in IN_PROCESS_BATCHES}
+            for name, worker in workers.items()
+        }
+        batches = {name: max(sizes, key=lambda size: sizes[size]["images_per_second"]) for name, sizes in scan.items()}
         async with inference_client(modelserver_addr, modelserver_pid, images) as client:
-            service, rounds = await measure_service(client, worker, best_batch)
-    return {"scan": scan, "best": {"setup": best_setup, "batch": best_batch}, "service": service, "rounds": rounds}
+            service, rounds = await measure_service(client, workers, batches)
+    return {"scan": scan, "best_batches": batches, "service": service, "rounds": rounds}
+
+
+def in_process_over_rounds(rounds: list[dict]) -> dict[str, Figures]:
+    """Each setup's throughput and CPU per image, averaged over the rounds."""
+    return {
+        name: {
+            key: statistics.fmean(r["in_process"][name][key] for r in rounds) for key in rounds[0]["in_process"][name]
+        }
+        for name in rounds[0]["in_process"]
+    }
 
 
 def report(figures: dict) -> dict:
@@ -364,10 +365,13 @@ def report(figures: dict) -> dict:
             f"{n}: {f['images_per_second']:.0f}/s {f['cpu_ms_per_image']:.2f} ms" for n, f in sizes.items()
         )
         print(f"in-process, {name}, by batch size: {rates}")
-    rounds = figures["rounds"]
-    local_rate = statistics.fmean(r["in_process"]["images_per_second"] for r in rounds)
-    local_cpu = statistics.fmean(r["in_process"]["cpu_ms_per_image"] for r in rounds)
-    print(f"best in-process: batch {figures['best']['batch']}, {figures['best']['setup']}: {local_rate:.1f} images/s")
+    rounds, setups = figures["rounds"], in_process_over_rounds(figures["rounds"])
+    target_rate = figures["service"][TARGET_CONCURRENCY]["images_per_second"]
+    for name, setup in setups.items():
+        rate, batch = setup["images_per_second"], figures["best_batches"][name]
+        print(f"in-process over the rounds, {name}, batch {batch}: {rate:.1f}/s (service: {target_rate / rate:.2f})")
+    best = max(setups, key=lambda name: setups[name]["images_per_second"])
+    local_rate, local_cpu = setups[best]["images_per_second"], setups[best]["cpu_ms_per_image"]
     print(f"{'concurrency':>11} {'images/s':>9} {'vs in-process':>13} {'p50 ms':>8} {'p99 ms':>8}  CPU ms/image")
     for level, level_figures in figures["service"].items():
         ratio = level_figures["images_per_second"] / local_rate
@@ -376,7 +380,7 @@ def report(figures: dict) -> dict:
             f"{level:>11} {level_figures['images_per_second']:9.1f} {ratio:13.2f} {level_figures['p50_ms']:8.1f} "
             f"{level_figures['p99_ms']:8.1f}  {cpu}"
         )
-    ratios = [r["service_images_per_second"] / r["in_process"]["images_per_second"] for r in rounds]
+    ratios = [r["service_images_per_second"] / r["in_process"][best]["images_per_second"] for r in rounds]
     print(f"concurrency {TARGET_CONCURRENCY} vs in-process, round by round: {min(ratios):.2f} to {max(ratios):.2f}")
     service_cpu = sum(figures["service"][TARGET_CONCURRENCY]["cpu_ms_per_image"].values())
     print(
@@ -385,7 +389,8 @@ def report(figures: dict) -> dict:
     )
     return {
         **figures,
-        "in_process_images_per_second": local_rate,
+        "in_process": setups,
+        "best_in_process": best,
         "throughput_ratio_at_32": figures["service"][TARGET_CONCURRENCY]["images_per_second"] / local_rate,
         "cpu_ratio_at_32": local_cpu / service_cpu,
         "cpus": os.cpu_count(),

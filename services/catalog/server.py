@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
 MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA = "catalog"
-# How long start-up waits for PostgreSQL before giving up (the orchestrator restarts the process).
-_STARTUP_DB_SECONDS = 30.0
 
 
 @dataclass
