@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg_pool import PoolTimeout
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from services.auth.config import CommandSettings, Settings
 from services.auth.keys import KeyConfigError, load_keyset, public_pem, write_private_key
@@ -22,6 +22,7 @@ from services.auth.store import AuthStore, UsernameTaken
 from services.common.db import SchemaNotReady, migrate, open_pool
 from services.common.logging import setup_logging
 from services.common.server import serve_until_signalled
+from services.common.settings import InvalidSettings, load_settings
 
 log = logging.getLogger("services.auth")
 
@@ -132,9 +133,9 @@ def run(args: argparse.Namespace, settings: Settings) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        sys.stderr.write(f"invalid settings:\n{exc}\n")
+        settings = load_settings(Settings)
+    except InvalidSettings as exc:
+        sys.stderr.write(f"{exc}\n")
         return 2
     setup_logging("auth", level=settings.log_level, fmt=settings.log_format)
     try:

@@ -5,8 +5,6 @@ import asyncio
 import logging
 import sys
 
-from pydantic import ValidationError
-
 from services.catalog.config import Settings
 from services.catalog.identity import ServiceLoginFailed
 from services.catalog.inference_client import InferenceUnavailable
@@ -22,6 +20,7 @@ from services.catalog.sweeper import Sweeper
 from services.common.db import SchemaNotReady, migrate
 from services.common.logging import setup_logging
 from services.common.server import serve_until_signalled
+from services.common.settings import InvalidSettings, load_settings
 
 log = logging.getLogger("services.catalog")
 
@@ -86,12 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("sweep", help="remove unfinished uploads and orphaned bytes once, then exit")
     args = parser.parse_args(argv)
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        logging.basicConfig(format="%(levelname)s %(message)s")
-        # Only the messages: pydantic's full text echoes the input, secrets included.
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        log.error("invalid configuration: %s", problems)
+        settings = load_settings(Settings)
+    except InvalidSettings as exc:
+        sys.stderr.write(f"{exc}\n")
         return 2
     setup_logging("catalog", level=settings.log_level, fmt=settings.log_format)
     if args.command == "migrate":

@@ -1,6 +1,8 @@
 """Typed settings read from TAGSMITH_* environment variables; each service subclasses ServiceSettings."""
 
-from pydantic import Field
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,3 +34,22 @@ class TokenSettings(BaseSettings):
     jwks_min_refresh_seconds: float = Field(
         10.0, ge=0, description="Unknown `kid`s refetch the keys at most this often."
     )
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class InvalidSettings(Exception):
+    """The environment holds settings the service cannot run with; the message names each problem."""
+
+
+def load_settings(settings_class: type[SettingsT]) -> SettingsT:
+    """Reads the settings, turning pydantic's report into one line per problem.
+
+    Only field names and messages are kept: pydantic's full text echoes the input, secrets included.
+    """
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        problems = (f"TAGSMITH_{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}" for e in exc.errors())
+        raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems)) from None

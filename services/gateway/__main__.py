@@ -5,9 +5,9 @@ import logging
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
 from services.common.logging import setup_logging
+from services.common.settings import InvalidSettings, load_settings
 from services.gateway.app import create_app
 from services.gateway.config import Settings
 
@@ -40,9 +40,9 @@ class _DropColorMessage(logging.Filter):
 
 def main() -> int:
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        sys.stderr.write(f"invalid settings:\n{exc}\n")
+        settings = load_settings(Settings)
+    except InvalidSettings as exc:
+        sys.stderr.write(f"{exc}\n")
         return 2
     setup_logging("gateway", level=settings.log_level, fmt=settings.log_format)
     logging.getLogger("uvicorn.error").addFilter(_DropColorMessage())

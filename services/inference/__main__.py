@@ -3,16 +3,15 @@
 import asyncio
 import sys
 
-from pydantic import ValidationError
-
 from services.common.logging import setup_logging
 from services.common.server import serve_until_signalled
+from services.common.settings import InvalidSettings, load_settings
 from services.inference.config import Settings
 from services.inference.server import create_server
 
 
 async def main() -> None:
-    settings = Settings()
+    settings = load_settings(Settings)
     setup_logging("inference", level=settings.log_level, fmt=settings.log_format)
     running = await create_server(settings)
     await serve_until_signalled(running, grace=settings.grace_seconds)
@@ -21,6 +20,6 @@ async def main() -> None:
 if __name__ == "__main__":
     try:
         asyncio.run(main())
-    except (ValidationError, ValueError) as exc:
+    except (InvalidSettings, ValueError) as exc:
         # Bad settings or labels file: say what is wrong without a traceback.
         sys.exit(f"inference: {exc}")
