@@ -1,4 +1,5 @@
 """Fixtures shared by every test tier: PostgreSQL, the built model, and access tokens."""
+
 import os
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """`python -m services.auth [serve|migrate|create-admin|create-service-account|generate-key|public-key]`."""
 
 import argparse
-import asyncio
 import functools
 import getpass
 import logging
@@ -21,7 +20,7 @@ from services.auth.server import MIGRATIONS, SCHEMA, create_server, hash_paramet
 from services.auth.store import AuthStore, UsernameTaken
 from services.common.db import SchemaNotReady, migrate, open_pool
 from services.common.logging import setup_logging
-from services.common.server import serve_until_signalled
+from services.common.server import run, serve_until_signalled
 from services.common.settings import InvalidSettings, load_settings
 
 log = logging.getLogger("services.auth")
@@ -110,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, settings: Settings) -> str | None:
+def run_command(args: argparse.Namespace, settings: Settings) -> str | None:
     """Runs one command; returns the line to show the operator, if any."""
     secrets = CommandSettings()
     if args.command == "migrate":
@@ -118,15 +117,15 @@ def run(args: argparse.Namespace, settings: Settings) -> str | None:
         return f"applied {', '.join(applied)}" if applied else "nothing to apply"
     if args.command == "create-admin":
         source = functools.partial(read_password, secrets.admin_password)
-        return asyncio.run(create_account(settings, args.username, "admin", source))
+        return run(create_account(settings, args.username, "admin", source))
     if args.command == "create-service-account":
         source = functools.partial(read_password, secrets.service_password)
-        return asyncio.run(create_account(settings, args.name, "service", source))
+        return run(create_account(settings, args.name, "service", source))
     if args.command == "generate-key":
         return generate_key(args.path)
     if args.command == "public-key":
         return public_pem(load_keyset(settings).signing_key.public_key()).decode().rstrip()
-    asyncio.run(serve(settings))
+    run(serve(settings))
     return None
 
 
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging("auth", level=settings.log_level, fmt=settings.log_format)
     try:
-        message = run(args, settings)
+        message = run_command(args, settings)
     except (CommandError, InvalidCredentials, KeyConfigError, SchemaNotReady, FileExistsError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

@@ -1,7 +1,6 @@
 """python -m services.catalog [serve | migrate | reclassify | sweep]."""
 
 import argparse
-import asyncio
 import logging
 import sys
 
@@ -19,7 +18,7 @@ from services.catalog.server import (
 from services.catalog.sweeper import Sweeper
 from services.common.db import SchemaNotReady, migrate
 from services.common.logging import setup_logging
-from services.common.server import serve_until_signalled
+from services.common.server import run, serve_until_signalled
 from services.common.settings import InvalidSettings, load_settings
 
 log = logging.getLogger("services.catalog")
@@ -95,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("migrations applied: %s", ", ".join(applied) or "none pending")
         return 0
     if args.command == "reclassify":
-        return asyncio.run(reclassify(settings, args.batch_size or settings.reclassify_batch_size))
+        return run(reclassify(settings, args.batch_size or settings.reclassify_batch_size))
     if args.command == "sweep":
-        return asyncio.run(sweep(settings))
-    return asyncio.run(serve(settings))
+        return run(sweep(settings))
+    return run(serve(settings))
 
 
 if __name__ == "__main__":

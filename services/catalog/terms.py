@@ -1,5 +1,6 @@
 """Tags and search terms: normalisation, model-tag scores, and the rows that make prefix search fast."""
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class TagRow:
     manual: bool
 
 
+# Model labels come from a fixed vocabulary and are normalised dozens of times per upload.
+@functools.lru_cache(maxsize=8192)
 def normalize(text: str) -> str:
     return _SPACES.sub(" ", text).strip().lower()
 

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 # Health checks and reflection never need a token.
 ALWAYS_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Successful calls at least this slow are logged at INFO.
+SLOW_CALL_SECONDS = 1.0
 
 
 def _wrap_handler(handler: grpc.RpcMethodHandler, around: Callable) -> grpc.RpcMethodHandler:
@@ -111,7 +113,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         self._metrics.handled.labels(method, code_name).inc()
         self._metrics.latency.labels(method).observe(elapsed)
-        level = logging.WARNING if code_name in ("INTERNAL", "UNKNOWN", "DATA_LOSS") else logging.INFO
+        level = rpc_log_level(code_name, elapsed)
+        if not log.isEnabledFor(level):
+            return
         log.log(
             level,
             "rpc %s %s",
@@ -119,6 +123,16 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code_name,
             extra={"method": method, "code": code_name, "ms": round(elapsed * 1000, 2)},
         )
+
+
+def rpc_log_level(code_name: str, elapsed: float) -> int:
+    """Server faults warn; other failures and slow calls are INFO; a quick success is DEBUG, since the gateway's
+    access log and the metrics already cover it and a log line per internal call costs CPU on every hop."""
+    if code_name in ("INTERNAL", "UNKNOWN", "DATA_LOSS"):
+        return logging.WARNING
+    if code_name != "OK" or elapsed >= SLOW_CALL_SECONDS:
+        return logging.INFO
+    return logging.DEBUG
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -3,10 +3,12 @@
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
@@ -17,6 +19,15 @@ from services.common.settings import ServiceSettings, TokenSettings
 from services.common.tokens import TokenVerifier, grpc_jwks_source
 
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop, for every service and command: with the standard loop, scheduling callbacks cost
+    each service a quarter of its CPU per upload (measured with `python -m bench e2e`)."""
+    return uvloop.run(main)
 
 
 @dataclass

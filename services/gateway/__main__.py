@@ -1,12 +1,12 @@
 """`python -m services.gateway`: serve the REST API and the web page until SIGTERM or Ctrl-C."""
 
-import asyncio
 import logging
 import sys
 
 import uvicorn
 
 from services.common.logging import setup_logging
+from services.common.server import run
 from services.common.settings import InvalidSettings, load_settings
 from services.gateway.app import create_app
 from services.gateway.config import Settings
@@ -47,7 +47,7 @@ def main() -> int:
     setup_logging("gateway", level=settings.log_level, fmt=settings.log_format)
     logging.getLogger("uvicorn.error").addFilter(_DropColorMessage())
     server = uvicorn.Server(uvicorn_config(settings))
-    asyncio.run(server.serve())
+    run(server.serve())
     return 0
 
 

@@ -1,10 +1,9 @@
 """Entry point: python -m services.inference."""
 
-import asyncio
 import sys
 
 from services.common.logging import setup_logging
-from services.common.server import serve_until_signalled
+from services.common.server import run, serve_until_signalled
 from services.common.settings import InvalidSettings, load_settings
 from services.inference.config import Settings
 from services.inference.server import create_server
@@ -19,7 +18,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     try:
-        asyncio.run(main())
+        run(main())
     except (InvalidSettings, ValueError) as exc:
         # Bad settings or labels file: say what is wrong without a traceback.
         sys.exit(f"inference: {exc}")

@@ -1,6 +1,5 @@
 """Entry point: python -m services.modelserver [TF Serving flags]."""
 
-import asyncio
 import os
 import sys
 
@@ -8,7 +7,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from services.common.logging import setup_logging
-from services.common.server import serve_until_signalled
+from services.common.server import run, serve_until_signalled
 from services.modelserver.config import load_settings
 from services.modelserver.server import create_server
 
@@ -22,7 +21,7 @@ async def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     try:
-        asyncio.run(main(sys.argv[1:]))
+        run(main(sys.argv[1:]))
     except ValueError as exc:
         # Bad flags, settings or model layout: one readable line, no traceback.
         sys.exit(f"modelserver: {exc}")

@@ -1,4 +1,5 @@
 """A signing key for tests that need access tokens without running the auth service."""
+
 import json
 import time
 import uuid

@@ -1,4 +1,5 @@
 """A private PostgreSQL cluster for tests: an existing server via TAGSMITH_TEST_POSTGRES_DSN, or embedded."""
+
 import os
 import tempfile
 import uuid
