@@ -152,8 +152,9 @@ _GROUPS: dict[str, str] = {
     "sign": "919-920",
 }
 
-# Words of a label that would mislead a search: a Madagascar cat is a lemur, a sea lion is no lion.
-_MISLEADING_WORDS = {150: {"lion"}, 383: {"cat"}, 996: {"hen", "woods"}, 638: {"tights", "sport", "jersey"}}
+# Misleading words no rule finds (see misleading_words for the ones it does): hen-of-the-woods is a mushroom,
+# a maillot is a swimsuit.
+_MISLEADING_WORDS = {996: {"hen", "woods"}, 638: {"tights", "sport", "jersey"}}
 _STOP_WORDS = {"a", "an", "and", "or", "of", "the", "for", "with", "one", "piece"}
 # Letters (including accented ones), optionally with an apostrophe inside, e.g. "carpenter's".
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
@@ -176,15 +177,38 @@ def groups_by_class() -> dict[int, tuple[str, ...]]:
     return {class_id: tuple(groups) for class_id, groups in by_class.items()}
 
 
-def label_words(label: str, class_id: int | None = None) -> list[str]:
+def label_words(label: str, misleading: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """The useful lower-case words of a label: no stop words, no single letters, no possessive 's."""
-    misleading = _MISLEADING_WORDS.get(class_id, set())
     words = []
     for match in _WORD.finditer(label.lower()):
         word = match.group(0).removesuffix("'s")
         if len(word) > 1 and word not in _STOP_WORDS and word not in misleading:
             words.append(word)
     return words
+
+
+def misleading_words(labels: tuple[str, ...], groups: dict[int, tuple[str, ...]]) -> dict[int, set[str]]:
+    """Per class, the words of its label that name something it is not, so a search for them would mislead:
+    a group it is outside of ("car" in "car wheel", "toy" in "toy poodle", "cat" in "Madagascar cat"), or another
+    class it shares no family with ("tiger" in "tiger cat" and "tiger shark", "lion" in "sea lion"). A word naming
+    a close relative stays: a snow leopard is still found by "leopard"."""
+    members: dict[str, set[int]] = {}
+    for class_id, names in groups.items():
+        for group in names:
+            members.setdefault(group, set()).add(class_id)
+    class_named = {label.lower(): class_id for class_id, label in enumerate(labels)}
+    found: dict[int, set[str]] = {}
+    for class_id, label in enumerate(labels):
+        words = set(_MISLEADING_WORDS.get(class_id, ()))
+        for word in label_words(label):
+            outside_group = word in members and class_id not in members[word]
+            other = class_named.get(word, class_id)
+            unrelated_class = other != class_id and groups.get(other, ()) != groups.get(class_id, ())
+            if outside_group or unrelated_class:
+                words.add(word)
+        if words:
+            found[class_id] = words
+    return found
 
 
 class Tagger:
@@ -194,6 +218,7 @@ class Tagger:
         self._labels = labels
         # Groups follow ImageNet-1k's class order; another label set gets words only.
         self._groups = groups_by_class() if len(labels) == IMAGENET_CLASSES else {}
+        self._misleading = misleading_words(labels, self._groups) if self._groups else {}
 
     def tags(self, predictions: Iterable[tuple[int, float]], threshold: float) -> list[str]:
         tags: dict[str, None] = {}
@@ -201,6 +226,7 @@ class Tagger:
             if score < threshold:
                 continue
             label = self._labels[class_id]
-            for tag in (label.lower(), *label_words(label, class_id), *self._groups.get(class_id, ())):
+            words = label_words(label, self._misleading.get(class_id, frozenset()))
+            for tag in (label.lower(), *words, *self._groups.get(class_id, ())):
                 tags.setdefault(tag, None)
         return list(tags)

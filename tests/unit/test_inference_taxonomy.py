@@ -51,6 +51,24 @@ def test_misleading_words_are_dropped():
     assert "lemur" in tags_of(LABELS.index("Madagascar cat"))
 
 
+@pytest.mark.parametrize(
+    ("label", "dropped", "kept"),
+    [
+        ("tiger cat", "tiger", "cat"),  # another class, another family
+        ("tiger shark", "tiger", "shark"),
+        ("African hunting dog", "dog", "hunting"),  # a group it is not in
+        ("car wheel", "car", "wheel"),
+        ("snow leopard", None, "leopard"),  # a close relative: same groups
+        ("Egyptian cat", None, "cat"),
+    ],
+)
+def test_words_naming_something_else_are_not_tags(label, dropped, kept):
+    tags = tags_of(LABELS.index(label))
+    assert label.lower() in tags and kept in tags
+    if dropped is not None:
+        assert dropped not in tags
+
+
 def test_label_words():
     assert label_words("black-and-tan coonhound") == ["black", "tan", "coonhound"]
     assert label_words("carpenter's kit") == ["carpenter", "kit"]
@@ -61,7 +79,7 @@ def test_tags_are_lower_case_unique_and_above_the_threshold():
     predictions = [(LABELS.index("tabby"), 0.5), (LABELS.index("tiger cat"), 0.3), (LABELS.index("lynx"), 0.05)]
     tags = Tagger(LABELS).tags(predictions, threshold=0.1)
     assert tags == [t.lower() for t in tags] and len(tags) == len(set(tags))
-    assert "tiger" in tags and "lynx" not in tags
+    assert "tiger cat" in tags and "cat" in tags and "lynx" not in tags
     assert tags.index("tabby") < tags.index("tiger cat")
 
 
