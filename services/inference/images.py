@@ -104,6 +104,9 @@ class ImageChecker:
                 image.verify()
             else:
                 image.load()
+            if image.format == "WEBP" and getattr(image, "is_animated", False):
+                # The model's WebP decoder reads animations only as RGBA, which its graph does not take.
+                return encode_png(image.convert("RGB"))
         except _DECODE_ERRORS:
             raise InvalidImage("the image is truncated or corrupt; upload the complete file") from None
         return data

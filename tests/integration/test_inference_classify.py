@@ -54,6 +54,18 @@ async def test_every_allowed_format(stub, test_keys, fmt, name):
     assert reply.category in CAT_CLASSES
 
 
+@pytest.mark.parametrize("fmt", ["WEBP", "GIF"])
+async def test_animations_are_classified_by_their_first_frame(stub, test_keys, fmt):
+    cat = Image.open(io.BytesIO(sample_image("chelsea"))).convert("RGB")
+    coffee = Image.open(io.BytesIO(sample_image("coffee"))).convert("RGB").resize(cat.size)
+    buffer = io.BytesIO()
+    cat.save(buffer, fmt, save_all=True, append_images=[coffee], duration=500, loop=0)
+    assert Image.open(io.BytesIO(buffer.getvalue())).n_frames == 2
+    reply = await classify(stub[0], test_keys, buffer.getvalue())
+    assert (reply.format, reply.width, reply.height) == (fmt.lower(), 451, 300)
+    assert reply.category in CAT_CLASSES
+
+
 async def test_large_jpeg_is_shrunk_without_changing_the_result(stub, test_keys):
     big = Image.open(io.BytesIO(sample_image("coffee"))).resize((4000, 2660), Image.BICUBIC)
     buffer = io.BytesIO()
