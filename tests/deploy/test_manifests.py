@@ -5,6 +5,7 @@ import re
 import kubernetes_validate
 import pytest
 
+from services.inference.config import Settings as InferenceSettings
 from tests.deploy.manifests import K8S, NAMESPACE, OVERLAYS, find, render, render_overlay, workloads
 
 # Volume types the Pod Security "restricted" profile admits.
@@ -184,6 +185,12 @@ def test_tfserving_gets_the_model_from_an_init_container_and_batches(overlay):
     threads = int(re.search(r"num_batch_threads \{ value: (\d+) \}", batching).group(1))
     cpu_limit = int(server["resources"]["limits"]["cpu"])
     assert threads == cpu_limit == int(args["tensorflow_intra_op_parallelism"]), "thread pools match the CPU limit"
+    inference = find(docs, "Deployment", "inference")["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in inference["env"]}
+    in_flight = int(
+        env.get("TAGSMITH_BATCH_MAX_IN_FLIGHT") or InferenceSettings.model_fields["batch_max_in_flight"].default
+    )
+    assert in_flight == threads + 1, "inference keeps one batch queued at TF Serving, no more"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
