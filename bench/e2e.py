@@ -129,6 +129,15 @@ async def upload_round(base_url: str, prepared: list[bytes], concurrency: int) -
     }
 
 
+async def measured_round(stack: Stack, prepared: list[bytes], concurrency: int) -> dict:
+    """upload_round, plus the CPU milliseconds each process spent per upload meanwhile."""
+    before = cpu_seconds(stack)
+    result = await upload_round(stack.gateway_url, prepared, concurrency)
+    used = cpu_seconds(stack)
+    result["cpu_ms_per_upload"] = {name: (used[name] - before[name]) * 1000 / len(prepared) for name in used}
+    return result
+
+
 async def query_round(base_url: str, headers: dict, path: str) -> float:
     """Requests per second for one GET at QUERY_CONCURRENCY."""
     prepared = request("GET", base_url + path, headers=headers)
@@ -235,10 +244,7 @@ async def measure(stack: Stack, model_dir: Path) -> dict:
     await upload_round(stack.gateway_url, prepared[-WARM_UP:], 2)
     rounds, offset = [], 0
     for concurrency, count in UPLOADS.items():
-        before = cpu_seconds(stack)
-        rounds.append(await upload_round(stack.gateway_url, prepared[offset : offset + count], concurrency))
-        used = cpu_seconds(stack)
-        rounds[-1]["cpu_ms_per_upload"] = {name: (used[name] - before[name]) * 1000 / count for name in used}
+        rounds.append(await measured_round(stack, prepared[offset : offset + count], concurrency))
         offset += count
     # Measured again after the uploads and the faster kept: on a shared machine one measurement can land in a
     # moment when other work starves it, which would flatter the ratio.
@@ -280,7 +286,7 @@ async def measure_dedicated(stack: Stack, model_dir: Path, model_cpus: set[int])
     headers, _ = _sign_up(stack.gateway_url)
     prepared = upload_requests(stack.gateway_url, headers, photos)
     await upload_round(stack.gateway_url, prepared[-WARM_UP:], 2)
-    uploads = await upload_round(stack.gateway_url, prepared[:-WARM_UP], 32)
+    uploads = await measured_round(stack, prepared[:-WARM_UP], 32)
     raw = max((raw_model_throughput(model_dir, model_cpus) for _ in range(2)), key=lambda run: run["per_second"])
     return {"uploads": uploads, "raw_model_per_second": raw["per_second"], "model_cpus": len(model_cpus)}
 
@@ -313,6 +319,8 @@ def report(results: dict) -> str:
             f"  c=32: {dedicated['uploads']['per_second']:.1f} classified/s, raw model on the same core(s)"
             f" {dedicated['raw_model_per_second']:.1f} images/s: ratio {ratio:.2f}, {verdict} the target;"
             f" p50 {dedicated['uploads']['p50_ms']:.0f} ms, p99 {dedicated['uploads']['p99_ms']:.0f} ms",
+            "  CPU ms per upload: "
+            + ", ".join(f"{name} {ms:.2f}" for name, ms in dedicated["uploads"]["cpu_ms_per_upload"].items()),
             "",
         ]
     lines.append(f"queries at concurrency {QUERY_CONCURRENCY}:  gateway req/s   PostgreSQL direct q/s")
