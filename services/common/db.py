@@ -39,8 +39,12 @@ async def check_if_disturbed(conn: AsyncConnection) -> None:
     database and the service more than some of the statements themselves.
     """
     pgconn = conn.pgconn
-    if pgconn.status == ConnStatus.OK and not select.select([pgconn.socket], [], [], 0)[0]:
-        return
+    if pgconn.status == ConnStatus.OK:
+        # poll, not select: select cannot watch descriptors numbered 1024 or more.
+        idle = select.poll()
+        idle.register(pgconn.socket, select.POLLIN)
+        if not idle.poll(0):
+            return
     await AsyncConnectionPool.check_connection(conn)
 
 

@@ -25,8 +25,8 @@ T = TypeVar("T")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run on uvloop, for every service and command: with the standard loop, scheduling callbacks cost
-    each service a quarter of its CPU per upload (measured with `python -m bench e2e`)."""
+    """asyncio.run on uvloop, for every service and command: it cut the catalog's and inference's CPU per upload
+    by 10-15% against the standard loop (measured with `python -m bench e2e`)."""
     return uvloop.run(main)
 
 
