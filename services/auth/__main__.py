@@ -21,7 +21,7 @@ from services.auth.store import AuthStore, UsernameTaken
 from services.common.db import SchemaNotReady, migrate, open_pool
 from services.common.logging import setup_logging
 from services.common.server import run, serve_until_signalled
-from services.common.settings import InvalidSettings, load_settings
+from services.common.settings import settings_or_report
 
 log = logging.getLogger("services.auth")
 
@@ -131,10 +131,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = load_settings(Settings)
-    except InvalidSettings as exc:
-        sys.stderr.write(f"{exc}\n")
+    if (settings := settings_or_report(Settings)) is None:
         return 2
     setup_logging("auth", level=settings.log_level, fmt=settings.log_format)
     try:

@@ -19,7 +19,7 @@ from services.catalog.sweeper import Sweeper
 from services.common.db import SchemaNotReady, migrate
 from services.common.logging import setup_logging
 from services.common.server import run, serve_until_signalled
-from services.common.settings import InvalidSettings, load_settings
+from services.common.settings import settings_or_report
 
 log = logging.getLogger("services.catalog")
 
@@ -83,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--batch-size", type=int, default=None, help="images per batch")
     commands.add_parser("sweep", help="remove unfinished uploads and orphaned bytes once, then exit")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings(Settings)
-    except InvalidSettings as exc:
-        sys.stderr.write(f"{exc}\n")
+    if (settings := settings_or_report(Settings)) is None:
         return 2
     setup_logging("catalog", level=settings.log_level, fmt=settings.log_format)
     if args.command == "migrate":

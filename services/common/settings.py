@@ -1,5 +1,6 @@
 """Typed settings read from TAGSMITH_* environment variables; each service subclasses ServiceSettings."""
 
+import sys
 from typing import TypeVar
 
 from pydantic import Field, ValidationError
@@ -53,3 +54,13 @@ def load_settings(settings_class: type[SettingsT]) -> SettingsT:
     except ValidationError as exc:
         problems = (f"TAGSMITH_{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}" for e in exc.errors())
         raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def settings_or_report(settings_class: type[SettingsT]) -> SettingsT | None:
+    """load_settings for an entry point: on bad settings the report goes to stderr and None comes back, so the
+    caller exits with status 2."""
+    try:
+        return load_settings(settings_class)
+    except InvalidSettings as exc:
+        sys.stderr.write(f"{exc}\n")
+        return None

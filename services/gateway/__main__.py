@@ -7,7 +7,7 @@ import uvicorn
 
 from services.common.logging import setup_logging
 from services.common.server import run
-from services.common.settings import InvalidSettings, load_settings
+from services.common.settings import settings_or_report
 from services.gateway.app import create_app
 from services.gateway.config import Settings
 
@@ -39,10 +39,7 @@ class _DropColorMessage(logging.Filter):
 
 
 def main() -> int:
-    try:
-        settings = load_settings(Settings)
-    except InvalidSettings as exc:
-        sys.stderr.write(f"{exc}\n")
+    if (settings := settings_or_report(Settings)) is None:
         return 2
     setup_logging("gateway", level=settings.log_level, fmt=settings.log_format)
     logging.getLogger("uvicorn.error").addFilter(_DropColorMessage())
