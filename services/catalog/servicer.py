@@ -86,7 +86,7 @@ def _streaming(method):
 
 def _uid(value: str) -> str:
     if not is_valid_uid(value):
-        raise invalid("uid must be the 22-character id returned by UploadImage")
+        raise invalid("this is not an image id: ids are the 22 characters returned when the image was uploaded")
     return value
 
 
