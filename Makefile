@@ -7,7 +7,7 @@ MODEL_DIR := models/efficientnet_lite0/1
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_REQUIREMENTS := $(wildcard services/*/requirements.txt) model/requirements.txt
 
-.PHONY: setup protos model run test lint bench clean
+.PHONY: setup protos model run test lint bench images clean
 
 ## setup: virtual environment, dependencies, generated protos and the model
 setup: $(VENV)/.installed protos model
@@ -51,6 +51,22 @@ lint: $(VENV)/.installed
 ## bench: throughput and latency figures (slow; not part of test)
 bench: setup
 	$(PY) -m bench
+
+## images: every service's image from the one services/Dockerfile, and the model image (needs Docker)
+REGISTRY ?= tagsmith
+VERSION ?= 0.1.0
+IMAGE_SERVICES := auth catalog gateway inference modelserver
+# The ports each image listens on by default: its config.py's port and metrics port.
+PORTS_auth := 50052 9102
+PORTS_catalog := 50053 9103
+PORTS_gateway := 8080
+PORTS_inference := 50054 9104
+PORTS_modelserver := 8500 9105
+
+images: model
+	$(foreach s,$(IMAGE_SERVICES),docker build -f services/Dockerfile --build-arg SERVICE=$(s) \
+	  --build-arg "PORTS=$(PORTS_$(s))" -t $(REGISTRY)/$(s):$(VERSION) . &&) true
+	docker build -f deploy/model.Dockerfile -t $(REGISTRY)/model:$(VERSION) .
 
 clean:
 	rm -rf gen models $(VENV)
