@@ -42,6 +42,7 @@ run: setup
 ## test: every test CI runs
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
