@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR := models/efficientnet_lite0/1
+FACE_MODEL_DIR := models/face_detector/1
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_REQUIREMENTS := $(wildcard services/*/requirements.txt) model/requirements.txt
 
@@ -29,11 +30,14 @@ gen/.stamp: $(PROTOS) tools/capture_tfserving_descriptors.py $(VENV)/.installed
 	$(PY) tools/capture_tfserving_descriptors.py gen/tfserving_descriptors.binpb
 	touch $@
 
-## model: the EfficientNet-Lite0 SavedModel in TF Serving's layout under models/
-model: $(MODEL_DIR)/saved_model.pb
+## model: the EfficientNet-Lite0 classifier and the BlazeFace face detector in TF Serving's layout under models/
+model: $(MODEL_DIR)/saved_model.pb $(FACE_MODEL_DIR)/saved_model.pb
 
 $(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt $(VENV)/.installed
 	$(PY) -m model.build --output $(MODEL_DIR)
+
+$(FACE_MODEL_DIR)/saved_model.pb: model/face_detector.py model/build.py $(VENV)/.installed
+	$(PY) -m model.face_detector --output $(FACE_MODEL_DIR)
 
 ## run: the whole system on embedded defaults (PostgreSQL, local blob store, model server)
 run: setup
