@@ -151,7 +151,7 @@ class MBConv(tf.Module):
 
 
 class EfficientNetLite0(tf.Module):
-    """Maps normalised float32 images [N, H, W, 3] to ImageNet logits [N, 1000]."""
+    """Maps normalised float32 images [N, H, W, 3] to ImageNet logits [N, 1000], through pooled features."""
 
     def __init__(self, weights: dict[str, np.ndarray], padding: str = "tf_same"):
         super().__init__(name="efficientnet_lite0")
@@ -162,8 +162,14 @@ class EfficientNetLite0(tf.Module):
         self.fc_bias = tf.Variable(weights["_fc.bias"], trainable=False, name="fc_bias")
 
     def __call__(self, images):
+        return self.classify(self.features(images))
+
+    def features(self, images):
+        """The globally pooled head activations [N, 1280]: what the photo looks like, before the classes."""
         x = self.stem(images)
         for block in self.blocks:
             x = block(x)
-        x = tf.reduce_mean(self.head(x), axis=[1, 2])
-        return tf.matmul(x, self.fc_kernel) + self.fc_bias
+        return tf.reduce_mean(self.head(x), axis=[1, 2])
+
+    def classify(self, features):
+        return tf.matmul(features, self.fc_kernel) + self.fc_bias
