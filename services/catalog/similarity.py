@@ -1,0 +1,149 @@
+"""Similar photos and near-duplicates from the stored embeddings (pgvector), always within one owner's images."""
+
+from dataclasses import dataclass
+
+import numpy as np
+from pgvector import HalfVector
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
+
+EMBEDDING_DIMENSIONS = 1280
+# Cosine similarity at or above which two of a user's photos are near-duplicates. Chosen by measuring on variants
+# of real photos (re-encodes, resizes, small crops, brightness changes) against unrelated photos: see README.
+NEAR_DUPLICATE_SIMILARITY = 0.90
+# How many index candidates one similar-photo query may examine; iterative scans keep going past ef_search
+# until the owner filter has found enough rows or this many tuples were visited.
+_EF_SEARCH = 100
+_MAX_SCAN_TUPLES = 50_000
+
+_SCAN_SETTINGS = sql.SQL(
+    "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+    " set_config('hnsw.max_scan_tuples', %s, true)"
+)
+
+# The owner filter sits inside the ordered scan, so the index is walked only for this owner's rows; relaxed_order
+# may return the nearest rows slightly out of order, hence the outer sort.
+_SIMILAR = sql.SQL(
+    """
+    SELECT id, similarity FROM (
+        SELECT i.id, 1 - (i.embedding OPERATOR(public.<=>) q.embedding) AS similarity
+        FROM catalog.images AS q
+        CROSS JOIN LATERAL (
+            SELECT id, embedding FROM catalog.images
+            WHERE owner_id = q.owner_id AND status = 'classified' AND embedding IS NOT NULL AND id <> q.id
+            ORDER BY embedding OPERATOR(public.<=>) q.embedding
+            LIMIT %(limit)s
+        ) AS i
+        WHERE q.id = %(id)s AND q.embedding IS NOT NULL
+    ) AS found
+    ORDER BY similarity DESC, id DESC
+    """
+)
+
+_NEAREST_EARLIER = sql.SQL(
+    """
+    SELECT id, 1 - (embedding OPERATOR(public.<=>) %(embedding)s::public.halfvec) AS similarity FROM catalog.images
+    WHERE owner_id = %(owner)s AND status = 'classified' AND embedding IS NOT NULL AND id < %(id)s
+    ORDER BY embedding OPERATOR(public.<=>) %(embedding)s::public.halfvec
+    LIMIT 1
+    """
+)
+
+_SAVE = sql.SQL(
+    "UPDATE catalog.images SET embedding = %(embedding)s::public.halfvec, near_duplicate_of = %(near)s"
+    " WHERE id = %(id)s"
+)
+
+_DUPLICATE_LINKS = sql.SQL(
+    """
+    SELECT id, near_duplicate_of FROM catalog.images
+    WHERE owner_id = %(owner)s AND near_duplicate_of IS NOT NULL AND status = 'classified'
+    ORDER BY id DESC
+    LIMIT %(limit)s
+    """
+)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    image_id: int
+    similarity: float
+
+
+def as_vector(embedding: list[float] | np.ndarray) -> str:
+    """pgvector's text form, cast to halfvec in the statements (no per-connection type registration needed)."""
+    vector = np.asarray(embedding, dtype=np.float32)
+    if vector.shape != (EMBEDDING_DIMENSIONS,) or not np.isfinite(vector).all():
+        raise ValueError(f"an embedding has {EMBEDDING_DIMENSIONS} finite numbers, not {vector.shape}")
+    return HalfVector(vector.astype(np.float16)).to_text()
+
+
+_MISSING = sql.SQL(
+    """
+    SELECT id, uid, owner_id, sha256 FROM catalog.images
+    WHERE embedding IS NULL AND status = 'classified' AND id > %(after)s
+    ORDER BY id
+    LIMIT %(limit)s
+    """
+)
+
+
+async def _scan_iteratively(conn: AsyncConnection) -> None:
+    await conn.execute(_SCAN_SETTINGS, (str(_EF_SEARCH), str(_MAX_SCAN_TUPLES)))
+
+
+def _groups(links: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected groups of (image, earlier image) links, each newest first, groups by their newest image."""
+    parent: dict[int, int] = {}
+
+    def root(image_id: int) -> int:
+        while parent.setdefault(image_id, image_id) != image_id:
+            parent[image_id] = parent[parent[image_id]]
+            image_id = parent[image_id]
+        return image_id
+
+    for image_id, earlier in links:
+        parent[root(image_id)] = root(earlier)
+    groups: dict[int, list[int]] = {}
+    for image_id in parent:
+        groups.setdefault(root(image_id), []).append(image_id)
+    ordered = [sorted(members, reverse=True) for members in groups.values() if len(members) > 1]
+    return sorted(ordered, key=lambda members: members[0], reverse=True)
+
+
+class SimilarityIndex:
+    """Embeddings in catalog.images and the questions asked of them; every query is scoped to one owner."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def store(self, *, image_id: int, owner: str, embedding: list[float]) -> int | None:
+        """Stores the image's embedding and links it to the earlier image of the same owner it nearly
+        duplicates; returns that image's id, or None."""
+        vector = as_vector(embedding)
+        async with self._pool.connection() as conn, conn.transaction():
+            await _scan_iteratively(conn)
+            cur = await conn.execute(_NEAREST_EARLIER, {"embedding": vector, "owner": owner, "id": image_id})
+            nearest = await cur.fetchone()
+            near = nearest[0] if nearest is not None and nearest[1] >= NEAR_DUPLICATE_SIMILARITY else None
+            await conn.execute(_SAVE, {"embedding": vector, "near": near, "id": image_id})
+        return near
+
+    async def similar_to(self, *, image_id: int, limit: int) -> list[Neighbour]:
+        """The owner's images nearest to this one, best first, the image itself excluded."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await _scan_iteratively(conn)
+            cur = await conn.execute(_SIMILAR, {"id": image_id, "limit": limit})
+            return [Neighbour(found, float(similarity)) for found, similarity in await cur.fetchall()]
+
+    async def duplicate_groups(self, *, owner: str, max_links: int) -> list[list[int]]:
+        """The owner's near-duplicate groups as image ids (see _groups)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_DUPLICATE_LINKS, {"owner": owner, "limit": max_links})
+            return _groups(await cur.fetchall())
+
+    async def missing(self, *, after_id: int, limit: int) -> list[tuple[int, str, str, str]]:
+        """Classified images without an embedding yet, by id: (id, uid, owner, sha256), for the backfill."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_MISSING, {"after": after_id, "limit": limit})
+            return await cur.fetchall()

@@ -1,0 +1,78 @@
+"""Similar-photo search and near-duplicate links against a real PostgreSQL with pgvector's HNSW index."""
+
+import hashlib
+import itertools
+
+import numpy as np
+import pytest
+
+from services.catalog.models import NewImage, Outcome
+from services.catalog.similarity import EMBEDDING_DIMENSIONS, NEAR_DUPLICATE_SIMILARITY, SimilarityIndex, _groups
+from services.catalog.store import CatalogStore
+from services.common.db import open_pool
+from tests.integration.test_catalog_store import CLASSIFICATION
+
+
+@pytest.fixture
+async def pool(catalog_dsn):
+    pool = await open_pool(catalog_dsn, max_size=2, name="similarity-test")
+    await pool.wait()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def nudged(vector: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    return unit(vector + amount * rng.standard_normal(EMBEDDING_DIMENSIONS) / np.sqrt(EMBEDDING_DIMENSIONS))
+
+
+async def add_image(store: CatalogStore, index: SimilarityIndex, *, owner: str, seed: str, embedding) -> int:
+    digest = hashlib.sha256(f"{owner}/{seed}".encode()).hexdigest()
+    new = NewImage(f"{seed}-{owner}"[:22].ljust(22, "x"), owner, digest, f"{seed}.jpg", "image/jpeg", 1, 4, 3, "jpeg")
+    row, _ = await store.reserve(new)
+    await store.finalize(row.id, Outcome("classified", classification=CLASSIFICATION))
+    await index.store(image_id=row.id, owner=owner, embedding=embedding.tolist())
+    return row.id
+
+
+async def test_similar_photos_are_the_owners_own_nearest_first(pool):
+    store, index, rng = CatalogStore(pool), SimilarityIndex(pool), np.random.default_rng(7)
+    query = unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
+    mine = [
+        await add_image(store, index, owner="alice", seed=f"a{i}", embedding=nudged(query, rng, 0.3 * i))
+        for i in range(6)
+    ]
+    # Many other users hold images closer to the query than any of alice's: none may appear.
+    for user in range(20):
+        for i in range(10):
+            await add_image(store, index, owner=f"user{user}", seed=f"u{i}", embedding=nudged(query, rng, 0.01))
+    found = await index.similar_to(image_id=mine[0], limit=10)
+    assert [n.image_id for n in found] == mine[1:], "alice's other images, nearest first, and nothing else"
+    assert all(a.similarity >= b.similarity for a, b in itertools.pairwise(found))
+
+
+async def test_a_near_duplicate_links_to_the_earlier_shot_and_groups_form(pool):
+    store, index, rng = CatalogStore(pool), SimilarityIndex(pool), np.random.default_rng(8)
+    shot = unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
+    first = await add_image(store, index, owner="alice", seed="first", embedding=shot)
+    again = await add_image(store, index, owner="alice", seed="again", embedding=nudged(shot, rng, 0.05))
+    other = await add_image(
+        store, index, owner="alice", seed="other", embedding=unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
+    )
+    # The same shot in bob's library is not alice's duplicate.
+    bobs = await add_image(store, index, owner="bob", seed="bobs", embedding=nudged(shot, rng, 0.05))
+    async with pool.connection() as conn:
+        links = dict(await (await conn.execute("SELECT id, near_duplicate_of FROM catalog.images")).fetchall())
+    assert links[again] == first and links[other] is None and links[bobs] is None
+    assert await index.duplicate_groups(owner="alice", max_links=100) == [[again, first]]
+    assert await index.duplicate_groups(owner="bob", max_links=100) == []
+
+
+def test_groups_join_chains_and_order_newest_first():
+    assert _groups([(5, 3), (3, 1), (9, 8)]) == [[9, 8], [5, 3, 1]]
+    assert NEAR_DUPLICATE_SIMILARITY < 1
