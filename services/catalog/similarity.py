@@ -8,9 +8,11 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 EMBEDDING_DIMENSIONS = 1280
-# Cosine similarity at or above which two of a user's photos are near-duplicates. Chosen by measuring on variants
-# of real photos (re-encodes, resizes, small crops, brightness changes) against unrelated photos: see README.
-NEAR_DUPLICATE_SIMILARITY = 0.90
+# Cosine similarity at or above which two of a user's photos are near-duplicates. Measured on 17 scikit-image
+# photos, each with 7 variants (JPEG q30, half size, 90 % and 80 % crops, mirrored, 30 % brighter, shifted 10 %):
+# variants score 0.77-1.00 (median 0.97) against their original, unrelated photos at most 0.51 (median 0.15).
+# At 0.80, 98 % of variant pairs are found and none of the 136 unrelated pairs.
+NEAR_DUPLICATE_SIMILARITY = 0.80
 # How many index candidates one similar-photo query may examine; iterative scans keep going past ef_search
 # until the owner filter has found enough rows or this many tuples were visited.
 _EF_SEARCH = 100
