@@ -23,6 +23,7 @@ from services.catalog.ids import is_valid_uid
 from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
 from services.catalog.models import ImageRow
 from services.catalog.reclassify import Reclassifier
+from services.catalog.similarity import SimilarityIndex
 from services.catalog.store import CatalogStore
 from services.catalog.terms import InvalidTag, normalize_query, normalize_tag
 from services.catalog.uploads import Uploader
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_CATEGORY_CHARS = 200
 MAX_RECLASSIFY_BATCH = 1000
+_SIMILAR_PAGE = 20
+# Near-duplicate links read per request: the groups of the newest this many duplicates.
+_MAX_LINKS = 10_000
 # Thumbnails rendered at once; decoding large originals is CPU- and memory-heavy.
 _RENDER_SLOTS = 2
 
@@ -146,6 +150,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self._reclassifier = reclassifier
         self._reclassify_batch = reclassify_batch_size
         self._render_slots = asyncio.Semaphore(_RENDER_SLOTS)
+        self._similarity = SimilarityIndex(store.pool)
 
     async def _visible(self, uid: str, caller: Principal) -> ImageRow:
         row = await self._store.get(_uid(uid), owner=None if caller.is_admin else caller.subject)
@@ -300,6 +305,41 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         if row is None:
             raise not_found()
         return image_message(row)
+
+    @_unary
+    async def FindSimilarImages(
+        self, request: catalog_pb2.FindSimilarImagesRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.FindSimilarImagesResponse:
+        size = pagination.page_size(request.page_size or _SIMILAR_PAGE)
+        # The owner's own image only, admins included: similarity never crosses users.
+        row = await self._store.get(_uid(request.uid), owner=current_principal().subject)
+        if row is None:
+            raise not_found()
+        neighbours = await self._similarity.similar_to(image_id=row.id, limit=size)
+        if neighbours is None:
+            raise CatalogError(
+                grpc.StatusCode.FAILED_PRECONDITION, "this photo has not been analysed yet; try again in a minute"
+            )
+        rows = {r.id: r for r in await self._store.rows_by_id([n.image_id for n in neighbours])}
+        found = [
+            catalog_pb2.SimilarImage(image=image_message(rows[n.image_id]), similarity=n.similarity)
+            for n in neighbours
+            if n.image_id in rows
+        ]
+        return catalog_pb2.FindSimilarImagesResponse(images=found)
+
+    @_unary
+    async def ListNearDuplicates(
+        self, request: catalog_pb2.ListNearDuplicatesRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.ListNearDuplicatesResponse:
+        groups = await self._similarity.duplicate_groups(owner=current_principal().subject, max_links=_MAX_LINKS)
+        rows = {r.id: r for r in await self._store.rows_by_id([i for group in groups for i in group])}
+        return catalog_pb2.ListNearDuplicatesResponse(
+            groups=[
+                catalog_pb2.DuplicateGroup(images=[image_message(rows[i]) for i in group if i in rows])
+                for group in groups
+            ]
+        )
 
     @_unary
     async def Reclassify(

@@ -42,6 +42,8 @@ _SIMILAR = sql.SQL(
     """
 )
 
+_HAS_EMBEDDING = sql.SQL("SELECT embedding IS NOT NULL FROM catalog.images WHERE id = %s")
+
 _NEAREST_EARLIER = sql.SQL(
     """
     SELECT id, 1 - (embedding OPERATOR(public.<=>) %(embedding)s::public.halfvec) AS similarity FROM catalog.images
@@ -131,9 +133,13 @@ class SimilarityIndex:
             await conn.execute(_SAVE, {"embedding": vector, "near": near, "id": image_id})
         return near
 
-    async def similar_to(self, *, image_id: int, limit: int) -> list[Neighbour]:
-        """The owner's images nearest to this one, best first, the image itself excluded."""
+    async def similar_to(self, *, image_id: int, limit: int) -> list[Neighbour] | None:
+        """The owner's images nearest to this one, best first, the image itself excluded; None when the image has
+        no embedding yet."""
         async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(_HAS_EMBEDDING, (image_id,))
+            if not (await cur.fetchone() or (False,))[0]:
+                return None
             await _scan_iteratively(conn)
             cur = await conn.execute(_SIMILAR, {"id": image_id, "limit": limit})
             return [Neighbour(found, float(similarity)) for found, similarity in await cur.fetchall()]

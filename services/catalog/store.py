@@ -462,6 +462,11 @@ class CatalogStore:
             rows = await self._rows_by_id(conn, [hit.image_id for hit in hits[:limit]])
         return rows, hits[:limit], len(hits) > limit
 
+    async def rows_by_id(self, ids: list[int]) -> list[ImageRow]:
+        """The rows of these ids, in the given order (missing ones left out)."""
+        async with self._pool.connection() as conn:
+            return await self._rows_by_id(conn, ids)
+
     async def _rows_by_id(self, conn: AsyncConnection, ids: list[int]) -> list[ImageRow]:
         query = sql.SQL("SELECT {columns} FROM catalog.images AS i WHERE id = ANY(%s)").format(columns=_COLUMNS)
         by_id = {row.id: row for row in await self._fetch_all(conn, query, (ids,))}

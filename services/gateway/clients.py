@@ -131,6 +131,13 @@ class CatalogClient:
     async def search(self, token: str, **query) -> catalog_pb2.SearchImagesResponse:
         return await self._stub.SearchImages(catalog_pb2.SearchImagesRequest(**query), metadata=bearer(token))
 
+    async def similar(self, token: str, uid: str, page_size: int) -> catalog_pb2.FindSimilarImagesResponse:
+        request = catalog_pb2.FindSimilarImagesRequest(uid=uid, page_size=page_size)
+        return await self._stub.FindSimilarImages(request, metadata=bearer(token))
+
+    async def near_duplicates(self, token: str) -> catalog_pb2.ListNearDuplicatesResponse:
+        return await self._stub.ListNearDuplicates(catalog_pb2.ListNearDuplicatesRequest(), metadata=bearer(token))
+
     async def categories(self, token: str) -> catalog_pb2.ListCategoriesResponse:
         return await self._stub.ListCategories(catalog_pb2.ListCategoriesRequest(), metadata=bearer(token))
 

@@ -123,6 +123,25 @@ async def set_tags(uid: Uid, body: schemas.TagsUpdate, token: Token, backends: B
     return schemas.json_response(schemas.image_from(await backends.catalog.set_tags(token, uid, body.tags)))
 
 
+@router.get("/images/{uid}/similar", response_model=schemas.SimilarPage)
+async def similar(uid: Uid, token: Token, backends: BackendsDep, page_size: PageSize = 20) -> Response:
+    """Your photos that look most like this one, most similar first."""
+    reply = await backends.catalog.similar(token, uid, page_size)
+    images = [schemas.similar_from(found) for found in reply.images]
+    return schemas.json_response(schemas.SimilarPage.model_construct(images=images, next_page_token=""))
+
+
+@router.get("/duplicates", response_model=schemas.DuplicateGroups)
+async def duplicates(token: Token, backends: BackendsDep) -> Response:
+    """Groups of your photos that are near-duplicates: the same shot re-encoded, resized, cropped a little or
+    taken a moment apart."""
+    reply = await backends.catalog.near_duplicates(token)
+    groups = [
+        schemas.DuplicateGroup.model_construct(images=[schemas.image_from(i) for i in g.images]) for g in reply.groups
+    ]
+    return schemas.json_response(schemas.DuplicateGroups.model_construct(groups=groups))
+
+
 @router.get("/categories", response_model=schemas.CategoryList)
 async def categories(token: Token, backends: BackendsDep) -> schemas.CategoryList:
     """How many images are in each category, most frequent first."""

@@ -97,6 +97,9 @@ class Image(BaseModel):
     created_at: datetime | None
     classified_at: datetime | None
     duplicate: bool = Field(description="True when this upload matched bytes already stored.")
+    near_duplicate_of: str | None = Field(
+        None, description="uid of an earlier image of yours that this one nearly duplicates (the same shot)."
+    )
     content_url: str
     thumbnail_url: str
 
@@ -104,6 +107,23 @@ class Image(BaseModel):
 class ImagePage(BaseModel):
     images: list[Image]
     next_page_token: str = Field(description="Pass as page_token for the next page; empty on the last one.")
+
+
+class SimilarImage(Image):
+    similarity: float = Field(description="How alike the two photos look, from 0 to 1 (1: the same picture).")
+
+
+class SimilarPage(BaseModel):
+    images: list[SimilarImage] = Field(description="Most similar first; the photo itself is not listed.")
+    next_page_token: str = Field("", description="Always empty: the first page_size matches are the answer.")
+
+
+class DuplicateGroup(BaseModel):
+    images: list[Image] = Field(description="Newest first.")
+
+
+class DuplicateGroups(BaseModel):
+    groups: list[DuplicateGroup] = Field(description="Groups of near-duplicates, the newest group first.")
 
 
 class UploadFailure(BaseModel):
@@ -196,6 +216,10 @@ def label_from(label: catalog_pb2.Label) -> Label:
     )
 
 
+def similar_from(found: catalog_pb2.SimilarImage) -> SimilarImage:
+    return SimilarImage.model_construct(**dict(image_from(found.image)), similarity=round(found.similarity, 4))
+
+
 def image_from(image: catalog_pb2.Image) -> Image:
     return Image.model_construct(
         uid=image.uid,
@@ -216,6 +240,7 @@ def image_from(image: catalog_pb2.Image) -> Image:
         created_at=timestamp(image.created_at, image.HasField("created_at")),
         classified_at=timestamp(image.classified_at, image.HasField("classified_at")),
         duplicate=image.duplicate,
+        near_duplicate_of=image.near_duplicate_of or None,
         content_url=f"/v1/images/{image.uid}/content",
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
     )
