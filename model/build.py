@@ -65,6 +65,8 @@ class Classifier(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name=PIXELS_INPUT)])
     def predict_pixels(self, pixels):
+        # The network would take any size; a caller sending another size has not preprocessed as agreed.
+        pixels = tf.ensure_shape(pixels, [None, IMAGE_SIZE, IMAGE_SIZE, 3])
         return self._classify(pixels, lambda: normalise(tf.cast(pixels, tf.float32), self._preprocessing))
 
     def _classify(self, batch, model_input):
