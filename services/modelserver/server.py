@@ -45,7 +45,7 @@ async def create_server(settings: Settings, *, repository: ModelRepository | Non
     """Loads the models (unless given), then binds and starts; health turns SERVING only once every model is ready."""
     if repository is None:
         configure_tensorflow_threads(settings)
-        repository = ModelRepository.load(configured_sources(settings))
+        repository = ModelRepository.load(configured_sources(settings), run_warmup=settings.enable_model_warmup)
     registry = CollectorRegistry()
     batch_sizes = Histogram(
         "modelserver_batch_size",
