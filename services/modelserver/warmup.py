@@ -47,11 +47,21 @@ def run_request(signatures: Mapping, request: predict_pb2.PredictRequest) -> Non
     signature = signatures[name]
     if set(request.inputs) != set(signature.inputs):
         raise ValueError(f"inputs {sorted(request.inputs)} do not match {name!r}'s {sorted(signature.inputs)}")
+    inputs = {key: tf.make_ndarray(tensor) for key, tensor in request.inputs.items()}
+    for key, array in inputs.items():
+        spec = signature.inputs[key]
+        if tf.as_dtype(array.dtype) != spec.dtype or not spec.shape.is_compatible_with(array.shape):
+            raise ValueError(
+                f"input {key!r} is {tf.as_dtype(array.dtype).name} {list(array.shape)}; signature {name!r} "
+                f"takes {spec.dtype.name} {spec.shape}"
+            )
     try:
-        signature.run({key: tf.make_ndarray(tensor) for key, tensor in request.inputs.items()})
-    except (tf.errors.OpError, TypeError, ValueError) as exc:
-        message = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-        raise ValueError(f"signature {name!r} failed: {message.strip().splitlines()[0]}") from None
+        signature.run(inputs)
+    except tf.errors.OpError as exc:
+        # Imported here: batching imports models, which imports this module.
+        from services.modelserver.batching import concise_message
+
+        raise ValueError(f"signature {name!r} failed: {concise_message(exc.message)}") from None
 
 
 def warm_up(version_dir: Path, signatures: Mapping) -> int:
