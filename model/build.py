@@ -22,6 +22,8 @@ from model.efficientnet_lite import EfficientNetLite0
 from model.preprocess import Preprocessing, normalise, preprocess_batch
 from model.torch_pickle import load_state_dict
 from services.common.model_contract import (
+    EMBEDDING_OUTPUT,
+    EMBEDDING_SIZE,
     ENCODED_INPUT,
     ENCODED_SIGNATURE,
     IMAGE_SIZE,
@@ -45,8 +47,8 @@ DESCRIPTION = (
     "filter), center square crop, bicubic resize to 224x224, (x - 127) / 128; TF SAME padding. "
     "Second signature predict_pixels: uint8 RGB [N, 224, 224, 3], already upright, centre-cropped and resized by the "
     "caller; only normalised in the graph. "
-    "Outputs of both: softmax scores [N, 1000], top-5 scores and class ids; class id = line index of "
-    "assets/imagenet_labels.txt."
+    "Outputs of both: softmax scores [N, 1000], top-5 scores and class ids (class id = line index of "
+    "assets/imagenet_labels.txt), and embedding [N, 1280]: the pooled features before the classifier, L2-normalised."
 )
 
 
@@ -72,17 +74,19 @@ class Classifier(tf.Module):
     def _classify(self, batch, model_input):
         """The outputs both signatures share; model_input builds the network's float input from batch."""
         # TF 2.21's fused depthwise conv kernel fails on an empty batch, so skip the network then.
-        logits = tf.cond(
+        features = tf.cond(
             tf.size(batch) > 0,
-            lambda: self.network(model_input()),
-            lambda: tf.zeros([0, NUM_CLASSES]),
+            lambda: self.network.features(model_input()),
+            lambda: tf.zeros([0, EMBEDDING_SIZE]),
         )
-        scores = tf.nn.softmax(logits)
+        scores = tf.nn.softmax(self.network.classify(features))
         top = tf.math.top_k(scores, k=TOP_K)
         return {
             SCORES_OUTPUT: scores,
             TOP_K_SCORES_OUTPUT: top.values,
             TOP_K_CLASSES_OUTPUT: tf.cast(top.indices, tf.int32),
+            # The same Predict call describes what the photo looks like, for similar-photo search.
+            EMBEDDING_OUTPUT: tf.math.l2_normalize(features, axis=1),
         }
 
     @tf.function(input_signature=[])

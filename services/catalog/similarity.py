@@ -7,7 +7,9 @@ from pgvector import HalfVector
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-EMBEDDING_DIMENSIONS = 1280
+from services.common.model_contract import EMBEDDING_SIZE
+
+EMBEDDING_DIMENSIONS = EMBEDDING_SIZE
 # Cosine similarity at or above which two of a user's photos are near-duplicates. Measured on 17 scikit-image
 # photos, each with 7 variants (JPEG q30, half size, 90 % and 80 % crops, mirrored, 30 % brighter, shifted 10 %):
 # variants score 0.77-1.00 (median 0.97) against their original, unrelated photos at most 0.51 (median 0.15).

@@ -16,8 +16,10 @@ IMAGE_SIZE = 224
 SCORES_OUTPUT = "scores"  # float32 [N, NUM_CLASSES], softmax
 TOP_K_SCORES_OUTPUT = "top_k_scores"  # float32 [N, TOP_K]
 TOP_K_CLASSES_OUTPUT = "top_k_classes"  # int32 [N, TOP_K]
+EMBEDDING_OUTPUT = "embedding"  # float32 [N, EMBEDDING_SIZE], pooled features before the classifier, L2-normalised
 NUM_CLASSES = 1000
 TOP_K = 5
+EMBEDDING_SIZE = 1280
 
 # TF Serving's warm-up file, relative to the version directory: a TFRecord of PredictionLog messages.
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
