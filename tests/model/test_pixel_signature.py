@@ -93,13 +93,19 @@ def test_pixel_signature_contract(pixels, serve):
     assert spec.shape.as_list() == [None, contract.IMAGE_SIZE, contract.IMAGE_SIZE, 3]
     expected = {key: (t.dtype, t.shape.as_list()) for key, t in serve.structured_outputs.items()}
     assert {key: (t.dtype, t.shape.as_list()) for key, t in pixels.structured_outputs.items()} == expected
-    assert set(expected) == {contract.SCORES_OUTPUT, contract.TOP_K_SCORES_OUTPUT, contract.TOP_K_CLASSES_OUTPUT}
+    assert set(expected) == {
+        contract.SCORES_OUTPUT,
+        contract.TOP_K_SCORES_OUTPUT,
+        contract.TOP_K_CLASSES_OUTPUT,
+        contract.EMBEDDING_OUTPUT,
+    }
     assert expected[contract.TOP_K_CLASSES_OUTPUT] == (tf.int32, [None, contract.TOP_K])
 
 
 def test_pixel_signature_empty_batch(pixels):
     out = outputs(pixels, pixels=tf.zeros([0, contract.IMAGE_SIZE, contract.IMAGE_SIZE, 3], tf.uint8))
     assert out[contract.SCORES_OUTPUT].shape == (0, contract.NUM_CLASSES)
+    assert out[contract.EMBEDDING_OUTPUT].shape == (0, contract.EMBEDDING_SIZE)
     assert out[contract.TOP_K_CLASSES_OUTPUT].shape == (0, contract.TOP_K)
 
 

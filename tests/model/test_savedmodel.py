@@ -62,7 +62,8 @@ def test_signature(serve):
     assert list(serve.structured_input_signature[1]) == ["images"]
     assert spec.dtype == tf.string and spec.shape.as_list() == [None]
     outputs = serve.structured_outputs
-    assert set(outputs) == {"scores", "top_k_scores", "top_k_classes"}
+    assert set(outputs) == {"scores", "top_k_scores", "top_k_classes", "embedding"}
+    assert (outputs["embedding"].dtype, outputs["embedding"].shape.as_list()) == (tf.float32, [None, 1280])
     assert (outputs["scores"].dtype, outputs["scores"].shape.as_list()) == (tf.float32, [None, 1000])
     assert (outputs["top_k_scores"].dtype, outputs["top_k_scores"].shape.as_list()) == (tf.float32, [None, 5])
     assert (outputs["top_k_classes"].dtype, outputs["top_k_classes"].shape.as_list()) == (tf.int32, [None, 5])
