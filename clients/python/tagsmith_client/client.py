@@ -188,7 +188,8 @@ class Client:
                 renewed = True
                 continue
             if response.status_code in RETRY_STATUSES and attempt < self._retries:
-                wait = _retry_after(response) or _backoff(attempt)
+                wait = _retry_after(response)
+                wait = _backoff(attempt) if wait is None else wait
                 response.close()
                 time.sleep(min(wait, self._max_retry_wait))
                 continue
