@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -280,3 +281,36 @@ def _jpeg(seed: int = 5) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (seed * 20 % 256, 90, 30)).save(buffer, "JPEG")
     return buffer.getvalue()
+
+
+GRPC_CALL = """
+import json, sys, grpc
+from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+address, token = sys.argv[1:]
+with grpc.insecure_channel(address) as channel:
+    catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+    request = catalog_pb2.ListImagesRequest(page_size=5)
+    reply = catalog.ListImages(request, metadata=[("authorization", f"Bearer {token}")])
+print(json.dumps({"module": catalog_pb2.__file__, "uids": [image.uid for image in reply.images]}))
+"""
+
+
+def test_the_grpc_stubs_package_calls_the_catalog_with_a_token(stack, api, tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    built = subprocess.run(
+        [sys.executable, str(repo / "clients" / "grpc" / "build_wheel.py"), str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    site = tmp_path / "site"
+    zipfile.ZipFile(built.stdout.strip()).extractall(site)
+    username = register(api)
+    token = api.post("/v1/auth/login", json={"username": username, "password": PASSWORD}).json()["access_token"]
+    with Client(stack.gateway_url, token=token) as client:
+        uid = client.upload(io.BytesIO(_jpeg(11)), filename="grpc.jpg").uid
+    env = os.environ | {"PYTHONPATH": str(site)}
+    call = [sys.executable, "-c", GRPC_CALL, stack.addresses["catalog"][0], token]
+    answer = json.loads(subprocess.run(call, env=env, capture_output=True, text=True, check=True).stdout)
+    assert answer["module"].startswith(str(site))
+    assert answer["uids"] == [uid]
