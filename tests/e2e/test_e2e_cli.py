@@ -4,11 +4,13 @@ import hashlib
 import io
 import json
 import os
+import pty
 import random
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -115,6 +117,40 @@ def test_import_a_tree_then_a_second_run_sends_nothing(account, api_url, tmp_pat
     assert {f["uid"] for f in files} == {image.uid for image in stored}
     assert {f["path"] for f in files} == {str(p) for p in paths}
     assert all(set(f) >= {"path", "status", "uid", "category", "error"} for f in files)
+
+
+def test_on_a_terminal_the_progress_is_a_redrawn_bar(account, tmp_path):
+    _, env = account
+    photo_tree(tmp_path / "photos", 4, seed=5)
+    controller, terminal = pty.openpty()
+    captured: list[str] = []
+    # Read while the command runs, so a full terminal buffer never blocks it.
+    reader = threading.Thread(target=lambda: captured.append(_read_all(controller)))
+    reader.start()
+    try:
+        command = [sys.executable, "-m", "tagsmith_client", "upload", "-r", str(tmp_path / "photos")]
+        run = subprocess.run(command, env=env, stderr=terminal, stdout=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(terminal)
+        reader.join(timeout=30)
+        os.close(controller)
+    shown = captured[0]
+    assert run.returncode == 0
+    assert "\r\x1b[K[########################] 4/4 files" in shown
+    assert "/s" in shown and "left" in shown and "progress:" not in shown
+
+
+def _read_all(descriptor: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(descriptor, 65536)
+        except OSError:  # the other side is closed: Linux answers EIO
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def _stored_count(api_url: str, username: str) -> int:
