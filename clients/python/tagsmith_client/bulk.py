@@ -145,7 +145,7 @@ class Importer:
             summary.interrupted = True
             pool.shutdown(wait=True, cancel_futures=True)
             self._collect_finished(summary)
-            summary.not_started = len(self._pending) + len(remaining)
+            summary.not_started = self._progress.files_total - self._progress.files_done
         finally:
             pool.shutdown(wait=True)
             self._progress.close()
