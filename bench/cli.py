@@ -24,8 +24,8 @@ from local.stack import Stack, StackOptions
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-FILES = 128
-ROUNDS = 2
+FILES = 192
+ROUNDS = 3
 # The CLI's default -j.
 CONCURRENCY = 4
 TARGET_RATIO = 0.8
@@ -66,6 +66,8 @@ def cli_round(base_url: str, photos: list[bytes], folder: Path) -> dict:
         "files_per_second": summary["new"] / elapsed,
         "new": summary["new"],
         "seconds": elapsed,
+        # Process start, imports and login: the part of the command's time before the import itself starts.
+        "start_seconds": elapsed - summary["seconds"],
         "cpu_ms_per_file": (_children_cpu() - cpu_before) * 1000 / len(photos),
     }
 
@@ -98,12 +100,14 @@ def report(results: dict) -> str:
     generator = max(run["files_per_second"] for run in results["load_generator"])
     cli = max(run["files_per_second"] for run in results["cli"])
     cpu = min(run["cpu_ms_per_file"] for run in results["cli"])
+    start = min(run["start_seconds"] for run in results["cli"])
     verdict = "meets" if results["ratio"] >= TARGET_RATIO else "misses"
     return "\n".join(
         [
             f"{results['files']} files per round, concurrency {results['concurrency']}, best of {ROUNDS} rounds each:",
             f"  bench HTTP client   {generator:6.1f} files/s",
-            f"  tagsmith upload -r  {cli:6.1f} files/s  (whole command; {cpu:.1f} ms CPU per file)",
+            f"  tagsmith upload -r  {cli:6.1f} files/s  (whole command, of which {start:.1f} s to start and log in;"
+            f" {cpu:.1f} ms CPU per file)",
             f"  ratio {results['ratio']:.2f}: {verdict} the target of {TARGET_RATIO}",
         ]
     )
