@@ -108,3 +108,14 @@ def test_a_refused_access_token_is_renewed_once_with_the_refresh_token(scripted)
     assert json.loads(server.requests[1][4]) == {"refresh_token": "refresh-1"}
     assert server.requests[2][3]["Authorization"] == "Bearer new-access"
     assert [s.refresh_token for s in saved] == ["new-refresh"]
+
+
+def test_a_renewed_token_is_kept_through_later_retries(scripted):
+    expired = (401, {}, {"error": {"code": "unauthenticated", "message": "token expired"}})
+    busy = (503, {"Retry-After": "0"}, UNAVAILABLE)
+    server = scripted(expired, (200, {}, TOKENS), busy, CATEGORIES)
+    with Client(server.url, token="old", refresh_token="refresh-1") as client:
+        client.categories()
+    paths = [request[2] for request in server.requests]
+    assert paths == ["/v1/categories", "/v1/auth/refresh", "/v1/categories", "/v1/categories"]
+    assert server.requests[3][3]["Authorization"] == "Bearer new-access"

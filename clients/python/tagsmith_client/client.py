@@ -181,11 +181,11 @@ class Client:
 
         `body` builds the request content afresh for each attempt (an upload reopens its file).
         """
-        token, renewed = None, False
+        token, refused = None, None
         for attempt in range(self._retries + 1):
             headers = {}
             if auth:
-                token = self._token(stale=token if renewed else None)
+                token = self._token(stale=refused)
                 headers["Authorization"] = f"Bearer {token}"
             content = body() if body else {}
             headers.update(content.pop("headers", {}))
@@ -197,9 +197,9 @@ class Client:
                     raise ConnectionFailed(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
                 time.sleep(_backoff(attempt))
                 continue
-            if response.status_code == 401 and auth and not renewed and self._renewable():
+            if response.status_code == 401 and auth and refused is None and self._renewable():
                 response.close()
-                renewed = True
+                refused = token
                 continue
             if response.status_code in RETRY_STATUSES and attempt < self._retries:
                 wait = _retry_after(response)
