@@ -6,7 +6,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from tagsmith_client import ApiError, Client
+from tagsmith_client import ApiError, Client, Session
+from tagsmith_client.config import SavedSession, SessionStore
 
 CATEGORIES = (200, {}, {"categories": [{"category": "tabby", "count": 2}]})
 UNAVAILABLE = {"error": {"code": "unavailable", "message": "a backend service is unavailable", "request_id": "r"}}
@@ -119,3 +120,19 @@ def test_a_renewed_token_is_kept_through_later_retries(scripted):
     paths = [request[2] for request in server.requests]
     assert paths == ["/v1/categories", "/v1/auth/refresh", "/v1/categories", "/v1/categories"]
     assert server.requests[3][3]["Authorization"] == "Bearer new-access"
+
+
+def test_a_session_renewed_by_another_process_is_adopted_not_renewed_again(scripted, tmp_path):
+    server = scripted((200, {}, TOKENS), CATEGORIES, CATEGORIES)
+    store = SessionStore(tmp_path)
+    # Usable for one more second (renewal starts 30 s before expiry).
+    store.save(server.url, Session("old", "refresh-1", time.time() + 31))
+    first = Client(server.url, keeper=SavedSession(store, server.url))
+    second = Client(server.url, keeper=SavedSession(store, server.url))
+    second.authenticate()  # holds the old pair now
+    time.sleep(1.2)
+    first.categories()
+    second.categories()
+    assert [request[2] for request in server.requests] == ["/v1/auth/refresh", "/v1/categories", "/v1/categories"]
+    assert {request[3]["Authorization"] for request in server.requests[1:]} == {"Bearer new-access"}
+    assert store.load(server.url)["refresh_token"] == "new-refresh"

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from tagsmith_client.bulk import FAILED, REFUSED, FileResult, Importer
 from tagsmith_client.client import DEFAULT_URL, Client
-from tagsmith_client.config import SessionStore
+from tagsmith_client.config import SavedSession, SessionStore
 from tagsmith_client.errors import ApiError, NotLoggedIn, TagsmithError
 from tagsmith_client.models import Count, Image
 from tagsmith_client.progress import Progress
@@ -63,27 +63,13 @@ def open_client(args: argparse.Namespace, store: SessionStore) -> Client:
     username, password = os.environ.get("TAGSMITH_USERNAME"), os.environ.get("TAGSMITH_PASSWORD")
     if username and password:
         return Client(args.url, username=username, password=password)
-
-    def save(session) -> None:
-        with store.locked():
-            store.save(args.url, session)
-
+    saved = SavedSession(store, args.url)
     with store.locked():
-        entry = store.load(args.url)
-        if not entry:
+        if saved.load() is None:
             raise NotLoggedIn(
                 f"not logged in to {args.url}: run `tagsmith login`, or set TAGSMITH_USERNAME and TAGSMITH_PASSWORD"
             )
-        client = Client(
-            args.url,
-            token=entry.get("access_token"),
-            token_expires_at=float(entry.get("expires_at", 0)),
-            refresh_token=entry.get("refresh_token"),
-            on_session=save,
-        )
-        # Renewed while holding the lock: a refresh token is spent by use, so two commands must not both spend it.
-        client.authenticate()
-    return client
+    return Client(args.url, keeper=saved)
 
 
 def _with_client(command: Callable[[argparse.Namespace, Output, Client], int]):
@@ -110,21 +96,18 @@ def login(args: argparse.Namespace, out: Output, store: SessionStore) -> int:
 
 
 def logout(args: argparse.Namespace, out: Output, store: SessionStore) -> int:
+    saved = SavedSession(store, args.url)
     with store.locked():
-        entry = store.load(args.url)
-        if entry:
+        known = saved.load() is not None
+        if known:
             try:
-                with Client(
-                    args.url,
-                    token=entry.get("access_token"),
-                    refresh_token=entry.get("refresh_token"),
-                    token_expires_at=float(entry.get("expires_at", 0)),
-                ) as client:
+                with Client(args.url, keeper=saved) as client:
+                    client.authenticate()
                     client.logout()
             except NotLoggedIn:
                 pass  # the session had already ended on the server
             store.forget(args.url)
-    out.emit({"url": args.url, "logged_out": bool(entry)}, "logged out" if entry else "was not logged in")
+    out.emit({"url": args.url, "logged_out": known}, "logged out" if known else "was not logged in")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Client: typed methods over Tagsmith's HTTP API, with token refresh, retries and streamed transfers."""
 
+import contextlib
 import mimetypes
 import os
 import random
@@ -9,8 +10,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -31,6 +33,17 @@ RETRY_STATUSES = frozenset({429, 503})
 EXPIRY_MARGIN_SECONDS = 30.0
 
 Progress = Callable[[int], None]
+
+
+class SessionKeeper(Protocol):
+    """Where a session is kept between processes. Renewal happens inside `locked()`, after `load()`, because a
+    refresh token is spent by its first use: two processes must never both renew with the same one."""
+
+    def locked(self) -> AbstractContextManager[object]: ...
+
+    def load(self) -> Session | None: ...
+
+    def save(self, session: Session) -> None: ...
 
 
 class _Counting:
@@ -60,7 +73,8 @@ class Client:
 
     Authenticate with `token` (an access token), `refresh_token` (renewed as needed; `on_session` receives each
     new pair, e.g. to save it), or `username` and `password` (logged in on first use and again when the session
-    ends). 429 and 503 answers are retried, honouring Retry-After, up to `retries` times.
+    ends). A `keeper` stores the session where several processes share it (the CLI's config file). 429 and 503
+    answers are retried, honouring Retry-After, up to `retries` times.
     """
 
     def __init__(
@@ -73,6 +87,7 @@ class Client:
         username: str | None = None,
         password: str | None = None,
         on_session: Callable[[Session], None] | None = None,
+        keeper: SessionKeeper | None = None,
         timeout: float = 120.0,
         retries: int = 8,
         max_retry_wait: float = 60.0,
@@ -94,6 +109,7 @@ class Client:
         self._refresh = refresh_token
         self._credentials = (username, password) if username and password else None
         self._on_session = on_session
+        self._keeper = keeper
         self._lock = threading.Lock()
         self._retries = retries
         self._max_retry_wait = max_retry_wait
@@ -138,6 +154,8 @@ class Client:
     def _adopt(self, data: dict[str, Any]) -> Session:
         session = Session(data["access_token"], data["refresh_token"], time.time() + float(data["expires_in"]))
         self._access, self._refresh, self._expires_at = session.access_token, session.refresh_token, session.expires_at
+        if self._keeper is not None:
+            self._keeper.save(session)
         if self._on_session is not None:
             self._on_session(session)
         return session
@@ -145,18 +163,32 @@ class Client:
     def _token(self, stale: str | None = None) -> str:
         """A usable access token; `stale` is one the server just refused, so it must not be returned again."""
         with self._lock:
-            fresh = self._access and self._access != stale and time.time() < self._expires_at - EXPIRY_MARGIN_SECONDS
-            if fresh:
+            if self._usable(stale):
                 return self._access
-            if self._refresh:
-                self._renew()
-            elif self._credentials:
-                self.login(*self._credentials)
-            elif self._access and self._access != stale:
-                return self._access
-            else:
-                raise NotLoggedIn("not logged in: run `tagsmith login`, or set TAGSMITH_USERNAME and TAGSMITH_PASSWORD")
-            return self._access
+            with self._keeper.locked() if self._keeper else contextlib.nullcontext():
+                if self._keeper is not None:
+                    self._take_saved(stale)
+                    if self._usable(stale):
+                        return self._access
+                return self._obtain(stale)
+
+    def _usable(self, stale: str | None) -> bool:
+        return bool(self._access) and self._access != stale and time.time() < self._expires_at - EXPIRY_MARGIN_SECONDS
+
+    def _take_saved(self, stale: str | None) -> None:
+        """Adopts the kept pair: another process may have renewed it, spending the refresh token held here."""
+        saved = self._keeper.load()
+        if saved is not None and saved.access_token != stale:
+            self._access, self._refresh, self._expires_at = saved.access_token, saved.refresh_token, saved.expires_at
+
+    def _obtain(self, stale: str | None) -> str:
+        if self._refresh:
+            self._renew()
+        elif self._credentials:
+            self.login(*self._credentials)
+        elif not self._access or self._access == stale:
+            raise NotLoggedIn("not logged in: run `tagsmith login`, or set TAGSMITH_USERNAME and TAGSMITH_PASSWORD")
+        return self._access
 
     def _renew(self) -> None:
         try:

@@ -88,3 +88,22 @@ class SessionStore:
             json.dump(entries, file, indent=2)
         os.chmod(temporary, 0o600)
         os.replace(temporary, self.path)
+
+
+class SavedSession:
+    """One server's entry in a SessionStore, as a Client's keeper: renewals there are seen by every command."""
+
+    def __init__(self, store: SessionStore, url: str) -> None:
+        self.store, self.url = store, url
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return self.store.locked()
+
+    def load(self) -> Session | None:
+        entry = self.store.load(self.url)
+        if not entry or not entry.get("refresh_token"):
+            return None
+        return Session(entry.get("access_token", ""), entry["refresh_token"], float(entry.get("expires_at", 0)))
+
+    def save(self, session: Session) -> None:
+        self.store.save(self.url, session)
