@@ -137,10 +137,11 @@ class Importer:
         pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="tagsmith-upload")
         remaining = list(sizes)
         try:
-            max_bytes = self._client.limits().max_bytes if remaining else 0
+            # Asked (logging in on the way) while the first files are hashed.
+            limits = pool.submit(self._client.limits) if remaining else None
             while remaining:
                 batch, remaining = remaining[:DIGESTS_PER_REQUEST], remaining[DIGESTS_PER_REQUEST:]
-                self._import_batch(pool, batch, sizes, summary, max_bytes)
+                self._import_batch(pool, batch, sizes, summary, limits)
         except KeyboardInterrupt:
             summary.interrupted = True
             pool.shutdown(wait=True, cancel_futures=True)
@@ -163,9 +164,10 @@ class Importer:
         return sizes
 
     def _import_batch(
-        self, pool: ThreadPoolExecutor, batch: list[Path], sizes: dict[Path, int], summary: Summary, max_bytes: int
+        self, pool: ThreadPoolExecutor, batch: list[Path], sizes: dict[Path, int], summary: Summary, limits: Future
     ) -> None:
         digests = dict(zip(batch, pool.map(_digest_or_error, batch), strict=True))
+        max_bytes = limits.result().max_bytes
         known = self._client.find_digests(d for d in digests.values() if not isinstance(d, OSError))
         for path in batch:
             digest = digests[path]
