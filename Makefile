@@ -8,7 +8,7 @@ FACE_MODEL_DIR := models/face_detector/1
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_REQUIREMENTS := $(wildcard services/*/requirements.txt) model/requirements.txt
 
-.PHONY: setup protos model run test lint bench images clean
+.PHONY: setup protos model run test lint bench images clean grpc-client
 
 ## setup: virtual environment, dependencies, generated protos and the model
 setup: $(VENV)/.installed protos model
@@ -29,6 +29,10 @@ gen/.stamp: $(PROTOS) tools/capture_tfserving_descriptors.py $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -I protos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 	$(PY) tools/capture_tfserving_descriptors.py gen/tfserving_descriptors.binpb
 	touch $@
+
+## grpc-client: the generated gRPC stubs as an installable package, built into dist/ (see clients/grpc/README.md)
+grpc-client: gen/.stamp
+	$(PY) clients/grpc/build_wheel.py dist
 
 ## model: the EfficientNet-Lite0 classifier and the BlazeFace face detector in TF Serving's layout under models/
 model: $(MODEL_DIR)/saved_model.pb $(FACE_MODEL_DIR)/saved_model.pb

@@ -148,6 +148,10 @@ class CatalogClient:
         request = catalog_pb2.UpdateTagsRequest(uid=uid, add=tags, replace=True)
         return await self._stub.UpdateTags(request, metadata=bearer(token))
 
+    async def find_digests(self, token: str, digests: list[str]) -> catalog_pb2.FindDigestsResponse:
+        request = catalog_pb2.FindDigestsRequest(sha256=digests)
+        return await self._stub.FindDigests(request, metadata=bearer(token))
+
 
 @dataclass
 class Backends:

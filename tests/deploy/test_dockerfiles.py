@@ -257,7 +257,7 @@ def _requirement_lines(path: Path) -> list[str]:
         line = raw.split("#", 1)[0].strip()
         if line.startswith("-r "):
             lines.extend(_requirement_lines((path.parent / line[3:].strip()).resolve()))
-        elif line:
+        elif line and not line.startswith("-"):  # options such as an editable local package (-e) name no pin
             lines.append(line)
     return lines
 
