@@ -149,6 +149,19 @@ def search(args: argparse.Namespace, out: Output, client: Client) -> int:
     return 0
 
 
+def similar(args: argparse.Namespace, out: Output, client: Client) -> int:
+    for image, similarity in client.similar(args.uid, limit=args.limit):
+        out.emit(image.raw, f"{similarity:5.2f}  {image_line(image)}")
+    return 0
+
+
+def duplicates(args: argparse.Namespace, out: Output, client: Client) -> int:
+    for number, group in enumerate(client.duplicates(), start=1):
+        text = "\n".join([f"group {number}:", *(f"  {image_line(image)}" for image in group)])
+        out.emit({"group": number, "images": [image.raw for image in group]}, text)
+    return 0
+
+
 def show(args: argparse.Namespace, out: Output, client: Client) -> int:
     image = client.image(args.uid)
     labels = ", ".join(f"{label.label} {label.score:.2f}" for label in image.labels)
@@ -264,6 +277,10 @@ def parser() -> argparse.ArgumentParser:
     sub = command("tag", _with_client(tag), "add (+word) and remove (-word) manual tags")
     sub.add_argument("uid")
     sub.add_argument("changes", nargs=argparse.REMAINDER, metavar="+word|-word")
+    sub = command("similar", _with_client(similar), "your images that look most like UID, most similar first")
+    sub.add_argument("uid")
+    sub.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20, at most 100)")
+    command("duplicates", _with_client(duplicates), "groups of near-duplicates: the same shot stored more than once")
     command("categories", _with_client(categories), "images per category")
     command("tags", _with_client(tags), "images per tag")
     return top

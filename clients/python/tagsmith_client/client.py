@@ -302,6 +302,16 @@ class Client:
             params["min_score"] = min_score
         return self._pages("/v1/search", params, page_size)
 
+    def similar(self, uid: str, *, limit: int = 20) -> list[tuple[Image, float]]:
+        """Your images that look most like this one, with their similarity (0-1), most similar first."""
+        page = self._json("GET", f"/v1/images/{_segment(uid)}/similar", params={"page_size": limit})
+        return [(Image.from_json(found), float(found["similarity"])) for found in page["images"]]
+
+    def duplicates(self) -> list[list[Image]]:
+        """Groups of near-duplicate images (the same shot stored more than once), newest group first."""
+        groups = self._json("GET", "/v1/duplicates")["groups"]
+        return [[Image.from_json(image) for image in group["images"]] for group in groups]
+
     def _pages(self, path: str, params: dict[str, Any], page_size: int) -> Iterator[Image]:
         token = ""
         while True:
