@@ -24,7 +24,9 @@ DEFAULT_MAX_KEY_AGE_SECONDS = 300.0
 # Verified tokens remembered until they expire: a signature check costs more than the RPC it guards.
 VERIFIED_CACHE_SIZE = 10_000
 # How long one fetch from auth may take before the verifier goes on with what it knows.
-FETCH_TIMEOUT_SECONDS = 3.0
+FETCH_TIMEOUT_SECONDS = 2.0
+# After a failed key fetch, how soon a token with an unknown key may try again (it gets UNAVAILABLE meanwhile).
+RETRY_FAILED_FETCH_SECONDS = 1.0
 CACHE_FILE_NAME = "auth-keys.json"
 REVOKED_MESSAGE = "this session was ended or its user disabled or deleted; log in again"
 
@@ -133,8 +135,10 @@ class TokenVerifier:
         self._load_cache()
 
     async def verify(self, token: str) -> Principal:
-        await self._refresh_revocations_if_due()
-        principal = await self._verified_principal(token)
+        refreshing = self._revocations_due()
+        principal = await self._verified_principal(token)  # meanwhile the list is fetched, if due
+        if refreshing is not None:
+            await asyncio.shield(refreshing)
         if self._revocations.covers(
             session_id=principal.session_id, subject=principal.subject, issued_at=principal.issued_at
         ):
@@ -207,7 +211,10 @@ class TokenVerifier:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < self._min_refresh:
+            interval = (
+                min(self._min_refresh, RETRY_FAILED_FETCH_SECONDS) if self._last_fetch_failed else self._min_refresh
+            )
+            if time.monotonic() - self._fetched_at < interval:
                 return
             self._fetched_at = time.monotonic()
             try:
@@ -220,20 +227,19 @@ class TokenVerifier:
             self._last_fetch_failed = False
             self._save_cache()
 
-    async def _refresh_revocations_if_due(self) -> None:
-        """Refreshes the list in the background once it is due; waits for it when it is twice as old."""
+    def _revocations_due(self) -> asyncio.Task | None:
+        """Starts refreshing the list once it is due; returns the refresh to wait for once it is twice as old."""
         if self._revocation_source is None:
-            return
+            return None
         now = time.monotonic()
         if now - self._revocations_at < self._revocation_every:
-            return
+            return None
         if self._revocations_task is None or self._revocations_task.done():
             if now - self._revocations_tried_at < self._revocation_every:
-                return  # the last try failed recently: go on with the list already known
+                return None  # the last try failed recently: go on with the list already known
             self._revocations_tried_at = now
             self._revocations_task = asyncio.create_task(self._fetch_revocations())
-        if now - self._revocations_at >= 2 * self._revocation_every:
-            await asyncio.shield(self._revocations_task)
+        return self._revocations_task if now - self._revocations_at >= 2 * self._revocation_every else None
 
     async def _fetch_revocations(self) -> None:
         try:
@@ -326,10 +332,9 @@ def grpc_jwks_source(channel) -> JwksSource:
     stub = auth_pb2_grpc.AuthServiceStub(channel)
 
     async def fetch() -> dict:
-        # Waiting for the connection rides out an auth restart instead of failing at once and
-        # then distrusting every new key until the next refetch is allowed.
-        request = auth_pb2.GetPublicKeysRequest()
-        reply = await stub.GetPublicKeys(request, timeout=FETCH_TIMEOUT_SECONDS, wait_for_ready=True)
+        # No waiting for a connection: while auth is down the caller should hear UNAVAILABLE promptly, and the
+        # channel's retry policy already rides out a restart's brief refusals.
+        reply = await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=FETCH_TIMEOUT_SECONDS)
         return json.loads(reply.jwks_json)
 
     return fetch

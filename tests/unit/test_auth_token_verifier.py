@@ -219,12 +219,14 @@ async def test_an_unreachable_revocation_list_keeps_the_last_one_and_does_not_st
         audience=AUDIENCE,
     )
     revoked = keys.token("u-2", iat=now - 5)
+    started = time.monotonic()
     for _ in range(20):
         with pytest.raises(InvalidToken, match="log in again"):
             await verifier.verify(revoked)
         assert (await verifier.verify(keys.token("u-1"))).subject == "u-1"
         await asyncio.sleep(0.02)
-    assert 2 <= len(calls) <= 6, "retried about once per interval, not on every call"
+    intervals = (time.monotonic() - started) / 0.1
+    assert 2 <= len(calls) <= intervals + 2, "retried about once per interval, not on every call"
 
 
 @pytest.mark.parametrize("claims", [{"sid": 5}, {"sid": ["a"]}, {"iat": "yesterday"}])
