@@ -291,3 +291,14 @@ async def test_unicode_look_alike_usernames_neither_log_in_nor_escape_the_lockou
             err = await _error(_login(stub, username=look_alike))
             assert (err.code(), err.details()) == (grpc.StatusCode.UNAUTHENTICATED, "invalid username or password")
         assert (await _error(_login(stub))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_concurrent_registrations_from_one_address_never_exceed_the_limit(auth_harness):
+    stub, _, channel = await _start(auth_harness, register_max_per_address=3)
+    async with channel:
+        results = await asyncio.gather(
+            *(_register(stub, f"racer{i}", ATTACKER) for i in range(8)), return_exceptions=True
+        )
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(results) - len(refused) == 3
+    assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -10,6 +10,7 @@ import time
 
 import grpc
 import httpx
+import jwt
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 from tagsmith.catalog.v1 import catalog_pb2
 
@@ -148,3 +149,24 @@ async def _error(awaitable) -> grpc.aio.AioRpcError:
     except grpc.aio.AioRpcError as err:
         return err
     raise AssertionError("the call succeeded")
+
+
+async def test_the_revocation_list_names_the_ended_session_and_the_deleted_user(auth_harness):
+    _, address = await auth_harness.start(access_token_ttl_seconds=600)
+    await auth_harness.user_token(address, "jack")
+    async with open_channel(address) as channel:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        assert await stub.GetRevocations(auth_pb2.GetRevocationsRequest()) == auth_pb2.Revocations()
+        pair = await _session(stub, "jack")
+        claims = jwt.decode(pair.access_token, options={"verify_signature": False})
+        await stub.Logout(auth_pb2.LogoutRequest(refresh_token=pair.refresh_token), metadata=bearer(pair.access_token))
+        await stub.Logout(auth_pb2.LogoutRequest(refresh_token=pair.refresh_token), metadata=bearer(pair.access_token))
+        await auth_harness.delete_user(address, "jack")
+        listed = await stub.GetRevocations(auth_pb2.GetRevocationsRequest())
+    now = time.time()
+    (session,) = listed.sessions
+    (user,) = listed.users
+    assert (session.id, user.id) == (claims["sid"], claims["sub"])
+    for entry in (session, user):
+        assert claims["iat"] <= entry.revoked_at <= now
+        assert now + 600 < entry.expires_at <= now + 600 + 120, "listed until every token it covers has expired"
