@@ -2,6 +2,7 @@
 
 import enum
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -178,11 +179,15 @@ class AuthStore:
         return len(sessions)
 
     async def _list_revoked(self, conn: psycopg.AsyncConnection, kind: str, subject_id) -> None:
+        """Lists a session or user as revoked now. "Now" is this host's clock, the one tokens' `iat` comes from,
+        not the database's, so a clock difference between the two cannot let a token issued before through."""
+        now = time.time()
         await conn.execute(
-            "INSERT INTO auth.revocations (kind, subject_id, expires_at)"
-            " VALUES (%(kind)s, %(id)s, now() + make_interval(secs => %(secs)s))"
-            " ON CONFLICT (kind, subject_id) DO UPDATE SET revoked_at = now(), expires_at = EXCLUDED.expires_at",
-            {"kind": kind, "id": subject_id, "secs": self._revocation_seconds},
+            "INSERT INTO auth.revocations (kind, subject_id, revoked_at, expires_at)"
+            " VALUES (%(kind)s, %(id)s, to_timestamp(%(now)s), to_timestamp(%(until)s))"
+            " ON CONFLICT (kind, subject_id) DO UPDATE SET revoked_at = EXCLUDED.revoked_at,"
+            " expires_at = EXCLUDED.expires_at",
+            {"kind": kind, "id": subject_id, "now": now, "until": now + self._revocation_seconds},
         )
 
     async def delete_user(self, user_id: str) -> None:
