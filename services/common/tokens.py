@@ -211,9 +211,7 @@ class TokenVerifier:
 
     async def _refresh(self) -> None:
         async with self._lock:
-            interval = (
-                min(self._min_refresh, RETRY_FAILED_FETCH_SECONDS) if self._last_fetch_failed else self._min_refresh
-            )
+            interval = RETRY_FAILED_FETCH_SECONDS if self._last_fetch_failed else self._min_refresh
             if time.monotonic() - self._fetched_at < interval:
                 return
             self._fetched_at = time.monotonic()
