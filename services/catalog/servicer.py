@@ -150,8 +150,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self._render_slots = asyncio.Semaphore(_RENDER_SLOTS)
         self._trash_retention_days = trash_retention_days
 
-    async def _visible(self, uid: str, caller: Principal) -> ImageRow:
-        row = await self._store.get(_uid(uid), owner=None if caller.is_admin else caller.subject)
+    async def _visible(self, uid: str, caller: Principal, *, trashed: bool = False) -> ImageRow:
+        row = await self._store.get(_uid(uid), owner=None if caller.is_admin else caller.subject, trashed=trashed)
         if row is None:
             raise not_found()
         return row
@@ -185,7 +185,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def GetThumbnail(
         self, request: catalog_pb2.GetThumbnailRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
-        row = await self._visible(request.uid, current_principal())
+        # The trash shows thumbnails of what it holds.
+        row = await self._visible(request.uid, current_principal(), trashed=True)
         key = thumbnail_key(row.sha256, row.thumb_format)
         try:
             reader = await self._contents.blobs.open(key)

@@ -434,14 +434,14 @@ class CatalogStore:
 
     # --- reads -----------------------------------------------------------------------------------
 
-    async def get(self, uid: str, *, owner: str | None) -> ImageRow | None:
-        """A visible image by uid; `owner` None means any owner (admin reads)."""
+    async def get(self, uid: str, *, owner: str | None, trashed: bool = False) -> ImageRow | None:
+        """A visible image by uid (or, with `trashed`, one in the trash too); `owner` None means any owner."""
         query = sql.SQL(
             "SELECT {columns} FROM catalog.images AS i WHERE uid = %s AND status <> 'uploading'"
-            " AND deleted_at IS NULL AND (%s::text IS NULL OR owner_id = %s)"
+            " AND (%s OR deleted_at IS NULL) AND (%s::text IS NULL OR owner_id = %s)"
         ).format(columns=_COLUMNS)
         async with self._pool.connection() as conn:
-            return await self._fetch_one(conn, query, (uid, owner, owner))
+            return await self._fetch_one(conn, query, (uid, trashed, owner, owner))
 
     async def get_by_id(self, image_id: int) -> ImageRow | None:
         query = sql.SQL("SELECT {columns} FROM catalog.images AS i WHERE id = %s").format(columns=_COLUMNS)

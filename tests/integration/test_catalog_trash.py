@@ -65,6 +65,9 @@ async def test_trashed_image_is_hidden_everywhere_and_restored_whole(world, test
 
     trash = await alice.ListTrash(catalog_pb2.ListTrashRequest())
     assert [i.uid for i in trash.images] == [cat_image.uid] and trash.retention_days == 30
+    meta, thumbnail = await alice.download(cat_image.uid, thumbnail=True)  # the trash shows what it holds
+    assert meta.uid == cat_image.uid and thumbnail
+    assert await _code(alice.download(cat_image.uid)) == grpc.StatusCode.NOT_FOUND
 
     restored = await alice.RestoreImage(catalog_pb2.RestoreImageRequest(uid=cat_image.uid))
     assert not restored.HasField("deleted_at") and list(restored.tags) == ["garden", "tabby", "cat"]
