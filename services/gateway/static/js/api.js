@@ -107,7 +107,7 @@ async function send(path, init) {
 
 function retryAfter(reply) {
   const seconds = Number(reply.headers.get("Retry-After"));
-  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 600) : 5;
+  return Number.isFinite(seconds) && seconds > 0 ? seconds : 5;
 }
 
 /** fetch() with the access token, one refresh on 401, and (for reads) waiting out a busy server. */
@@ -127,7 +127,7 @@ export async function api(path, { method = "GET", json, body, auth = true } = {}
     }
     if (reply.status === 503 && method === "GET" && busy < BUSY_RETRIES) {
       busy += 1;
-      await waitWhileBusy(retryAfter(reply));
+      await waitWhileBusy(Math.min(retryAfter(reply), 600));
       continue;
     }
     if (!reply.ok) throw await errorFrom(reply);

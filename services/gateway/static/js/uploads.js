@@ -2,7 +2,7 @@
 // why in plain words until they are dismissed.
 import { accessToken, api, humanMessage, refresh } from "./api.js";
 import { addUploaded } from "./gallery.js";
-import { $, el, formatBytes, sentence } from "./ui.js";
+import { $, el, formatBytes } from "./ui.js";
 
 const PARALLEL_UPLOADS = 3;
 const DONE_VISIBLE_MS = 5000;
@@ -20,7 +20,7 @@ export function wireUploads(uploaded) {
     input.value = "";
   });
   $("uploads-clear").addEventListener("click", () => {
-    $("uploads").querySelectorAll(".upload.done, .upload.failed").forEach((row) => row.remove());
+    $("uploads").querySelectorAll(".upload.done, .upload.failed, .upload.warning").forEach((row) => row.remove());
     hidePanelIfEmpty();
   });
   wireDrops();
@@ -159,7 +159,11 @@ function failureText(reply) {
   }
   if (reply.status === 413 && limits) return `Too large: photos can be up to ${formatBytes(limits.max_bytes)}.`;
   if (reply.status === 400 && /empty/i.test(message)) return "This file is empty.";
-  if (reply.status === 400) return `This file can’t be read as a photo. ${sentence(message)}`;
+  if (reply.status === 400 && /pixels/i.test(message)) {
+    const limit = limits ? ` (at most ${Math.round(limits.max_pixels / 1e6)} megapixels)` : "";
+    return `This photo is too big to label${limit}. Save a smaller copy and upload that.`;
+  }
+  if (reply.status === 400) return "This file can’t be read as a photo. Use a JPEG, PNG, WebP, GIF or BMP image.";
   return humanMessage(reply.status, message, Number(reply.retryAfter) || 60);
 }
 

@@ -149,7 +149,7 @@ function labelItem(label) {
     "li",
     {},
     el("span", { class: "label-name", textContent: label.label }),
-    el("span", { class: "score", textContent: `${percent}%` }),
+    el("span", { class: "score", textContent: percent < 1 ? "under 1%" : `${percent}%` }),
     bar,
   );
 }
