@@ -232,6 +232,11 @@ def test_gallery_grid_search_chips_and_endless_scrolling(context, page, api_url)
     page.get_by_role("button", name=re.compile(r"^All \d+$")).click()
     expect(tiles(page).nth(29)).to_be_attached()
 
+    page.emulate_media(color_scheme="dark")
+    assert_accessible(page, "gallery in dark mode")
+    screenshot(page, "gallery-dark-desktop.png")
+    page.emulate_media(color_scheme="light")
+
     page.set_viewport_size(PHONE)
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_function(THUMBNAILS_LOADED)
@@ -327,8 +332,9 @@ def test_session_survives_reload_and_new_tab_and_sign_out_ends_it(context, page,
     page.reload()
     expect(page.locator("#auth-view")).to_be_visible()
 
-    sign_in(page, username)  # signing in again after signing out works
+    sign_in(page, username)  # signing in again after signing out works, and the other tab follows
     expect(page.locator("#who")).to_have_text(username)
+    expect(other.locator("#library-view")).to_be_visible()
     assert not page.problems, page.problems
 
 

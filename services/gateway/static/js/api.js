@@ -20,16 +20,18 @@ let refreshTimer = 0;
 let onSignedOut = () => {};
 const channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL) : null;
 
-export function whenSignedOut(handler) {
-  onSignedOut = handler;
-  if (channel) {
-    channel.onmessage = (event) => {
-      if (event.data === "signed-out" && session.access) {
-        forget();
-        handler("You signed out in another tab.");
-      }
-    };
-  }
+/** Follows the session of every tab of this site: signing in or out in one does it in all. */
+export function watchSession({ signedOut, signedIn }) {
+  onSignedOut = signedOut;
+  if (!channel) return;
+  channel.onmessage = (event) => {
+    if (event.data === "signed-out" && session.access) {
+      forget();
+      signedOut("You signed out in another tab.");
+    } else if (event.data === "signed-in" && !session.access) {
+      refresh().then(signedIn, () => {});
+    }
+  };
 }
 
 function keep(pair) {
@@ -81,6 +83,7 @@ export async function signIn(username, password, { createAccount = false } = {})
   if (createAccount) await api("/v1/auth/register", { method: "POST", json: { username, password }, auth: false });
   const reply = await api("/v1/auth/login?cookie=true", { method: "POST", json: { username, password }, auth: false });
   keep(await reply.json());
+  channel?.postMessage("signed-in");
 }
 
 /** Ends the session on the server (revoking its refresh token and clearing the cookie) and everywhere here. */

@@ -1,6 +1,6 @@
 // Tagsmith web page: signs in (the session survives reloads and new tabs through an HttpOnly cookie), then shows
 // the library, the viewer and the trash.
-import { getJson, refresh, signIn, signOut, whenSignedOut } from "./api.js";
+import { getJson, refresh, signIn, signOut, watchSession } from "./api.js";
 import { clearSelection, library, reloadGallery, resetGallery, wireGallery } from "./gallery.js";
 import { loadCategories, scheduleCategories, wireSearch } from "./search.js";
 import { loadTrash, wireTrash } from "./trash.js";
@@ -124,7 +124,13 @@ function wireAuth() {
     await signOut();
     showSignIn();
   });
-  whenSignedOut((message) => showSignIn(message));
+  watchSession({
+    signedOut: (message) => showSignIn(message),
+    signedIn: () => {
+      localStorage.setItem(SIGNED_IN_HINT, "1");
+      enterLibrary().catch(() => showSignIn());
+    },
+  });
 }
 
 async function start() {
