@@ -248,6 +248,13 @@ def test_gallery_grid_search_chips_and_endless_scrolling(context, page, api_url)
     expect(page.locator("#viewer-delete")).to_be_in_viewport()
     page.wait_for_function(ORIGINAL_SHOWN)
     screenshot(page, "viewer-phone.png")
+    first_title = page.locator("#viewer-title").inner_text()
+    page.mouse.move(300, 250)
+    page.mouse.down()
+    page.mouse.move(80, 260, steps=5)  # a swipe to the left: the next photo
+    page.mouse.up()
+    expect(page.locator("#viewer-title")).not_to_have_text(first_title)
+    expect(page.locator("#viewer-prev")).to_be_visible()
     assert not page.problems, page.problems
 
 

@@ -2,7 +2,9 @@
 
 import io
 import zipfile
+from datetime import datetime
 
+from services.gateway.archive import dos_datetime, unique_names
 from tests.unit.test_gateway_routes import PNG, sign_in, upload
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(200)) * 30
@@ -90,3 +92,10 @@ async def test_docs_carry_the_pages_security_headers(gateway):
         assert docs.headers[header] == page.headers[header]
     assert "<script>" not in docs.text and "/static/docs.js" in docs.text
     assert (await gateway.get("/static/docs.js")).status_code == 200
+
+
+def test_archive_names_never_hide_each_other_and_old_dates_clamp():
+    names = ["a.jpg", "A.jpg", "a.jpg", "notes", "notes", ".hidden"]
+    assert unique_names(names) == ["a.jpg", "A (2).jpg", "a (3).jpg", "notes", "notes (2)", ".hidden"]
+    assert dos_datetime(datetime(1970, 1, 1, 0, 0, 0)) == (0, (0 << 9) | (1 << 5) | 1)
+    assert dos_datetime(datetime(2024, 5, 6, 7, 8, 9)) == ((7 << 11) | (8 << 5) | 4, (44 << 9) | (5 << 5) | 6)
