@@ -1,10 +1,11 @@
 """Trash, ZIP downloads, the web page's cookie session and /docs headers, through the app against fake backends."""
 
 import io
+import tracemalloc
 import zipfile
 from datetime import datetime
 
-from services.gateway.archive import dos_datetime, unique_names
+from services.gateway.archive import ZipStream, dos_datetime, unique_names
 from tests.unit.test_gateway_routes import PNG, sign_in, upload
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(200)) * 30
@@ -99,3 +100,25 @@ def test_archive_names_never_hide_each_other_and_old_dates_clamp():
     assert unique_names(names) == ["a.jpg", "A (2).jpg", "a (3).jpg", "notes", "notes (2)", ".hidden"]
     assert dos_datetime(datetime(1970, 1, 1, 0, 0, 0)) == (0, (0 << 9) | (1 << 5) | 1)
     assert dos_datetime(datetime(2024, 5, 6, 7, 8, 9)) == ((7 << 11) | (8 << 5) | 4, (44 << 9) | (5 << 5) | 6)
+
+
+async def test_archive_writer_holds_no_archive_in_memory():
+    """200 MiB through the writer: what it allocates stays under 1 MiB (one entry record per file)."""
+    chunk = bytes(range(256)) * 4096
+
+    async def chunks():
+        for _ in range(4):
+            yield chunk
+
+    tracemalloc.start()
+    try:
+        stream, total = ZipStream(), 0
+        for n in range(50):
+            async for piece in stream.entry(f"photo-{n}.jpg", datetime(2024, 1, 1), chunks()):
+                total += len(piece)
+        total += len(stream.end())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total > 200 * 1024 * 1024
+    assert peak < 1024 * 1024
