@@ -104,7 +104,10 @@ async function send(path, init) {
     return reply;
   } catch {
     setOffline(!navigator.onLine);
-    throw new ApiError(0, "offline", "You’re offline. Check your connection and try again.");
+    const message = navigator.onLine
+      ? "Tagsmith can’t be reached right now. Please try again in a moment."
+      : "You’re offline. Check your connection and try again.";
+    throw new ApiError(0, "offline", message);
   }
 }
 
