@@ -3,6 +3,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import fingerprint_pb2
 from tensorflow_serving.apis import prediction_log_pb2
@@ -46,6 +47,7 @@ def file_digests(version_dir) -> dict[str, str]:
     }
 
 
+@pytest.mark.timeout(900)  # two builds: up to a few minutes each when the machine is busy
 def test_two_builds_are_byte_identical_but_for_the_fingerprint_uuid(tmp_path):
     first, second = tmp_path / "a" / "1", tmp_path / "b" / "1"
     build.main(["--output", str(first)])
