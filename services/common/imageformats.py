@@ -31,11 +31,3 @@ PILLOW_NAMES = tuple(BY_PILLOW)
 CONTENT_TYPES = tuple(f.content_type for f in FORMATS) + tuple(alias for f in FORMATS for alias in f.aliases)
 EXTENSIONS = {f.content_type: f.extension for f in FORMATS}
 DESCRIPTION = "JPEG, PNG, WebP, GIF, BMP, HEIC or AVIF"
-
-
-def register_openers() -> None:
-    """Teaches Pillow to open HEIC/HEIF (AVIF is Pillow's own); call once before opening uploads."""
-    # Imported here: only the services that decode images depend on pillow-heif.
-    import pillow_heif
-
-    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)

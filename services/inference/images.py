@@ -7,28 +7,14 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES, register_openers
+from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES
+from services.common.imaging import orientation_of, reduce_to_rgb, register_openers, turn_upright, upright_size
 
 MODEL_SIDE = 224
 THUMB_SIZE = 256
 # JPEG decoders can downscale by these factors for free while decoding (DCT scaling).
 JPEG_SCALES = (8, 4, 2)
-_EXIF_ORIENTATION = 0x0112
-# EXIF orientation -> the turn that makes the pixels upright (what ImageOps.exif_transpose does, applied here
-# to the reduced pixels, which no longer carry the EXIF block).
-_TRANSPOSES = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _JPEG_QUALITY = 85
-# Rows reduced at a time, so a full-size image is never copied whole while it shrinks.
-_STRIP_ROWS = 256
 # Magic numbers of common formats we refuse, to say which one was sent.
 _KNOWN_OTHERS = (
     (b"II*\x00", "TIFF"),
@@ -99,18 +85,6 @@ def shrink_factor(width: int, height: int) -> int:
 def jpeg_scale(width: int, height: int) -> int:
     factor = shrink_factor(width, height)
     return next((scale for scale in JPEG_SCALES if factor >= scale), 1)
-
-
-def orientation_of(image: Image.Image) -> int:
-    try:
-        value = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except _DECODE_ERRORS:
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def upright_size(width: int, height: int, orientation: int) -> tuple[int, int]:
-    return (height, width) if orientation >= 5 else (width, height)
 
 
 class ImageDecoder:
@@ -196,25 +170,6 @@ class ImageDecoder:
                 f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
                 f"the limit is {self._max_pixels / 1e6:g} megapixels, so resize it first"
             )
-
-
-def turn_upright(image: Image.Image, orientation: int) -> Image.Image:
-    method = _TRANSPOSES.get(orientation)
-    return image if method is None else image.transpose(method)
-
-
-def reduce_to_rgb(image: Image.Image, factor: int) -> Image.Image:
-    """RGB (RGBA when transparent), box-reduced by `factor` a strip at a time: never a second full-size copy."""
-    target = "RGBA" if image.mode in _ALPHA_MODES or "transparency" in image.info else "RGB"
-    if factor == 1:
-        return image.convert(target)
-    size = (math.ceil(image.width / factor), math.ceil(image.height / factor))
-    reduced = Image.new(target, size)
-    step = _STRIP_ROWS * factor
-    for top in range(0, image.height, step):
-        strip = image.crop((0, top, image.width, min(top + step, image.height))).convert(target)
-        reduced.paste(strip.reduce(factor), (0, top // factor))
-    return reduced
 
 
 def model_pixels(upright: Image.Image) -> bytes:

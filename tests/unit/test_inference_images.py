@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.imageformats import register_openers
+from services.common.imaging import register_openers
 from services.inference.images import (
     MODEL_SIDE,
     DecodedImage,
