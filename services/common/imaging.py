@@ -18,7 +18,7 @@ _TRANSPOSES = {
     8: Image.Transpose.ROTATE_90,
 }
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-# Rows reduced at a time, so a full-size image is never copied whole while it shrinks.
+# Source rows reduced at a time (rounded to the factor), so a full-size image is never copied whole while it shrinks.
 _STRIP_ROWS = 256
 # What reading EXIF can raise on a damaged block.
 _EXIF_ERRORS = (OSError, SyntaxError, ValueError, TypeError)
@@ -48,7 +48,7 @@ def reduce_to_rgb(image: Image.Image, factor: int) -> Image.Image:
         return image.convert(target)
     size = (math.ceil(image.width / factor), math.ceil(image.height / factor))
     reduced = Image.new(target, size)
-    step = _STRIP_ROWS * factor
+    step = factor * max(1, _STRIP_ROWS // factor)
     for top in range(0, image.height, step):
         strip = image.crop((0, top, image.width, min(top + step, image.height))).convert(target)
         reduced.paste(strip.reduce(factor), (0, top // factor))
