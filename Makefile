@@ -32,7 +32,7 @@ gen/.stamp: $(PROTOS) tools/capture_tfserving_descriptors.py $(VENV)/.installed
 ## model: the EfficientNet-Lite0 SavedModel in TF Serving's layout under models/
 model: $(MODEL_DIR)/saved_model.pb
 
-$(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt $(VENV)/.installed
+$(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt services/common/model_contract.py $(VENV)/.installed
 	$(PY) -m model.build --output $(MODEL_DIR)
 
 ## run: the whole system on embedded defaults (PostgreSQL, local blob store, model server)
