@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from services.common.model_contract import PIXELS_INPUT, PIXELS_SIGNATURE
 from services.common.settings import ServiceSettings, TokenSettings
 
 # The label list the model is built from; container images copy it to the same place beside services/.
@@ -21,9 +22,9 @@ class Settings(ServiceSettings, TokenSettings):
     )
     model_name: str = Field("efficientnet_lite0", min_length=1, description="Model name sent in every ModelSpec.")
     signature_name: str = Field(
-        "predict_pixels", description="SavedModel signature to call; it takes uint8 RGB [N, 224, 224, 3]."
+        PIXELS_SIGNATURE, description="SavedModel signature to call; it takes uint8 RGB [N, 224, 224, 3]."
     )
-    input_key: str = Field("pixels", description="Signature input holding the decoded pixels.")
+    input_key: str = Field(PIXELS_INPUT, description="Signature input holding the decoded pixels.")
     scores_output: str = Field("scores", description="Signature output with the [N, classes] probabilities.")
     labels_file: Path = Field(DEFAULT_LABELS_FILE, description="Class names, one per line; line index = class id.")
     max_bytes: int = Field(25 * MIB, ge=1, description="Largest accepted upload, in bytes.")

@@ -9,8 +9,10 @@ from PIL import Image, UnidentifiedImageError
 
 from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES
 from services.common.imaging import orientation_of, reduce_to_rgb, register_openers, turn_upright, upright_size
+from services.common.model_contract import IMAGE_SIZE
+from services.inference.pixels import to_model_pixels
 
-MODEL_SIDE = 224
+MODEL_SIDE = IMAGE_SIZE
 THUMB_SIZE = 256
 # JPEG decoders can downscale by these factors for free while decoding (DCT scaling).
 JPEG_SCALES = (8, 4, 2)
@@ -145,7 +147,7 @@ class ImageDecoder:
             width=width,
             height=height,
             orientation=plan.orientation,
-            pixels=model_pixels(upright),
+            pixels=to_model_pixels(upright).tobytes(),
             thumbnail=encode_thumbnail(upright, has_alpha=has_alpha),
             thumbnail_format="png" if has_alpha else "jpeg",
         )
@@ -170,16 +172,6 @@ class ImageDecoder:
                 f"the image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
                 f"the limit is {self._max_pixels / 1e6:g} megapixels, so resize it first"
             )
-
-
-def model_pixels(upright: Image.Image) -> bytes:
-    """The model's input: the full centre square resized to 224 x 224 (bicubic), uint8 RGB row-major."""
-    width, height = upright.size
-    side = min(width, height)
-    left, top = (width - side + 1) // 2, (height - side + 1) // 2
-    rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
-    box = (left, top, left + side, top + side)
-    return rgb.resize((MODEL_SIDE, MODEL_SIDE), Image.Resampling.BICUBIC, box=box).tobytes()
 
 
 def encode_thumbnail(upright: Image.Image, *, has_alpha: bool) -> bytes:
