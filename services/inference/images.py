@@ -78,6 +78,13 @@ def describe_unrecognised(data: bytes) -> str:
     return f"the data is not an image in a supported format ({DESCRIPTION})"
 
 
+def pixel_bytes(mode: str) -> int:
+    """Bytes Pillow allocates per pixel: 4 for every multi-band mode (RGB is padded to 4) and 32-bit modes."""
+    if len(mode) > 1 and mode not in ("I;16", "I;16B", "I;16L"):
+        return 4
+    return 2 if mode.startswith("I;16") else (4 if mode in ("I", "F") else 1)
+
+
 def shrink_factor(width: int, height: int) -> int:
     """The largest factor keeping the short side at least the model's input and the long side the thumbnail's."""
     short, long = min(width, height), max(width, height)
@@ -111,11 +118,11 @@ class ImageDecoder:
             image.close()
             raise
         dct_scale = jpeg_scale(width, height) if image.format == "JPEG" else 1
-        bands = max(len(image.getbands()), 3 if image.mode == "P" else 1)
-        decode_bytes = math.ceil(width / dct_scale) * math.ceil(height / dct_scale) * bands
+        decode_bytes = math.ceil(width / dct_scale) * math.ceil(height / dct_scale) * pixel_bytes(image.mode)
         if image.format == "JPEG" and image.info.get("progressive"):
-            # A progressive JPEG keeps every DCT coefficient of the full image while decoding.
-            decode_bytes = width * height * 3
+            # A progressive JPEG keeps every DCT coefficient of the full image while decoding: 2 bytes each,
+            # up to 3 a pixel.
+            decode_bytes = width * height * 6
         reduce = shrink_factor(math.ceil(width / dct_scale), math.ceil(height / dct_scale))
         return Plan(image, width, height, orientation_of(image), dct_scale, reduce, decode_bytes)
 
