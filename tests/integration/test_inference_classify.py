@@ -9,6 +9,7 @@ from PIL import Image
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.channels import open_channel
+from services.common.imageformats import CONTENT_TYPES
 from services.common.imaging import register_openers
 from tests.support.inference_fixtures import MODEL_NAME, classify_requests, sample_image
 
@@ -162,7 +163,8 @@ async def test_get_model_and_limits(stub, test_keys):
     assert (model.name, model.version, model.num_labels) == (MODEL_NAME, "1", 1000)
     assert "1000 classes" in model.description
     assert limits.max_bytes == 25 * 1024 * 1024 and limits.max_pixels == 50_000_000
-    assert "image/webp" in limits.content_types
+    assert list(limits.content_types) == list(CONTENT_TYPES)
+    assert {"image/webp", "image/heic", "image/heif", "image/avif"} <= set(limits.content_types)
 
 
 async def test_cache_hit_avoids_a_second_predict(stub, test_keys):
