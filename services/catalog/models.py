@@ -16,9 +16,11 @@ class NewImage:
     filename: str
     content_type: str
     size_bytes: int
+    # Upright size; orientation is the EXIF orientation of the stored bytes (0: not recorded, older images).
     width: int
     height: int
     thumb_format: str
+    orientation: int
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class ImageRow(NewImage):
     model_version: str
     created_at: datetime
     classified_at: datetime | None
+    # Set while the image is in the trash.
+    deleted_at: datetime | None = None
 
     @property
     def tags(self) -> list[TagRow]:
@@ -53,6 +57,9 @@ class Classification:
     tags: list[str]
     model_name: str
     model_version: str
+    # Made by inference from the same decode; empty when it sent none.
+    thumbnail: bytes = b""
+    thumbnail_format: str = ""
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ _SIMILAR = sql.SQL(
         ORDER BY e.embedding {_DISTANCE} q.embedding
         LIMIT %(limit)s + 10
     ) AS found
-    JOIN catalog.images AS i ON i.id = found.image_id AND i.status = 'classified'
+    JOIN catalog.images AS i ON i.id = found.image_id AND i.status = 'classified' AND i.deleted_at IS NULL
     WHERE q.image_id = %(id)s
     ORDER BY found.distance, found.image_id DESC
     LIMIT %(limit)s
@@ -52,10 +52,11 @@ _HAS_EMBEDDING = sql.SQL("SELECT EXISTS (SELECT FROM catalog.image_embeddings WH
 
 _NEAREST_EARLIER = sql.SQL(
     f"""
-    SELECT image_id, 1 - (embedding {_DISTANCE} %(embedding)s::public.halfvec) AS similarity
-    FROM catalog.image_embeddings
-    WHERE owner_id = %(owner)s AND image_id < %(id)s
-    ORDER BY embedding {_DISTANCE} %(embedding)s::public.halfvec
+    SELECT e.image_id, 1 - (e.embedding {_DISTANCE} %(embedding)s::public.halfvec) AS similarity
+    FROM catalog.image_embeddings AS e
+    JOIN catalog.images AS i ON i.id = e.image_id AND i.deleted_at IS NULL
+    WHERE e.owner_id = %(owner)s AND e.image_id < %(id)s
+    ORDER BY e.embedding {_DISTANCE} %(embedding)s::public.halfvec
     LIMIT 1
     """
 )
@@ -75,7 +76,7 @@ _SAVE = sql.SQL(
 _DUPLICATE_LINKS = sql.SQL(
     """
     SELECT id, near_duplicate_of FROM catalog.images
-    WHERE owner_id = %(owner)s AND near_duplicate_of IS NOT NULL AND status = 'classified'
+    WHERE owner_id = %(owner)s AND near_duplicate_of IS NOT NULL AND status = 'classified' AND deleted_at IS NULL
     ORDER BY id DESC
     LIMIT %(limit)s
     """

@@ -84,8 +84,12 @@ class Image(BaseModel):
     content_type: str
     size: int = Field(description="Bytes of the original file.")
     sha256: str
-    width: int
-    height: int
+    width: int = Field(description="Upright width (the stored size turned by the EXIF orientation).")
+    height: int = Field(description="Upright height.")
+    orientation: int = Field(
+        description="EXIF orientation of the stored bytes, 1..8 (6: turned a quarter clockwise to view); "
+        "0 for images stored before it was recorded."
+    )
     status: ImageStatus
     status_reason: str
     category: str = Field(description="The best label; empty while pending.")
@@ -102,6 +106,8 @@ class Image(BaseModel):
     )
     content_url: str
     thumbnail_url: str
+    deleted_at: datetime | None = Field(None, description="When it was moved to the trash; only in the trash.")
+    purge_at: datetime | None = Field(None, description="When the trash deletes it for good; only in the trash.")
 
 
 class ImagePage(BaseModel):
@@ -124,6 +130,14 @@ class DuplicateGroup(BaseModel):
 
 class DuplicateGroups(BaseModel):
     groups: list[DuplicateGroup] = Field(description="Groups of near-duplicates, the newest group first.")
+
+
+class TrashPage(ImagePage):
+    retention_days: int = Field(description="Days a deleted image stays in the trash before it is deleted for good.")
+
+
+class ArchiveRequest(BaseModel):
+    uids: list[str] = Field(min_length=1, max_length=100, description="The images to put in the ZIP, 1 to 100.")
 
 
 class UploadFailure(BaseModel):
@@ -245,6 +259,7 @@ def image_from(image: catalog_pb2.Image) -> Image:
         sha256=image.sha256,
         width=image.width,
         height=image.height,
+        orientation=image.orientation,
         status=_STATUS.get(image.status, "pending"),
         status_reason=image.status_reason,
         category=image.category,
@@ -259,4 +274,6 @@ def image_from(image: catalog_pb2.Image) -> Image:
         near_duplicate_of=image.near_duplicate_of or None,
         content_url=f"/v1/images/{image.uid}/content",
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
+        deleted_at=timestamp(image.deleted_at, image.HasField("deleted_at")),
+        purge_at=timestamp(image.purge_at, image.HasField("purge_at")),
     )

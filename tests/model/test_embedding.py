@@ -12,7 +12,17 @@ from services.catalog.similarity import NEAR_DUPLICATE_SIMILARITY
 from services.common.model_contract import EMBEDDING_OUTPUT, EMBEDDING_SIZE, PIXELS_SIGNATURE
 from services.inference.pixels import to_model_pixels
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "brick", "hubble_deep_field", "page")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "immunohistochemistry",
+    "brick",
+    "hubble_deep_field",
+    "page",
+)
 
 
 def photo(name: str) -> Image.Image:
