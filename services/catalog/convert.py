@@ -11,7 +11,7 @@ STATUSES = {
 }
 
 
-def image_message(row: ImageRow, *, duplicate: bool = False) -> catalog_pb2.Image:
+def image_message(row: ImageRow, *, duplicate: bool = False, near_duplicate_of: str = "") -> catalog_pb2.Image:
     message = catalog_pb2.Image(
         uid=row.uid,
         owner_id=row.owner_id,
@@ -31,6 +31,7 @@ def image_message(row: ImageRow, *, duplicate: bool = False) -> catalog_pb2.Imag
         model_name=row.model_name,
         model_version=row.model_version,
         duplicate=duplicate,
+        near_duplicate_of=near_duplicate_of,
     )
     message.created_at.FromDatetime(row.created_at)
     if row.classified_at is not None:

@@ -76,6 +76,7 @@ class InferenceClient:
             model_version=reply.model_version,
             thumbnail=reply.thumbnail,
             thumbnail_format=reply.thumbnail_format,
+            embedding=tuple(reply.embedding),
         )
 
     async def model(self, *, token: str, timeout: float) -> ModelId:

@@ -60,6 +60,8 @@ class Classification:
     # Made by inference from the same decode; empty when it sent none.
     thumbnail: bytes = b""
     thumbnail_format: str = ""
+    # What the photo looks like, for similar photos; empty when the model returns none.
+    embedding: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

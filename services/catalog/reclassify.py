@@ -58,6 +58,9 @@ class Reclassifier:
                 result.row.id, result.classification, statuses=("classified", "failed")
             )
             outcome.reclassified += int(saved is not None)
+            if not result.classification.embedding:
+                # A model without embeddings: the backfill must not claim this image again for it.
+                await self._store.mark_reclassify_tried(result.row.id, model)
             return
         await self._store.mark_reclassify_tried(result.row.id, model)
         outcome.failed += 1

@@ -168,8 +168,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def UploadImage(
         self, request_iterator: AsyncIterator[catalog_pb2.UploadImageRequest], context: grpc.aio.ServicerContext
     ) -> catalog_pb2.Image:
-        row, duplicate = await self._uploader.upload(aiter(request_iterator), current_principal())
-        return image_message(row, duplicate=duplicate)
+        row, duplicate, near_duplicate_of = await self._uploader.upload(aiter(request_iterator), current_principal())
+        return image_message(row, duplicate=duplicate, near_duplicate_of=near_duplicate_of)
 
     @_unary
     async def GetImage(

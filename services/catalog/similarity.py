@@ -1,5 +1,6 @@
 """Similar photos and near-duplicates from the stored embeddings (pgvector), always within one owner's images."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,7 @@ _HAS_EMBEDDING = sql.SQL("SELECT EXISTS (SELECT FROM catalog.image_embeddings WH
 
 _NEAREST_EARLIER = sql.SQL(
     f"""
-    SELECT e.image_id, 1 - (e.embedding {_DISTANCE} %(embedding)s::public.halfvec) AS similarity
+    SELECT e.image_id, i.uid, 1 - (e.embedding {_DISTANCE} %(embedding)s::public.halfvec) AS similarity
     FROM catalog.image_embeddings AS e
     JOIN catalog.images AS i ON i.id = e.image_id AND i.deleted_at IS NULL
     WHERE e.owner_id = %(owner)s AND e.image_id < %(id)s
@@ -99,7 +100,7 @@ class Neighbour:
     similarity: float
 
 
-def as_vector(embedding: list[float] | np.ndarray) -> str:
+def as_vector(embedding: Sequence[float] | np.ndarray) -> str:
     """pgvector's text form, cast to halfvec in the statements (no per-connection type registration needed)."""
     vector = np.asarray(embedding, dtype=np.float32)
     if vector.shape != (EMBEDDING_DIMENSIONS,) or not np.isfinite(vector).all():
@@ -130,23 +131,28 @@ def _groups(links: list[tuple[int, int]]) -> list[list[int]]:
     return sorted(ordered, key=lambda members: members[0], reverse=True)
 
 
+async def save_embedding(conn: AsyncConnection, *, image_id: int, owner: str, embedding: Sequence[float]) -> str | None:
+    """Stores the image's embedding, in the caller's transaction, and links the image to the earlier image of the
+    same owner it nearly duplicates; returns that image's uid, or None."""
+    vector = as_vector(embedding)
+    await _scan_iteratively(conn)
+    cur = await conn.execute(_NEAREST_EARLIER, {"embedding": vector, "owner": owner, "id": image_id})
+    nearest = await cur.fetchone()
+    near = nearest if nearest is not None and nearest[2] >= NEAR_DUPLICATE_SIMILARITY else None
+    await conn.execute(_SAVE, {"embedding": vector, "near": near and near[0], "id": image_id})
+    return near and near[1]
+
+
 class SimilarityIndex:
     """Embeddings in catalog.images and the questions asked of them; every query is scoped to one owner."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def store(self, *, image_id: int, owner: str, embedding: list[float]) -> int | None:
-        """Stores the image's embedding and links it to the earlier image of the same owner it nearly
-        duplicates; returns that image's id, or None."""
-        vector = as_vector(embedding)
+    async def store(self, *, image_id: int, owner: str, embedding: Sequence[float]) -> str | None:
+        """save_embedding in a transaction of its own."""
         async with self._pool.connection() as conn, conn.transaction():
-            await _scan_iteratively(conn)
-            cur = await conn.execute(_NEAREST_EARLIER, {"embedding": vector, "owner": owner, "id": image_id})
-            nearest = await cur.fetchone()
-            near = nearest[0] if nearest is not None and nearest[1] >= NEAR_DUPLICATE_SIMILARITY else None
-            await conn.execute(_SAVE, {"embedding": vector, "near": near, "id": image_id})
-        return near
+            return await save_embedding(conn, image_id=image_id, owner=owner, embedding=embedding)
 
     async def similar_to(self, *, image_id: int, limit: int) -> list[Neighbour] | None:
         """The owner's images nearest to this one, best first, the image itself excluded; None when the image has

@@ -11,7 +11,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from services.catalog import terms
+from services.catalog import similarity, terms
 from services.catalog.models import Classification, ImageRow, ModelId, NewImage, Outcome, Page, SearchHit
 
 log = logging.getLogger(__name__)
@@ -340,6 +340,8 @@ class CatalogStore:
         row = await self._fetch_one(conn, _APPLY, params)
         if row is not None:
             await self._rewrite_index(conn, row)
+            if result.embedding:
+                await similarity.save_embedding(conn, image_id=row.id, owner=row.owner_id, embedding=result.embedding)
         return row
 
     @staticmethod
@@ -395,8 +397,11 @@ class CatalogStore:
 
     # --- reclassification ------------------------------------------------------------------------
 
+    # Outdated: labelled by another model, or labelled before embeddings were stored (the backfill).
     _OUTDATED = (
-        "status IN ('classified', 'failed') AND (model_name <> %(name)s OR model_version <> %(version)s)"
+        "status IN ('classified', 'failed') AND (model_name <> %(name)s OR model_version <> %(version)s"
+        " OR (status = 'classified' AND NOT EXISTS"
+        " (SELECT FROM catalog.image_embeddings AS e WHERE e.image_id = images.id)))"
         " AND reclassify_tried <> %(key)s AND deleted_at IS NULL"
     )
 

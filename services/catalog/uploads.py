@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import grpc
+import psycopg
 from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog import images
@@ -17,6 +18,7 @@ from services.catalog.errors import CatalogError, invalid
 from services.catalog.ids import new_uid
 from services.catalog.inference_client import InferenceClient, InferenceFailed, InferenceRejected, InferenceUnavailable
 from services.catalog.models import ImageRow, NewImage, Outcome
+from services.catalog.similarity import SimilarityIndex
 from services.catalog.store import CatalogStore
 from services.common.context import time_remaining
 from services.common.tokens import Principal
@@ -94,14 +96,15 @@ class Uploader:
         inference_timeout: float,
     ) -> None:
         self._store = store
+        self._similarity = SimilarityIndex(store.pool)
         self._contents = contents
         self._inference = inference
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
         self._timeout = inference_timeout
 
-    async def upload(self, messages: AsyncIterator, caller: Principal) -> tuple[ImageRow, bool]:
-        """Returns (image, duplicate)."""
+    async def upload(self, messages: AsyncIterator, caller: Principal) -> tuple[ImageRow, bool, str]:
+        """Returns (image, duplicate, uid of the earlier image it nearly duplicates or "")."""
         header = await read_header(messages)
         received = await receive(messages, max_bytes=self._max_bytes)
         try:
@@ -129,7 +132,9 @@ class Uploader:
             orientation=info.orientation,
         )
 
-    async def _store_and_classify(self, new: NewImage, received: Received, caller: Principal) -> tuple[ImageRow, bool]:
+    async def _store_and_classify(
+        self, new: NewImage, received: Received, caller: Principal
+    ) -> tuple[ImageRow, bool, str]:
         """Reserves a row (or joins the caller's identical upload in flight), then stores and classifies.
 
         A joined upload can be cancelled under us, taking its row along; then we start over with our own row.
@@ -137,7 +142,7 @@ class Uploader:
         for _ in range(_RESERVE_ATTEMPTS):
             row, created = await self._store.reserve(new)
             if row.status != "uploading":
-                return row, True
+                return row, True, ""
             final = await self._complete(row, created, new, received, caller.token)
             if final is not None:
                 return final
@@ -145,7 +150,7 @@ class Uploader:
 
     async def _complete(
         self, row: ImageRow, created: bool, new: NewImage, received: Received, token: str
-    ) -> tuple[ImageRow, bool] | None:
+    ) -> tuple[ImageRow, bool, str] | None:
         """Bytes, classification, then the row made visible; None when the joined row vanished meanwhile."""
         try:
             await self._contents.save_original(new.sha256, received.file, new.size_bytes, content_type=new.content_type)
@@ -157,10 +162,24 @@ class Uploader:
                 await asyncio.shield(self._abandon(row.id))
             raise
         if final is not None:
-            return final, False
+            return final, False, await self._embed(final, outcome)
         # An identical upload by the same caller finished first, or was abandoned.
         existing = await self._store.get_by_id(row.id)
-        return None if existing is None else (existing, True)
+        return None if existing is None else (existing, True, "")
+
+    async def _embed(self, row: ImageRow, outcome: Outcome) -> str:
+        """Stores the embedding for similar photos; the upload is already acknowledged-safe, so a failure here only
+        leaves the image for the backfill. Returns the uid of the earlier image it nearly duplicates, or ""."""
+        if outcome.classification is None or not outcome.classification.embedding:
+            return ""
+        try:
+            near = await self._similarity.store(
+                image_id=row.id, owner=row.owner_id, embedding=outcome.classification.embedding
+            )
+        except psycopg.Error:
+            log.warning("could not store the embedding of %s; the backfill will", row.uid, exc_info=True)
+            return ""
+        return near or ""
 
     async def _abandon(self, image_id: int) -> None:
         try:

@@ -88,8 +88,9 @@ class PredictBatcher:
             self._loop_task = asyncio.create_task(self._schedule())
         return future
 
-    async def predict(self, payload: bytes, *, timeout: float) -> tuple[np.ndarray, str]:
-        """One image's scores and the model version; DEADLINE_EXCEEDED once `timeout` seconds pass."""
+    async def predict(self, payload: bytes, *, timeout: float) -> tuple[np.ndarray, str, np.ndarray | None]:
+        """One image's scores, the model version and its embedding (None when the model gives none);
+        DEADLINE_EXCEEDED once `timeout` seconds pass."""
         return await self.submit(payload, timeout=timeout)
 
     async def close(self) -> None:
@@ -171,9 +172,10 @@ class PredictBatcher:
                 return
             _fail(batch, exc)
             return
-        for item, row in zip(batch, scores.values, strict=True):
+        for index, (item, row) in enumerate(zip(batch, scores.values, strict=True)):
             if not item.future.done():
-                item.future.set_result((row, scores.version))
+                embedding = None if scores.embeddings is None else scores.embeddings[index]
+                item.future.set_result((row, scores.version, embedding))
 
 
 def _expire(future: asyncio.Future) -> None:

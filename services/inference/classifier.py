@@ -19,16 +19,20 @@ class Classification:
     class_ids: tuple[int, ...]
     scores: tuple[float, ...]
     model_version: str
+    # What the photo looks like (float16), for similar photos; None when the model returns no embedding.
+    embedding: np.ndarray | None = None
 
     def top(self, k: int) -> list[tuple[int, float]]:
         return list(zip(self.class_ids[:k], self.scores[:k], strict=True))
 
 
-def ranked(scores: np.ndarray, version: str, k: int = MAX_TOP_K) -> Classification:
+def ranked(
+    scores: np.ndarray, version: str, k: int = MAX_TOP_K, *, embedding: np.ndarray | None = None
+) -> Classification:
     k = min(k, scores.shape[-1])
     best = np.argpartition(-scores, k - 1)[:k]
     best = best[np.argsort(-scores[best], kind="stable")]
-    return Classification(tuple(int(i) for i in best), tuple(float(scores[i]) for i in best), version)
+    return Classification(tuple(int(i) for i in best), tuple(float(scores[i]) for i in best), version, embedding)
 
 
 class Classifier:
@@ -59,10 +63,10 @@ class Classifier:
             future.add_done_callback(lambda done: self._finished(digest, done))
         try:
             # Shielded: one caller giving up must not cancel the others waiting for the same image.
-            scores, version = await asyncio.wait_for(asyncio.shield(future), timeout)
+            scores, version, embedding = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
-        result = ranked(scores, version)
+        result = ranked(scores, version, embedding=embedding)
         self._cache.put(digest, result, version=version)
         return result
 

@@ -26,6 +26,9 @@ class Settings(ServiceSettings, TokenSettings):
     )
     input_key: str = Field(PIXELS_INPUT, description="Signature input holding the decoded pixels.")
     scores_output: str = Field("scores", description="Signature output with the [N, classes] probabilities.")
+    embedding_output: str = Field(
+        "embedding", description="Signature output with the image embedding for similar photos; empty: not asked for."
+    )
     labels_file: Path = Field(DEFAULT_LABELS_FILE, description="Class names, one per line; line index = class id.")
     max_bytes: int = Field(25 * MIB, ge=1, description="Largest accepted upload, in bytes.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height, checked from the header.")

@@ -42,10 +42,12 @@ class ModelError(Exception):
 
 @dataclass(frozen=True)
 class Scores:
-    """A Predict answer: [N, classes] probabilities and the model version that produced them."""
+    """A Predict answer: [N, classes] probabilities, the model version that produced them, and the [N, dims]
+    embeddings when the model returns them."""
 
     values: np.ndarray
     version: str
+    embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,14 @@ class ModelClient:
         signature_name: str,
         input_key: str,
         scores_output: str,
+        embedding_output: str = "",
     ) -> None:
         self._address = address
         self._model_name = model_name
         self._signature_name = signature_name
         self._input_key = input_key
         self._scores_output = scores_output
+        self._embedding_output = embedding_output
         self._predict = tfserving.PREDICT.callable(channel)
         self._metadata = tfserving.GET_MODEL_METADATA.callable(channel)
 
@@ -110,7 +114,8 @@ class ModelClient:
 
     async def predict(self, images: list[bytes], *, timeout: float) -> Scores:
         """Scores for a batch of model inputs, each uint8 RGB [224, 224, 3] row-major."""
-        request = tfserving.PredictRequest(output_filter=[self._scores_output])
+        wanted = [self._scores_output, self._embedding_output] if self._embedding_output else [self._scores_output]
+        request = tfserving.PredictRequest(output_filter=wanted)
         request.model_spec.name = self._model_name
         request.model_spec.signature_name = self._signature_name
         shape = (len(images), MODEL_SIDE, MODEL_SIDE, 3)
@@ -124,7 +129,16 @@ class ModelClient:
         values = tfserving.to_numpy(response.outputs[self._scores_output])
         if values.ndim != 2 or values.shape[0] != len(images):
             raise ModelError(grpc.StatusCode.INTERNAL, f"unexpected scores shape {values.shape}")
-        return Scores(values, str(response.model_spec.version.value))
+        return Scores(values, str(response.model_spec.version.value), self._embeddings(response, len(images)))
+
+    def _embeddings(self, response, count: int) -> np.ndarray | None:
+        if not self._embedding_output or self._embedding_output not in response.outputs:
+            return None
+        values = tfserving.to_numpy(response.outputs[self._embedding_output])
+        if values.ndim != 2 or values.shape[0] != count:
+            raise ModelError(grpc.StatusCode.INTERNAL, f"unexpected embedding shape {values.shape}")
+        # Half precision, as the catalog stores them: the result cache holds thousands.
+        return values.astype(np.float16)
 
     async def metadata(self, *, timeout: float) -> ModelMetadata:
         request = tfserving.GetModelMetadataRequest(metadata_field=["signature_def"])

@@ -37,6 +37,7 @@ def build_servicer(
         signature_name=settings.signature_name,
         input_key=settings.input_key,
         scores_output=settings.scores_output,
+        embedding_output=settings.embedding_output,
     )
     batcher = PredictBatcher(
         client,

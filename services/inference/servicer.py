@@ -125,4 +125,5 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             orientation=image.orientation,
             thumbnail=image.thumbnail,
             thumbnail_format=image.thumbnail_format,
+            embedding=() if result.embedding is None else result.embedding.tolist(),
         )

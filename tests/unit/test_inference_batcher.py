@@ -40,7 +40,7 @@ async def test_concurrent_images_share_predict_calls():
     subject = batcher(model)
     results = await asyncio.gather(*(subject.predict(b"x" * n, timeout=5) for n in range(20)))
     await subject.close()
-    assert [int(row.argmax()) for row, _ in results] == [n % 10 for n in range(20)]
+    assert [int(row.argmax()) for row, _, _ in results] == [n % 10 for n in range(20)]
     assert sum(model.batches) == 20 and max(model.batches) == 8
     assert len(model.batches) <= 4
 
