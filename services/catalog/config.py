@@ -24,6 +24,9 @@ class Settings(ServiceSettings, TokenSettings):
         description="PostgreSQL connection string (schema `catalog`).",
     )
     postgres_pool_size: int = Field(10, ge=1, le=200, description="Most connections one process opens.")
+    postgres_checkout_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long a call waits for a database connection before answering UNAVAILABLE."
+    )
 
     inference_addr: str = Field("127.0.0.1:50054", description="Inference service address; 'a:1,b:2' round-robins.")
     inference_timeout_seconds: float = Field(

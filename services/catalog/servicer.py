@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 import grpc
-import psycopg
-from psycopg_pool import PoolTimeout
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from services.catalog import pagination, thumbnails
@@ -27,6 +25,7 @@ from services.catalog.store import CatalogStore
 from services.catalog.terms import InvalidTag, normalize_query, normalize_tag
 from services.catalog.uploads import Uploader
 from services.common.context import current_principal
+from services.common.interceptors import abort_unavailable
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -46,8 +45,6 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.FAILED_PRECONDITION, "the image cannot be decoded, so it has no thumbnail"
     if isinstance(exc, BlobStoreUnavailable):
         return grpc.StatusCode.UNAVAILABLE, "object storage is unavailable; try again shortly"
-    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
-        return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly"
     if isinstance(exc, InferenceUnavailable | InferenceFailed):
         return grpc.StatusCode.UNAVAILABLE, "the inference service is unavailable; try again later"
     return None
@@ -58,7 +55,10 @@ async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext) -> None:
     status = _status_for(exc)
     if status is None:
         raise exc
-    await context.abort(*status)
+    code, message = status
+    if code == grpc.StatusCode.UNAVAILABLE:
+        await abort_unavailable(context, message)
+    await context.abort(code, message)
 
 
 def _unary(method):

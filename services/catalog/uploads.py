@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -28,6 +29,8 @@ MAX_CHUNK_BYTES = 1024 * 1024
 _SPOOL_IN_MEMORY = 4 * 1024 * 1024
 # Time kept back from the caller's deadline to store the outcome after classifying.
 _DEADLINE_MARGIN = 0.5
+# How long an unfinished upload's undo keeps trying while the database is unreachable.
+_UNDO_RETRY_SECONDS = 120.0
 # How often an upload starts over after the identical upload it joined was abandoned.
 _RESERVE_ATTEMPTS = 3
 
@@ -80,6 +83,43 @@ async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, ma
     return Received(spool, size, digest.hexdigest())
 
 
+class Cleanups:
+    """Undoes unfinished uploads in tasks of their own, so a cancelled call (client gone, deadline) cannot cut the
+    undo short and leave an invisible row behind; while the database is unreachable the undo is retried."""
+
+    def __init__(self, *, store: CatalogStore, contents: ContentBytes, retry_for: float = _UNDO_RETRY_SECONDS) -> None:
+        self._store = store
+        self._contents = contents
+        self._retry_for = retry_for
+        self._tasks: set[asyncio.Task] = set()
+
+    async def undo(self, image_id: int) -> None:
+        """Starts the undo and waits for it unless this call is cancelled meanwhile; the undo goes on regardless."""
+        task = asyncio.create_task(self._undo(image_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(task)
+
+    async def _undo(self, image_id: int) -> None:
+        deadline = time.monotonic() + self._retry_for
+        pause = 0.2
+        while True:
+            try:
+                await self._store.abandon(image_id, self._contents.remove)
+                return
+            except Exception:
+                if time.monotonic() + pause > deadline:
+                    log.warning("could not undo an unfinished upload; the sweeper will", exc_info=True)
+                    return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    async def wait(self) -> None:
+        """Lets the undos in progress finish (at shutdown, before the pool closes)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class Uploader:
     """Runs one upload to completion; on any failure the reservation and unshared bytes are removed."""
 
@@ -99,6 +139,11 @@ class Uploader:
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
         self._timeout = inference_timeout
+        self._cleanups = Cleanups(store=store, contents=contents)
+
+    @property
+    def cleanups(self) -> "Cleanups":
+        return self._cleanups
 
     async def upload(self, messages: AsyncIterator, caller: Principal) -> tuple[ImageRow, bool]:
         """Returns (image, duplicate)."""
@@ -152,19 +197,13 @@ class Uploader:
             final = await self._store.finalize(row.id, outcome)
         except BaseException:
             if created:
-                await asyncio.shield(self._abandon(row.id))
+                await self._cleanups.undo(row.id)
             raise
         if final is not None:
             return final, False
         # An identical upload by the same caller finished first, or was abandoned.
         existing = await self._store.get_by_id(row.id)
         return None if existing is None else (existing, True)
-
-    async def _abandon(self, image_id: int) -> None:
-        try:
-            await self._store.abandon(image_id, self._contents.remove)
-        except Exception:
-            log.warning("could not undo an unfinished upload; the sweeper will", exc_info=True)
 
     async def _classify(self, received: Received, token: str) -> Outcome:
         timeout = self._timeout
@@ -177,7 +216,9 @@ class Uploader:
             log.info("stored as pending: %s", exc)
             return Outcome("pending", "waiting for the classifier, which is unavailable or slow")
         except InferenceRejected as exc:
-            return Outcome("failed", f"the classifier rejected the image: {exc}")
+            # The classifier decoded the whole file and could not read it (truncated, corrupt): refuse the upload
+            # rather than keep bytes nobody can use. The caller undoes the reservation.
+            raise invalid(str(exc)) from None
         except InferenceFailed as exc:
             log.warning("stored as pending after a classifier error: %s", exc)
             return Outcome("pending", "waiting for the classifier after an error")

@@ -12,9 +12,16 @@ from services.common.context import principal_var, set_deadline_from
 from services.common.logging import request_id_var
 from services.common.tokens import InvalidToken, TokenVerifier
 
+try:
+    from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
+except ImportError:  # services without a database do not install its driver
+    DATABASE_UNREACHABLE = ()
+
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+# Suggested wait before a client tries again after UNAVAILABLE: about the time health takes to notice a recovery.
+RETRY_AFTER_SECONDS = 2
 # Health checks and reflection never need a token.
 ALWAYS_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Successful calls at least this slow are logged at INFO.
@@ -104,6 +111,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     async def _fail(exc: Exception, context: grpc.aio.ServicerContext) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
+        if isinstance(exc, DATABASE_UNREACHABLE):
+            log.debug("database unreachable: %r", exc)
+            await abort_unavailable(context, "the database is unavailable; try again shortly")
         log.exception("unhandled error")
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})")
 
@@ -123,6 +133,20 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code_name,
             extra={"method": method, "code": code_name, "ms": round(elapsed * 1000, 2)},
         )
+
+
+async def abort_unavailable(context: grpc.aio.ServicerContext, message: str) -> None:
+    """UNAVAILABLE with a Retry-After hint, and a pushback that stops the caller's channel from retrying at once:
+    an outage of a dependency lasts longer than gRPC's sub-second retries, which only multiplied the wait."""
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE,
+        message,
+        trailing_metadata=(
+            (REQUEST_ID_HEADER, request_id_var.get()),
+            ("retry-after", str(RETRY_AFTER_SECONDS)),
+            ("grpc-retry-pushback-ms", "-1"),
+        ),
+    )
 
 
 def rpc_log_level(code_name: str, elapsed: float) -> int:
