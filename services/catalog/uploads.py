@@ -31,6 +31,8 @@ _SPOOL_IN_MEMORY = 4 * 1024 * 1024
 _DEADLINE_MARGIN = 0.5
 # How long an unfinished upload's undo keeps trying while the database is unreachable.
 _UNDO_RETRY_SECONDS = 120.0
+# How long the failed call waits for its undo: one attempt, a database checkout included.
+_UNDO_WAIT_SECONDS = 3.0
 # How often an upload starts over after the identical upload it joined was abandoned.
 _RESERVE_ATTEMPTS = 3
 
@@ -94,11 +96,12 @@ class Cleanups:
         self._tasks: set[asyncio.Task] = set()
 
     async def undo(self, image_id: int) -> None:
-        """Starts the undo and waits for it unless this call is cancelled meanwhile; the undo goes on regardless."""
+        """Starts the undo and waits a little for it, so a refused upload is usually gone when the caller hears of
+        it; the undo goes on after this returns or is cancelled."""
         task = asyncio.create_task(self._undo(image_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await asyncio.shield(task)
+        await asyncio.wait({task}, timeout=_UNDO_WAIT_SECONDS)
 
     async def _undo(self, image_id: int) -> None:
         deadline = time.monotonic() + self._retry_for
@@ -114,10 +117,14 @@ class Cleanups:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
 
-    async def wait(self) -> None:
-        """Lets the undos in progress finish (at shutdown, before the pool closes)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def wait(self, timeout: float = _UNDO_WAIT_SECONDS) -> None:
+        """At shutdown, before the pool closes: lets the undos in progress finish for a while, then stops them
+        (the sweeper removes what they leave)."""
+        if not self._tasks:
+            return
+        _, unfinished = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in unfinished:
+            task.cancel()
 
 
 class Uploader:
