@@ -285,11 +285,15 @@ class CatalogStore:
 
         return await _retrying(attempt)
 
-    async def abandon(self, image_id: int, remove_bytes: RemoveBytes) -> None:
-        """Undoes a reservation whose upload did not complete, bytes included when nothing else uses them."""
+    async def abandon(self, uid: str, remove_bytes: RemoveBytes) -> None:
+        """Undoes a reservation whose upload did not complete, bytes included when nothing else uses them.
+
+        By uid, which the upload chose before reserving: a reservation cut short may exist without its caller
+        ever having seen the row. A row that became visible meanwhile is left alone.
+        """
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "DELETE FROM catalog.images WHERE id = %s AND status = 'uploading' RETURNING sha256", (image_id,)
+                "DELETE FROM catalog.images WHERE uid = %s AND status = 'uploading' RETURNING sha256", (uid,)
             )
             row = await cur.fetchone()
         if row is not None:

@@ -95,20 +95,20 @@ class Cleanups:
         self._retry_for = retry_for
         self._tasks: set[asyncio.Task] = set()
 
-    async def undo(self, image_id: int) -> None:
+    async def undo(self, uid: str) -> None:
         """Starts the undo and waits a little for it, so a refused upload is usually gone when the caller hears of
         it; the undo goes on after this returns or is cancelled."""
-        task = asyncio.create_task(self._undo(image_id))
+        task = asyncio.create_task(self._undo(uid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.wait({task}, timeout=_UNDO_WAIT_SECONDS)
 
-    async def _undo(self, image_id: int) -> None:
+    async def _undo(self, uid: str) -> None:
         deadline = time.monotonic() + self._retry_for
         pause = 0.2
         while True:
             try:
-                await self._store.abandon(image_id, self._contents.remove)
+                await self._store.abandon(uid, self._contents.remove)
                 return
             except Exception:
                 if time.monotonic() + pause > deadline:
@@ -186,7 +186,12 @@ class Uploader:
         A joined upload can be cancelled under us, taking its row along; then we start over with our own row.
         """
         for _ in range(_RESERVE_ATTEMPTS):
-            row, created = await self._store.reserve(new)
+            try:
+                row, created = await self._store.reserve(new)
+            except BaseException:
+                # Cancelled or failed after the insert may have committed: our uid names the row if it exists.
+                await self._cleanups.undo(new.uid)
+                raise
             if row.status != "uploading":
                 return row, True
             final = await self._complete(row, created, new, received, caller.token)
@@ -204,7 +209,7 @@ class Uploader:
             final = await self._store.finalize(row.id, outcome)
         except BaseException:
             if created:
-                await self._cleanups.undo(row.id)
+                await self._cleanups.undo(row.uid)
             raise
         if final is not None:
             return final, False
