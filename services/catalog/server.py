@@ -68,7 +68,7 @@ async def open_runtime(settings: Settings, *, blob_store: BlobStore | None = Non
     )
     channel = open_channel(settings.inference_addr, default_timeout=settings.inference_timeout_seconds)
     inference = InferenceClient(channel)
-    store = CatalogStore(pool)
+    store = CatalogStore(pool, quota=settings.quota)
     classifier = StoredImageClassifier(
         blobs=blobs,
         inference=inference,
