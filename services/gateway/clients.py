@@ -137,6 +137,9 @@ class CatalogClient:
     async def tags(self, token: str) -> catalog_pb2.ListTagsResponse:
         return await self._stub.ListTags(catalog_pb2.ListTagsRequest(), metadata=bearer(token))
 
+    async def usage(self, token: str) -> catalog_pb2.Usage:
+        return await self._stub.GetUsage(catalog_pb2.GetUsageRequest(), metadata=bearer(token))
+
     async def set_tags(self, token: str, uid: str, tags: list[str]) -> catalog_pb2.Image:
         request = catalog_pb2.UpdateTagsRequest(uid=uid, add=tags, replace=True)
         return await self._stub.UpdateTags(request, metadata=bearer(token))

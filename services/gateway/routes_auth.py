@@ -1,9 +1,12 @@
 """/v1/auth, /v1/me and the JWKS: accounts and tokens, answered by the auth service."""
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 
 from services.gateway import schemas
 from services.gateway.deps import BackendsDep, Token, client_address
+from services.gateway.uploads import storage_or_none
 
 router = APIRouter(tags=["auth"])
 
@@ -34,10 +37,11 @@ async def logout(body: schemas.RefreshTokenBody, token: Token, backends: Backend
     return Response(status_code=204)
 
 
-@router.get("/v1/me", response_model=schemas.User)
-async def me(token: Token, backends: BackendsDep) -> schemas.User:
-    """The signed-in user."""
-    return schemas.user_from(await backends.auth.me(token))
+@router.get("/v1/me", response_model=schemas.Me)
+async def me(token: Token, backends: BackendsDep) -> schemas.Me:
+    """The signed-in user, with their storage quota and what they use of it."""
+    user, usage = await asyncio.gather(backends.auth.me(token), storage_or_none(backends.catalog, token))
+    return schemas.Me(**schemas.user_from(user).model_dump(), storage=usage)
 
 
 @router.get("/.well-known/jwks.json", response_model=schemas.Jwks)

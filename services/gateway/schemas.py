@@ -53,6 +53,17 @@ class User(BaseModel):
     created_at: datetime | None
 
 
+class Storage(BaseModel):
+    bytes_used: int = Field(description="Bytes your images use, uploads in progress included.")
+    bytes_limit: int = Field(description="Bytes you may store; 0 means no limit.")
+    images_used: int
+    images_limit: int = Field(description="Images you may store; 0 means no limit.")
+
+
+class Me(User):
+    storage: Storage | None = Field(description="Your storage quota; null while the catalog cannot be reached.")
+
+
 class Jwks(BaseModel):
     keys: list[dict] = Field(description="RFC 7517 JSON Web Keys.")
 
@@ -155,6 +166,15 @@ class LegacyImage(BaseModel):
 
 def timestamp(value: Timestamp, present: bool) -> datetime | None:
     return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def storage_from(usage: catalog_pb2.Usage) -> Storage:
+    return Storage(
+        bytes_used=usage.bytes_used,
+        bytes_limit=usage.bytes_limit,
+        images_used=usage.images_used,
+        images_limit=usage.images_limit,
+    )
 
 
 def user_from(user: auth_pb2.User) -> User:

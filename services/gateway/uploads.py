@@ -19,8 +19,10 @@ from services.gateway.multipart import CHUNK_BYTES, MultipartReader, Part, check
 FIELD = "image"
 # A refused file in a batch is reported and the next one tried; other failures end the whole request.
 _PER_FILE_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
-# The catalog answers RESOURCE_EXHAUSTED for a file over its size limit.
+# The catalog answers RESOURCE_EXHAUSTED for a file over its size limit, and for a file over the caller's storage
+# quota with this reason; the quota is answered 403, as Google Drive and Box do, since retrying cannot help.
 _UPLOAD_OVERRIDES = {grpc.StatusCode.RESOURCE_EXHAUSTED: 413}
+QUOTA_REASON = ("error-reason", "STORAGE_QUOTA_EXCEEDED")
 # Bytes of one request kept in memory while it is received; the rest waits in temporary files.
 _IN_MEMORY_PER_REQUEST = 8 * 1024 * 1024
 
@@ -70,10 +72,7 @@ async def upload_one(
             token, filename=part.filename or "", content_type=part.content_type, chunks=form.data(), max_bytes=max_bytes
         )
     except grpc.aio.AioRpcError as exc:
-        error = from_rpc_error(exc, overrides=_UPLOAD_OVERRIDES)
-        if exc.code() in _PER_FILE_CODES:
-            return error
-        raise error from None
+        return refusal(exc)
 
 
 @dataclass
@@ -141,10 +140,50 @@ async def store_one(catalog: CatalogClient, received: ReceivedFile, *, token: st
             max_bytes=max_bytes,
         )
     except grpc.aio.AioRpcError as exc:
-        error = from_rpc_error(exc, overrides=_UPLOAD_OVERRIDES)
-        if exc.code() in _PER_FILE_CODES:
-            return error
-        raise error from None
+        return refusal(exc)
+
+
+def refusal(exc: grpc.aio.AioRpcError) -> ApiError:
+    """Why the catalog refused one file; raises instead when the failure is the whole request's."""
+    if QUOTA_REASON in tuple(exc.trailing_metadata() or ()):
+        return quota_exceeded(exc.details())
+    error = from_rpc_error(exc, overrides=_UPLOAD_OVERRIDES)
+    if exc.code() in _PER_FILE_CODES:
+        return error
+    raise error from None
+
+
+def quota_exceeded(message: str) -> ApiError:
+    return ApiError(403, message, code="quota_exceeded")
+
+
+async def storage_or_none(catalog: CatalogClient, token: str) -> schemas.Storage | None:
+    """The caller's storage quota and usage, or None while the catalog cannot tell."""
+    try:
+        return schemas.storage_from(await catalog.usage(token))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise
+        return None
+
+
+async def check_quota(catalog: CatalogClient, token: str, files: list[ReceivedFile]) -> None:
+    """Refuses a batch that cannot fit the caller's quota before storing any of it; the catalog still checks each
+    file atomically, so concurrent requests cannot overshoot either way."""
+    storage = await storage_or_none(catalog, token)
+    if storage is None:
+        return
+    size = sum(received.size for received in files)
+    if storage.images_limit and storage.images_used + len(files) > storage.images_limit:
+        raise quota_exceeded(
+            f"storage quota exceeded: you have {storage.images_used} of {storage.images_limit} images and sent"
+            f" {len(files)} more; nothing was stored"
+        )
+    if storage.bytes_limit and storage.bytes_used + size > storage.bytes_limit:
+        raise quota_exceeded(
+            f"storage quota exceeded: you use {storage.bytes_used} of {storage.bytes_limit} bytes and these files"
+            f" need {size} more; nothing was stored"
+        )
 
 
 async def upload_all(
@@ -154,6 +193,8 @@ async def upload_all(
     files = await receive_files(open_form(request, limit=settings.max_request_bytes), settings)
     stored, refused = [], []
     try:
+        if len(files) > 1:
+            await check_quota(catalog, token, files)
         for received in files:
             result = await store_one(catalog, received, token=token, max_bytes=settings.max_upload_bytes)
             if isinstance(result, ApiError):
