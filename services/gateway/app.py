@@ -16,6 +16,7 @@ from services.gateway.clients import Backends
 from services.gateway.config import Settings
 from services.gateway.identity import AnonymousSession
 from services.gateway.observability import HttpMetrics, RequestContext
+from services.gateway.timeouts import BodyReadTimeout
 
 # Statuses any API route may answer besides its own, documented so clients and schema checks know them.
 COMMON_ERRORS = (400, 401, 403, 404, 409, 429, 500, 503, 504)
@@ -83,6 +84,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=["X-Request-ID", "ETag", "Content-Disposition", "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(BodyReadTimeout, seconds=settings.body_timeout_seconds, min_rate=settings.body_min_rate_bytes)
     app.add_middleware(RequestContext, metrics=HttpMetrics(app.state.registry))
 
 
