@@ -191,7 +191,7 @@ async def _start(
         register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
         interceptors=[interceptor],
-        dependencies={"database": database, "object storage": _storage_check(runtime.contents.blobs)},
+        dependencies={"database": database, "object_storage": _storage_check(runtime.contents.blobs)},
     )
     tasks = [asyncio.create_task(job()) for job in jobs]
     # Cleanups run last-registered first: stop the background tasks, then close what they use.

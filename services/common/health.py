@@ -19,7 +19,8 @@ class DependencyWatcher:
     """Runs every check each interval; the service is SERVING only while all of them pass.
 
     A check is an async callable that returns when the dependency works and raises (or times out) when not.
-    `on_change(healthy)` is awaited whenever the overall answer changes.
+    `on_change(healthy)` is awaited whenever the overall answer changes, `on_dependency(name, passed)` whenever
+    one dependency's does (and once for each at the first check).
     """
 
     def __init__(
@@ -27,15 +28,17 @@ class DependencyWatcher:
         checks: Mapping[str, Check],
         *,
         on_change: Callable[[bool], Awaitable[None]],
+        on_dependency: Callable[[str, bool], Awaitable[None]] | None = None,
         registry: CollectorRegistry | None = None,
         interval: float = CHECK_INTERVAL_SECONDS,
         timeout: float = CHECK_TIMEOUT_SECONDS,
     ) -> None:
         self._checks = dict(checks)
         self._on_change = on_change
+        self._on_dependency = on_dependency
         self._interval = interval
         self._timeout = timeout
-        self.states: dict[str, bool] = dict.fromkeys(self._checks, True)
+        self.states: dict[str, bool | None] = dict.fromkeys(self._checks)
         self.healthy = True
         self._up = Gauge(
             "tagsmith_dependency_up",
@@ -51,6 +54,8 @@ class DependencyWatcher:
         for name, passed in zip(names, results, strict=True):
             if passed != self.states[name]:
                 log.log(logging.INFO if passed else logging.WARNING, "%s %s", name, "reachable" if passed else "down")
+                if self._on_dependency is not None:
+                    await self._on_dependency(name, passed)
             self.states[name] = passed
             self._up.labels(name).set(int(passed))
         healthy = all(results)

@@ -57,6 +57,18 @@ class RunningServer:
         for name in ("", *self.service_names):
             await self.health.set(name, status)
 
+    async def set_dependency(self, name: str, reachable: bool) -> None:
+        """Each watched dependency is also a health service name of its own, for status pages."""
+        status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(name, status)
+
+    async def set_ready(self, ready: bool) -> None:
+        """Readiness: the named services follow the dependencies; "" stays SERVING while the process lives, since
+        it answers liveness probes, and restarting a service does not bring its database back."""
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.service_names:
+            await self.health.set(name, status)
+
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish within `grace`, then runs cleanups."""
         await self.health.enter_graceful_shutdown()
@@ -82,7 +94,8 @@ async def start_server(
     """Builds, binds and starts a server; `register` adds the servicers. Port 0 binds a free port.
 
     Pass `registry` to publish service-specific metrics beside the per-RPC ones. With `dependencies` (name ->
-    check), health reports NOT_SERVING while any check fails and SERVING again once all pass.
+    check), the named services report NOT_SERVING while any check fails and SERVING again once all pass, and each
+    dependency's own state is the health status of its name.
     """
     registry = registry if registry is not None else CollectorRegistry()
     server = grpc.aio.server(
@@ -115,7 +128,9 @@ async def start_server(
 
 
 async def _watch(running: RunningServer, dependencies: Mapping[str, Check]) -> None:
-    running.watcher = DependencyWatcher(dependencies, on_change=running.set_serving, registry=running.registry)
+    running.watcher = DependencyWatcher(
+        dependencies, on_change=running.set_ready, on_dependency=running.set_dependency, registry=running.registry
+    )
     await running.watcher.check_once()
     running._watching = asyncio.create_task(running.watcher.run())
 

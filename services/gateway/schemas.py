@@ -154,6 +154,19 @@ class Health(BaseModel):
     backends: dict[str, str] = Field(default_factory=dict)
 
 
+class BackendStatus(BaseModel):
+    status: Literal["SERVING", "NOT_SERVING", "UNREACHABLE", "UNKNOWN", "SERVICE_UNKNOWN"]
+    dependencies: dict[str, str] = Field(
+        description="What the backend watches itself (database, object storage), each SERVING or NOT_SERVING."
+    )
+
+
+class SystemStatus(BaseModel):
+    status: Literal["ok", "degraded"] = Field(description="ok when every backend and dependency is SERVING.")
+    ready: bool = Field(description="What /readyz answers for this gateway pod.")
+    backends: dict[str, BackendStatus]
+
+
 class LegacyUpload(BaseModel):
     category: str
     uid: str

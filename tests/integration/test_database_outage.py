@@ -63,11 +63,13 @@ async def system(restartable_postgres, tmp_path, test_keys, scripted_inference):
         verifier=test_keys.verifier(),
     )
     address = f"127.0.0.1:{catalog.port}"
-    settings = GatewaySettings(auth_addr=f"127.0.0.1:{auth.port}", catalog_addr=address, inference_addr=address)
-    backends = Backends.open(settings)
-    http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(settings, backends=backends)), base_url="http://gateway.test"
+    settings = GatewaySettings(
+        auth_addr=f"127.0.0.1:{auth.port}", catalog_addr=address, inference_addr=inference_address
     )
+    backends = Backends.open(settings)
+    app = create_app(settings, backends=backends)
+    app.state.verifier = test_keys.verifier()  # admin tokens from the test keys, not from this auth's own key
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test")
     channel = open_channel(address, default_timeout=30)
     yield {"auth": auth, "catalog": catalog, "http": http, "channel": channel, "dsn": dsn, "inference": inference}
     await http.aclose()
@@ -114,11 +116,24 @@ async def test_health_follows_the_database_and_service_resumes(system, restartab
     restartable_postgres.stop()
     assert await _seconds_until(catalog_address, CATALOG_SERVICE, not_serving) < 3
     assert await _seconds_until(auth_address, AUTH_SERVICE, not_serving) < 3
-    assert system["catalog"].watcher.states == {"database": False, "object storage": True}
+    assert await _status(catalog_address, "database") == not_serving
+    # "" answers liveness probes: a restart would not bring the database back, so it stays SERVING.
+    assert await _status(catalog_address, "") == serving
+    assert system["catalog"].watcher.states == {"database": False, "object_storage": True}
+    admin = {"Authorization": f"Bearer {test_keys.token('root', roles=('user', 'admin'))}"}
+    status = (await system["http"].get("/v1/status", headers=admin)).json()
+    assert status["backends"]["catalog"] == {
+        "status": "NOT_SERVING",
+        "dependencies": {"database": "NOT_SERVING", "object_storage": "SERVING"},
+    }
+    assert status["backends"]["auth"] == {"status": "NOT_SERVING", "dependencies": {"database": "NOT_SERVING"}}
+    assert (status["status"], status["ready"]) == ("degraded", True)
+    assert (await system["http"].get("/readyz")).status_code == 200
 
     restartable_postgres.start()
     assert await _seconds_until(catalog_address, CATALOG_SERVICE, serving) < 5
     assert await _seconds_until(auth_address, AUTH_SERVICE, serving) < 5
+    assert (await system["http"].get("/v1/status", headers=admin)).json()["status"] == "ok"
     alice = CatalogClient(system["channel"], test_keys.token("alice"))
     image = await alice.upload(image_bytes(fmt="PNG"), "after.png")
     assert image.uid
