@@ -18,6 +18,8 @@ UNREACHABLE = (psycopg.OperationalError, PoolTimeout)
 # How long a call waits for a pooled connection: with the database down, a call fails within this, not the pool's
 # 30 s default (longer than the callers' own deadlines, so they saw a timeout instead of "unavailable").
 CHECKOUT_TIMEOUT_SECONDS = 2.0
+# How long the pool keeps retrying one lost connection; a call waiting afterwards starts a new attempt at once.
+RECONNECT_TIMEOUT_SECONDS = 5.0
 # libpq's connection options: give up connecting after 2 s (its minimum) instead of the operating system's minutes;
 # notice a peer that vanished mid-query (no RST: a partition, a dead host) within seconds instead of 15 minutes.
 CONNECTION_OPTIONS = {
@@ -52,7 +54,9 @@ async def open_pool(
         open=False,
         check=check_if_disturbed,
         timeout=checkout_timeout,
-        reconnect_timeout=60,
+        # Short, so that after an outage a waiting call soon starts a fresh attempt instead of waiting out a backoff
+        # grown during the outage (psycopg_pool doubles the pause between attempts until this expires).
+        reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
     )
     await pool.open(wait=False)
     return pool
