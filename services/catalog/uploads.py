@@ -17,9 +17,10 @@ from services.catalog.content import ContentBytes
 from services.catalog.errors import CatalogError, invalid
 from services.catalog.ids import new_uid
 from services.catalog.inference_client import InferenceClient, InferenceFailed, InferenceRejected, InferenceUnavailable
-from services.catalog.models import ImageRow, NewImage, Outcome
+from services.catalog.models import ImageRow, NewImage, Outcome, QuotaExceeded
 from services.catalog.store import CatalogStore
 from services.common.context import time_remaining
+from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,15 @@ class Cleanups:
         self._retry_for = retry_for
         self._tasks: set[asyncio.Task] = set()
 
-    async def undo(self, uid: str) -> None:
+    async def undo(self, uid: str, *, cause: BaseException) -> None:
         """Starts the undo and waits a little for it, so a refused upload is usually gone when the caller hears of
-        it; the undo goes on after this returns or is cancelled."""
+        it; the undo goes on after this returns or is cancelled. With the database unreachable (the cause) the
+        caller is not kept waiting for an undo that cannot succeed yet."""
         task = asyncio.create_task(self._undo(uid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await asyncio.wait({task}, timeout=_UNDO_WAIT_SECONDS)
+        if not isinstance(cause, DATABASE_UNREACHABLE):
+            await asyncio.wait({task}, timeout=_UNDO_WAIT_SECONDS)
 
     async def _undo(self, uid: str) -> None:
         deadline = time.monotonic() + self._retry_for
@@ -115,7 +118,7 @@ class Cleanups:
                     log.warning("could not undo an unfinished upload; the sweeper will", exc_info=True)
                     return
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
+            pause = min(pause * 2, 2.0)
 
     async def wait(self, timeout: float = _UNDO_WAIT_SECONDS) -> None:
         """At shutdown, before the pool closes: lets the undos in progress finish for a while, then stops them
@@ -188,9 +191,11 @@ class Uploader:
         for _ in range(_RESERVE_ATTEMPTS):
             try:
                 row, created = await self._store.reserve(new)
-            except BaseException:
+            except QuotaExceeded:
+                raise
+            except BaseException as exc:
                 # Cancelled or failed after the insert may have committed: our uid names the row if it exists.
-                await self._cleanups.undo(new.uid)
+                await self._cleanups.undo(new.uid, cause=exc)
                 raise
             if row.status != "uploading":
                 return row, True
@@ -207,9 +212,9 @@ class Uploader:
             await self._contents.save_original(new.sha256, received.file, new.size_bytes, content_type=new.content_type)
             outcome = await self._classify(received, token)
             final = await self._store.finalize(row.id, outcome)
-        except BaseException:
+        except BaseException as exc:
             if created:
-                await self._cleanups.undo(row.uid)
+                await self._cleanups.undo(row.uid, cause=exc)
             raise
         if final is not None:
             return final, False

@@ -22,7 +22,7 @@ from services.gateway.app import create_app
 from services.gateway.clients import Backends
 from services.gateway.config import Settings as GatewaySettings
 from tests.support.auth_fixtures import auth_settings
-from tests.support.catalog_fixtures import CatalogClient, catalog_settings, image_bytes
+from tests.support.catalog_fixtures import CatalogClient, RestartablePostgres, catalog_settings, image_bytes
 
 AUTH_SERVICE = "tagsmith.auth.v1.AuthService"
 # A call that needs the database must fail within this while it is down (the issue asks for about 2 s).
@@ -49,6 +49,24 @@ async def _seconds_until(address: str, service: str, status: int) -> float:
             return time.monotonic() - started
         await asyncio.sleep(0.1)
     raise AssertionError(f"{service} did not report {status} within {HEALTH_FOLLOWS_SECONDS}s")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One cluster for the module (starting one costs seconds); each test gets its own database on it."""
+    handle = RestartablePostgres()
+    yield handle
+    handle.cleanup()
+
+
+@pytest.fixture
+def restartable_postgres(cluster):
+    """The module's cluster, running again after each test whatever state the test left it in."""
+    yield cluster
+    try:
+        psycopg.connect(cluster.admin_dsn, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        cluster.start()
 
 
 @pytest.fixture
@@ -154,6 +172,14 @@ async def test_direct_grpc_calls_answer_unavailable_without_channel_retries(syst
     # One checkout timeout, not four (the channel retries UNAVAILABLE unless the server pushes back).
     assert time.monotonic() - started < FAIL_FAST_SECONDS
 
+    auth = auth_pb2_grpc.AuthServiceStub(open_channel(f"127.0.0.1:{system['auth'].port}"))
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await auth.Register(auth_pb2.RegisterRequest(username="while-down", password="password123"))
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert failure.value.details() == "the database is unavailable; try again shortly"
+    assert time.monotonic() - started < FAIL_FAST_SECONDS
+
 
 async def test_an_upload_cut_by_the_outage_is_refused_and_leaves_nothing(system, restartable_postgres, test_keys):
     """The database goes away after the row is reserved: the client hears UNAVAILABLE, and once the database is
@@ -185,7 +211,7 @@ async def _wait_for_reservation(dsn: str) -> None:
 
 
 async def _eventually_no_rows(dsn: str) -> None:
-    for _ in range(100):
+    for _ in range(200):
         async with await psycopg.AsyncConnection.connect(dsn) as conn:
             cur = await conn.execute("SELECT count(*) FROM catalog.images")
             if (await cur.fetchone())[0] == 0:
