@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_CHUNK_BYTES = 1024 * 1024
 # Uploads up to this size stay in memory; larger ones spill to a temporary file.
 _SPOOL_IN_MEMORY = 4 * 1024 * 1024
+# Most bytes read and dropped after an upload passed the size limit, before answering (see _drain).
+_DRAIN_BYTES = 64 * 1024 * 1024
 # Time kept back from the caller's deadline to store the outcome after classifying.
 _DEADLINE_MARGIN = 0.5
 # How long an unfinished upload's undo keeps trying while the database is unreachable.
@@ -60,6 +62,17 @@ async def read_header(messages: AsyncIterator[catalog_pb2.UploadImageRequest]) -
     return first.header
 
 
+async def _drain(messages: AsyncIterator[catalog_pb2.UploadImageRequest]) -> None:
+    """Reads and drops what the client is still sending, up to a bound, before the refusal: an asyncio gRPC client
+    whose write meets a call the server already ended reports INTERNAL instead of the server's status
+    (grpc/grpc#36066), so the gateway would answer 500 instead of 413. HTTP servers drain a refused body likewise."""
+    drained = 0
+    async for message in messages:
+        drained += len(message.chunk)
+        if drained > _DRAIN_BYTES:
+            return
+
+
 async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, max_bytes: int) -> Received:
     """Spools the chunks, hashing as they come; stops at the first byte over the limit."""
     # Handed to the caller, who closes it; closed here only on failure.
@@ -73,6 +86,7 @@ async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, ma
                 raise invalid("upload chunks must be at most 1 MiB each")
             size += len(message.chunk)
             if size > max_bytes:
+                await _drain(messages)
                 raise CatalogError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"the image is larger than the limit of {max_bytes} bytes"
                 )
