@@ -1,6 +1,7 @@
 """Server interceptors, applied in this order: observability (request id, logs, metrics, errors), then auth."""
 
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -11,11 +12,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from services.common.context import principal_var, set_deadline_from
 from services.common.logging import request_id_var
 from services.common.tokens import InvalidToken, TokenVerifier
-
-try:
-    from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
-except ImportError:  # services without a database do not install its driver
-    DATABASE_UNREACHABLE = ()
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +107,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     async def _fail(exc: Exception, context: grpc.aio.ServicerContext) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
-        if isinstance(exc, DATABASE_UNREACHABLE):
+        if _database_unreachable(exc):
             log.debug("database unreachable: %r", exc)
             await abort_unavailable(context, "the database is unavailable; try again shortly")
         log.exception("unhandled error")
@@ -133,6 +129,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code_name,
             extra={"method": method, "code": code_name, "ms": round(elapsed * 1000, 2)},
         )
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """Whether `exc` means the database could not be reached. Looked up only in processes that loaded the
+    database plumbing, so services without a database never import its driver."""
+    db = sys.modules.get("services.common.db")
+    return db is not None and isinstance(exc, db.UNREACHABLE)
 
 
 async def abort_unavailable(context: grpc.aio.ServicerContext, message: str) -> None:
