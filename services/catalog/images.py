@@ -17,6 +17,14 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _INVISIBLE_CATEGORIES = ("C", "Zl", "Zp")
 
 
+TRUNCATED = "the image is truncated or corrupt; upload the complete file"
+# Inside JPEG entropy-coded data every 0xFF is followed by 0x00, so FF D9 after the first scan is the real end.
+_JPEG_END = b"\xff\xd9"
+_SCAN_CHUNK_BYTES = 1024 * 1024
+# What Pillow's PNG verify() raises on a cut or damaged file.
+_VERIFY_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError)
+
+
 class UnsupportedImage(ValueError):
     """Not an image this service accepts; the message says why."""
 
@@ -38,7 +46,8 @@ class ImageInfo:
 
 
 def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
-    """Reads the header only: detects the format from the bytes and enforces the pixel limit."""
+    """Detects the format from the bytes, enforces the pixel limit from the header, and refuses a JPEG or PNG
+    that ends early (without decoding pixels), so a cut file is refused even while the classifier is down."""
     register_openers()
     source.seek(0)
     try:
@@ -46,10 +55,13 @@ def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
             width, height = image.size
             fmt, mode, transparent = image.format, image.mode, "transparency" in image.info
             orientation = orientation_of(image)
+            complete = _is_complete(image, source)
     except Image.DecompressionBombError:
         raise UnsupportedImage(f"the image has more than {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError):
         raise UnsupportedImage(f"not a supported image; send {DESCRIPTION}") from None
+    if not complete:
+        raise UnsupportedImage(TRUNCATED)
     if width < 1 or height < 1:
         raise UnsupportedImage("the image has no pixels")
     if width * height > max_pixels:
@@ -66,6 +78,31 @@ def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
         orientation,
         mode in _ALPHA_MODES or transparent,
     )
+
+
+def _is_complete(image: Image.Image, source: BinaryIO) -> bool:
+    """JPEG: an end-of-image marker after the first scan. PNG: every chunk's CRC through IEND (no inflating).
+    Bytes after the end (what phones append: more metadata, a video) are fine. Other formats: the classifier's
+    full decode tells."""
+    if image.format == "PNG":
+        try:
+            image.verify()
+        except _VERIFY_ERRORS:
+            return False
+    elif image.format == "JPEG":
+        return _contains(source, _JPEG_END, start=image.tile[0][2] if image.tile else 0)
+    return True
+
+
+def _contains(source: BinaryIO, marker: bytes, *, start: int) -> bool:
+    """Whether `marker` occurs in `source` from offset `start`, read a chunk at a time."""
+    source.seek(start)
+    tail = b""
+    while chunk := source.read(_SCAN_CHUNK_BYTES):
+        if marker in tail + chunk:
+            return True
+        tail = chunk[-(len(marker) - 1) :]
+    return False
 
 
 def clean_filename(raw: str, *, fallback_stem: str, extension: str) -> str:

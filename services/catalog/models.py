@@ -5,6 +5,38 @@ from datetime import datetime
 
 from services.catalog.terms import LabelScore, TagRow, visible_tags
 
+# "No limit": larger than any sum of bigint sizes one owner can reach.
+UNLIMITED = 2**62
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one owner may store: total bytes and number of images."""
+
+    bytes: int = UNLIMITED
+    images: int = UNLIMITED
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one owner's images use, uploads in progress included, against its quota."""
+
+    bytes: int
+    images: int
+    quota: Quota
+
+    def refuses(self, size: int) -> bool:
+        return self.bytes + size > self.quota.bytes or self.images + 1 > self.quota.images
+
+
+class QuotaExceeded(Exception):
+    """An upload would take its owner past the storage quota."""
+
+    def __init__(self, usage: Usage, size: int) -> None:
+        super().__init__(usage, size)
+        self.usage = usage
+        self.size = size
+
 
 @dataclass(frozen=True)
 class NewImage:

@@ -11,8 +11,6 @@ from datetime import timedelta
 from typing import BinaryIO
 
 import grpc
-import psycopg
-from psycopg_pool import PoolTimeout
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from services.catalog import pagination, thumbnails
@@ -22,16 +20,19 @@ from services.catalog.convert import image_message
 from services.catalog.errors import CatalogError, invalid, not_found
 from services.catalog.ids import is_valid_uid
 from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
-from services.catalog.models import ImageRow
+from services.catalog.models import UNLIMITED, ImageRow, QuotaExceeded
 from services.catalog.reclassify import Reclassifier
 from services.catalog.store import CatalogStore
 from services.catalog.terms import InvalidTag, normalize_query, normalize_tag
 from services.catalog.uploads import Uploader
 from services.common.context import current_principal
+from services.common.interceptors import abort_unavailable
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
 
+# Trailing metadata that tells a quota refusal from the other RESOURCE_EXHAUSTED answers (a file over the size limit).
+QUOTA_REASON = ("error-reason", "STORAGE_QUOTA_EXCEEDED")
 MAX_CATEGORY_CHARS = 200
 MAX_RECLASSIFY_BATCH = 1000
 # Digests one FindDigests call may ask about.
@@ -50,8 +51,6 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.FAILED_PRECONDITION, "the image cannot be decoded, so it has no thumbnail"
     if isinstance(exc, BlobStoreUnavailable):
         return grpc.StatusCode.UNAVAILABLE, "object storage is unavailable; try again shortly"
-    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
-        return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly"
     if isinstance(exc, InferenceUnavailable | InferenceFailed):
         return grpc.StatusCode.UNAVAILABLE, "the inference service is unavailable; try again later"
     return None
@@ -59,10 +58,32 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext) -> None:
     """Answers a known failure with its status; anything else propagates (the interceptor logs it as INTERNAL)."""
+    if isinstance(exc, QuotaExceeded):
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, _quota_message(exc), trailing_metadata=((*QUOTA_REASON,),)
+        )
     status = _status_for(exc)
     if status is None:
         raise exc
-    await context.abort(*status)
+    code, message = status
+    if code == grpc.StatusCode.UNAVAILABLE:
+        await abort_unavailable(context, message)
+    await context.abort(code, message)
+
+
+def _quota_message(exc: QuotaExceeded) -> str:
+    usage, quota = exc.usage, exc.usage.quota
+    if usage.images + 1 > quota.images:
+        return f"storage quota exceeded: you have {usage.images} of {quota.images} images; delete some to upload more"
+    return (
+        f"storage quota exceeded: you use {usage.bytes} of {quota.bytes} bytes and this image needs {exc.size}"
+        " more; delete some images to make room"
+    )
+
+
+def _shown(limit: int) -> int:
+    """0 stands for "no limit" in replies."""
+    return 0 if limit >= UNLIMITED else limit
 
 
 def _unary(method):
@@ -376,6 +397,18 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         known = await self._store.known_digests(current_principal().subject, _digests(request.sha256))
         return catalog_pb2.FindDigestsResponse(
             known=[catalog_pb2.KnownDigest(sha256=sha, uid=uid, category=category) for sha, uid, category in known]
+        )
+
+    @_unary
+    async def GetUsage(
+        self, request: catalog_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Usage:
+        usage = await self._store.usage(current_principal().subject)
+        return catalog_pb2.Usage(
+            bytes_used=usage.bytes,
+            bytes_limit=_shown(usage.quota.bytes),
+            images_used=usage.images,
+            images_limit=_shown(usage.quota.images),
         )
 
 

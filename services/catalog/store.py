@@ -12,7 +12,18 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.catalog import terms
-from services.catalog.models import Classification, ImageRow, ModelId, NewImage, Outcome, Page, SearchHit
+from services.catalog.models import (
+    Classification,
+    ImageRow,
+    ModelId,
+    NewImage,
+    Outcome,
+    Page,
+    Quota,
+    QuotaExceeded,
+    SearchHit,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +44,23 @@ RemoveBytes = Callable[[str], Awaitable[None]]
 _NEW_IMAGE = _rendered(sql.SQL(", ").join(map(sql.Identifier, NewImage.__dataclass_fields__)))
 _NEW_VALUES = _rendered(sql.SQL(", ").join(map(sql.Placeholder, NewImage.__dataclass_fields__)))
 _CONTENT_XACT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"
-# Takes the content lock, then inserts, in one statement: the lock is held from before the row exists until it
-# commits, as the content lock requires. A conflict (the caller's identical upload) is settled by _INSERT and _TOUCH.
+# Takes the content lock, then locks the owner's usage row, then inserts if the quota allows, in one statement:
+# the content lock is held from before the row exists until it commits, as the content lock requires, and the usage
+# row stays locked until the insert's trigger has counted the new row, so concurrent uploads cannot overshoot.
+# Nothing returned means a conflict (the caller's identical upload) or no room: settled by reserve()'s second path.
 _RESERVE = _rendered(
     sql.SQL(
-        "INSERT INTO catalog.images AS i ({names}, status) SELECT {values}, 'uploading'"
-        " FROM (SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))) AS locked"
+        "WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))),"
+        " used AS (INSERT INTO catalog.storage_usage AS u (owner_id) SELECT %(owner_id)s FROM locked"
+        " ON CONFLICT (owner_id) DO UPDATE SET owner_id = excluded.owner_id RETURNING u.bytes, u.images)"
+        " INSERT INTO catalog.images AS i ({names}, status) SELECT {values}, 'uploading' FROM used"
+        " WHERE used.bytes + %(size_bytes)s <= %(quota_bytes)s AND used.images + 1 <= %(quota_images)s"
         " ON CONFLICT (owner_id, sha256) DO NOTHING RETURNING {columns}"
     ).format(names=_NEW_IMAGE, values=_NEW_VALUES, columns=_COLUMNS)
+)
+_LOCK_USAGE = (
+    "INSERT INTO catalog.storage_usage AS u (owner_id) VALUES (%(owner_id)s)"
+    " ON CONFLICT (owner_id) DO UPDATE SET owner_id = excluded.owner_id RETURNING u.bytes, u.images"
 )
 _INSERT = _rendered(
     sql.SQL(
@@ -210,8 +230,9 @@ def _index(labels: Sequence[terms.LabelScore], tags: Sequence[terms.TagRow]) -> 
 class CatalogStore:
     """Reads and writes images and their tags; owns the per-content lock that keeps shared bytes safe."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, quota: Quota | None = None) -> None:
         self._pool = pool
+        self._quota = quota or Quota()
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -280,24 +301,36 @@ class CatalogStore:
     async def reserve(self, new: NewImage) -> tuple[ImageRow, bool]:
         """Inserts an invisible `uploading` row, or returns the caller's existing row for the same bytes.
 
-        Returns (row, created). An existing row is touched so the sweeper leaves it alone a while longer.
+        Returns (row, created). An existing row is touched so the sweeper leaves it alone a while longer, and
+        costs no quota. Raises QuotaExceeded when a new row would take the owner past the quota.
         """
         values = {name: getattr(new, name) for name in NewImage.__dataclass_fields__}
         lock = {"lock_key": _LOCK_NAMESPACE + new.sha256}
+        quota = {"quota_bytes": self._quota.bytes, "quota_images": self._quota.images}
         async with self._single_statements() as conn:
-            row = await self._fetch_one(conn, _RESERVE, values | lock)
+            row = await self._fetch_one(conn, _RESERVE, values | lock | quota)
         if row is not None:
             return row, True
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(_CONTENT_XACT_LOCK, lock)
-            row = await self._fetch_one(conn, _INSERT, values)
-            if row is not None:
-                return row, True
-            row = await self._fetch_one(conn, _TOUCH, values)
-            if row.deleted_at is not None:
+            existing = await self._fetch_one(conn, _TOUCH, values)
+            if existing is not None and existing.deleted_at is not None:
                 # Uploading a trashed photo again brings it back.
-                row = await self._untrash(conn, row.id)
-            return row, False
+                existing = await self._untrash(conn, existing.id)
+            if existing is not None:
+                return existing, False
+            cur = await conn.execute(_LOCK_USAGE, values)
+            usage = Usage(*await cur.fetchone(), quota=self._quota)
+            if usage.refuses(new.size_bytes):
+                raise QuotaExceeded(usage, new.size_bytes)
+            return await self._fetch_one(conn, _INSERT, values), True
+
+    async def usage(self, owner: str) -> Usage:
+        """What the owner's images use (uploads in progress included) and the owner's quota."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT bytes, images FROM catalog.storage_usage WHERE owner_id = %s", (owner,))
+            row = await cur.fetchone()
+        return Usage(*(row or (0, 0)), quota=self._quota)
 
     async def finalize(self, image_id: int, outcome: Outcome) -> ImageRow | None:
         """Makes an `uploading` row visible with its outcome; None when another upload finished it first.
@@ -319,11 +352,15 @@ class CatalogStore:
 
         return await _retrying(attempt)
 
-    async def abandon(self, image_id: int, remove_bytes: RemoveBytes) -> None:
-        """Undoes a reservation whose upload did not complete, bytes included when nothing else uses them."""
+    async def abandon(self, uid: str, remove_bytes: RemoveBytes) -> None:
+        """Undoes a reservation whose upload did not complete, bytes included when nothing else uses them.
+
+        By uid, which the upload chose before reserving: a reservation cut short may exist without its caller
+        ever having seen the row. A row that became visible meanwhile is left alone.
+        """
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "DELETE FROM catalog.images WHERE id = %s AND status = 'uploading' RETURNING sha256", (image_id,)
+                "DELETE FROM catalog.images WHERE uid = %s AND status = 'uploading' RETURNING sha256", (uid,)
             )
             row = await cur.fetchone()
         if row is not None:

@@ -53,6 +53,17 @@ class User(BaseModel):
     created_at: datetime | None
 
 
+class Storage(BaseModel):
+    bytes_used: int = Field(description="Bytes your images use, uploads in progress included.")
+    bytes_limit: int = Field(description="Bytes you may store; 0 means no limit.")
+    images_used: int
+    images_limit: int = Field(description="Images you may store; 0 means no limit.")
+
+
+class Me(User):
+    storage: Storage | None = Field(description="Your storage quota; null while the catalog cannot be reached.")
+
+
 class Jwks(BaseModel):
     keys: list[dict] = Field(description="RFC 7517 JSON Web Keys.")
 
@@ -173,6 +184,19 @@ class Health(BaseModel):
     backends: dict[str, str] = Field(default_factory=dict)
 
 
+class BackendStatus(BaseModel):
+    status: Literal["SERVING", "NOT_SERVING", "UNREACHABLE", "UNKNOWN", "SERVICE_UNKNOWN"]
+    dependencies: dict[str, str] = Field(
+        description="What the backend watches itself (database, object storage), each SERVING or NOT_SERVING."
+    )
+
+
+class SystemStatus(BaseModel):
+    status: Literal["ok", "degraded"] = Field(description="ok when every backend and dependency is SERVING.")
+    ready: bool = Field(description="What /readyz answers for this gateway pod.")
+    backends: dict[str, BackendStatus]
+
+
 class LegacyUpload(BaseModel):
     category: str
     uid: str
@@ -185,6 +209,15 @@ class LegacyImage(BaseModel):
 
 def timestamp(value: Timestamp, present: bool) -> datetime | None:
     return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def storage_from(usage: catalog_pb2.Usage) -> Storage:
+    return Storage(
+        bytes_used=usage.bytes_used,
+        bytes_limit=usage.bytes_limit,
+        images_used=usage.images_used,
+        images_limit=usage.images_limit,
+    )
 
 
 def user_from(user: auth_pb2.User) -> User:

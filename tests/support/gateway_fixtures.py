@@ -37,6 +37,9 @@ class Recorded:
     # The fake catalog's size limit; tests of multi-chunk streaming raise it.
     max_bytes: int = FAKE_MAX_BYTES
     images: dict[str, catalog_pb2.Image] = field(default_factory=dict)
+    # The fake catalog's storage quota, reported by GetUsage and enforced on upload; 0 means none.
+    quota_bytes: int = 0
+    quota_images: int = 0
     blobs: dict[str, bytes] = field(default_factory=dict)
     trash: dict[str, catalog_pb2.Image] = field(default_factory=dict)
     logouts: list[str] = field(default_factory=list)
@@ -119,6 +122,9 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the image is over the size limit")
         if not data.startswith(_IMAGE_MAGIC):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a supported image")
+        if self.recorded.quota_images and len(self._mine()) >= self.recorded.quota_images:
+            reason = (("error-reason", "STORAGE_QUOTA_EXCEEDED"),)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "storage quota exceeded", trailing_metadata=reason)
         return self._store(header, bytes(data))
 
     def _store(self, header, data: bytes) -> catalog_pb2.Image:
@@ -201,6 +207,15 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def ListTags(self, request, context):
         return catalog_pb2.ListTagsResponse(tags=[catalog_pb2.TagCount(tag="cat", count=len(self._mine()))])
+
+    async def GetUsage(self, request, context):
+        mine = self._mine()
+        return catalog_pb2.Usage(
+            bytes_used=sum(image.size_bytes for image in mine),
+            bytes_limit=self.recorded.quota_bytes,
+            images_used=len(mine),
+            images_limit=self.recorded.quota_images,
+        )
 
     async def UpdateTags(self, request, context):
         image = await self._own(request.uid, context)

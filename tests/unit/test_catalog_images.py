@@ -120,3 +120,28 @@ def test_object_keys_come_from_a_validated_hash_only():
     assert content.hash_of("objects/not-a-hash") is None
     with pytest.raises(ValueError):
         content.original_key("../" + sha[3:])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_file_cut_short_is_refused_as_truncated(fmt):
+    noisy = Image.effect_noise((300, 200), 60).convert("RGB")
+    out = io.BytesIO()
+    noisy.save(out, format=fmt)
+    data = out.getvalue()
+    with pytest.raises(images.UnsupportedImage, match="the image is truncated or corrupt; upload the complete file"):
+        images.inspect(io.BytesIO(data[: len(data) // 2]), max_pixels=10**6)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_bytes_after_a_complete_image_are_fine(fmt):
+    """Phones append metadata, even a video, after the image itself."""
+    data = image_bytes(size=(300, 200), fmt=fmt) + b"\x00" * 5000 + b"MotionPhoto_Data" + bytes(range(256)) * 8
+    assert images.inspect(io.BytesIO(data), max_pixels=10**6).width == 300
+
+
+def test_the_jpeg_end_marker_is_found_across_read_chunks(monkeypatch):
+    monkeypatch.setattr(images, "_SCAN_CHUNK_BYTES", 7)
+    data = image_bytes(size=(64, 48))
+    assert images.inspect(io.BytesIO(data), max_pixels=10**6).width == 64
+    with pytest.raises(images.UnsupportedImage, match="truncated"):
+        images.inspect(io.BytesIO(data[:-2]), max_pixels=10**6)
