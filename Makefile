@@ -7,7 +7,7 @@ MODEL_DIR := models/efficientnet_lite0/1
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_REQUIREMENTS := $(wildcard services/*/requirements.txt) model/requirements.txt
 
-.PHONY: setup protos model run test lint bench clean
+.PHONY: setup protos model vocabulary run test lint bench clean
 
 ## setup: virtual environment, dependencies, generated protos and the model
 setup: $(VENV)/.installed protos model
@@ -34,6 +34,10 @@ model: $(MODEL_DIR)/saved_model.pb
 
 $(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt $(VENV)/.installed
 	$(PY) -m model.build --output $(MODEL_DIR)
+
+## vocabulary: services/common/vocabulary.json from WordNet 3.0 (Debian's wordnet-base) and the ImageNet class ids
+vocabulary: $(VENV)/.installed
+	$(PY) tools/build_vocabulary.py
 
 ## run: the whole system on embedded defaults (PostgreSQL, local blob store, model server)
 run: setup
