@@ -30,8 +30,13 @@ def image_message(row: ImageRow, *, duplicate: bool = False) -> catalog_pb2.Imag
         model_name=row.model_name,
         model_version=row.model_version,
         duplicate=duplicate,
+        camera_make=row.camera_make,
+        camera_model=row.camera_model,
+        vocabulary_version=row.vocabulary_version,
     )
     message.created_at.FromDatetime(row.created_at)
+    if row.taken_at is not None:
+        message.taken_at.FromDatetime(row.taken_at)
     if row.classified_at is not None:
         message.classified_at.FromDatetime(row.classified_at)
     return message

@@ -19,9 +19,14 @@ class NewImage:
     width: int
     height: int
     thumb_format: str
+    # From EXIF, when the file has it.
+    taken_at: datetime | None = None
+    camera_make: str = ""
+    camera_model: str = ""
 
 
-@dataclass(frozen=True)
+# Keyword-only: its own fields follow NewImage's defaulted ones.
+@dataclass(frozen=True, kw_only=True)
 class ImageRow(NewImage):
     """One row of catalog.images, as every read returns it: the upload's facts plus the catalog's own."""
 
@@ -38,6 +43,7 @@ class ImageRow(NewImage):
     model_version: str
     created_at: datetime
     classified_at: datetime | None
+    vocabulary_version: str
 
     @property
     def tags(self) -> list[TagRow]:

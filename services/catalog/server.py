@@ -16,6 +16,7 @@ from services.catalog.content import ContentBytes
 from services.catalog.identity import LoginTokenProvider, TokenProvider
 from services.catalog.inference_client import InferenceClient
 from services.catalog.reclassify import Reclassifier
+from services.catalog.retag import Retagger
 from services.catalog.servicer import CatalogServicer
 from services.catalog.store import CatalogStore
 from services.catalog.sweeper import Sweeper
@@ -113,6 +114,8 @@ def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Callable
         )
         worker = PendingWorker(store=runtime.store, classifier=runtime.classifier, tokens=tokens, policy=policy)
         jobs.append(worker.run)
+    if settings.retag_enabled:
+        jobs.append(Retagger(runtime.store, batch_size=settings.retag_batch_size).run)
     if settings.sweeper_enabled:
         sweeper = Sweeper(store=runtime.store, contents=runtime.contents, grace_seconds=settings.sweep_grace_seconds)
         jobs.append(lambda: sweeper.run(settings.sweep_interval_seconds))

@@ -48,13 +48,16 @@ class Vocabulary:
         self.phrases = frozenset(tag for words in classes for tag in words.tags)
         self.words = frozenset(word for phrase in self.phrases for word in phrase.split(" "))
         self._longest = max(len(phrase.split(" ")) for phrase in self.phrases)
+        self._by_label = {words.label: words for words in classes}
 
     def tags(self, class_id: int, label: str) -> tuple[str, ...]:
-        """The class's tags; a label this vocabulary does not know (another model's) is its only tag."""
+        """The class's tags, found by id (or by label, for a model numbering the same classes otherwise); a label
+        this vocabulary does not know is its only tag."""
         label = normalize(label)
         if 0 <= class_id < len(self.classes) and self.classes[class_id].label == label:
             return self.classes[class_id].tags
-        return (label,)
+        known = self._by_label.get(label)
+        return known.tags if known else (label,)
 
     def scored_tags(self, labels: Iterable[tuple[int, str, float]]) -> dict[str, float]:
         """Each tag of the (class id, label, score) predictions, scored by the summed probability of the classes

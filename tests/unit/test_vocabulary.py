@@ -62,4 +62,5 @@ def test_queries_split_into_known_phrases_and_words():
 
 def test_unknown_labels_are_their_own_tag():
     assert load().tags(0, "Red Panda") == ("red panda",)
+    assert load().tags(0, "tabby") == load().tags(281, "tabby")
     assert load().tags(281, "Tabby")[:2] == ("tabby", "tabby cat")
