@@ -48,7 +48,13 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     if backends is not None:
         _attach(app, backends, settings)
     errors.install(app)
-    for router in (routes_auth.router, routes_v1.model_router, routes_v1.router, routes_legacy.router):
+    for router in (
+        routes_auth.router,
+        routes_v1.model_router,
+        routes_v1.router,
+        routes_v1.settings_router,
+        routes_legacy.router,
+    ):
         app.include_router(router, responses={status: {"model": schemas.ErrorResponse} for status in COMMON_ERRORS})
     app.include_router(routes_system.health_router)
     app.include_router(routes_system.router)

@@ -99,6 +99,9 @@ class Image(BaseModel):
     duplicate: bool = Field(description="True when this upload matched bytes already stored.")
     content_url: str
     thumbnail_url: str
+    taken_at: datetime | None = Field(None, description="When the photo was taken (EXIF), read as UTC.")
+    camera_make: str = Field("", description="EXIF camera make; empty when absent.")
+    camera_model: str = Field("", description="EXIF camera model; empty when absent.")
 
 
 class ImagePage(BaseModel):
@@ -136,6 +139,15 @@ class TagCount(BaseModel):
 
 class TagList(BaseModel):
     tags: list[TagCount]
+
+
+class UserSettings(BaseModel):
+    min_score: float = Field(
+        ge=0,
+        le=1,
+        description="Matches scoring below this are left out of search, /v1/tags and /v1/categories unless a "
+        "request sets min_score.",
+    )
 
 
 class Health(BaseModel):
@@ -218,4 +230,7 @@ def image_from(image: catalog_pb2.Image) -> Image:
         duplicate=image.duplicate,
         content_url=f"/v1/images/{image.uid}/content",
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
+        taken_at=timestamp(image.taken_at, image.HasField("taken_at")),
+        camera_make=image.camera_make,
+        camera_model=image.camera_model,
     )
