@@ -126,6 +126,7 @@ class Uploader:
             width=info.width,
             height=info.height,
             thumb_format=info.thumb_format,
+            **info.taken.fields(),
         )
 
     async def _store_and_classify(self, new: NewImage, received: Received, caller: Principal) -> tuple[ImageRow, bool]:

@@ -1,9 +1,13 @@
 """Listing, search, counts, manual tags and ownership through a real catalog server and PostgreSQL."""
 
 import asyncio
+import io
+from datetime import UTC, datetime
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
 
 from tests.support.catalog_fixtures import image_bytes
@@ -295,3 +299,49 @@ async def test_control_characters_in_filters_are_invalid(world, test_keys):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await alice.ListImages(request)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+
+
+def _photo_taken(n: int, taken: str | None) -> bytes:
+    exif = Image.Exif()
+    exif[271], exif[272] = "Canon", f"EOS {n}"
+    if taken:
+        exif.get_ifd(0x8769)[36867] = taken
+    data = io.BytesIO()
+    Image.new("RGB", (16, 12), (n, 90, 90)).save(data, "JPEG", exif=exif)
+    return data.getvalue()
+
+
+async def test_taken_dates_filter_and_order_lists_and_search(world, test_keys):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    dates = ["2019:05:01 10:00:00", "2023:08:15 18:30:00", None, "2021:01:01 00:00:00"]
+    uids = []
+    for n, taken in enumerate(dates):
+        data = _photo_taken(n, taken)
+        classifier.script(data, [("tabby", 0.9)])
+        uids.append((await alice.upload(data)).uid)
+    first = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[0]))
+    assert first.taken_at.ToDatetime(tzinfo=UTC) == datetime(2019, 5, 1, 10, tzinfo=UTC)
+    assert (first.camera_make, first.camera_model) == ("Canon", "EOS 0")
+    undated = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[2]))
+    assert not undated.HasField("taken_at")
+
+    def stamp(year: int) -> Timestamp:
+        value = Timestamp()
+        value.FromDatetime(datetime(year, 1, 1, tzinfo=UTC))
+        return value
+
+    newest = catalog_pb2.IMAGE_ORDER_TAKEN_NEWEST
+    # The undated photo counts as taken when uploaded (now), so it sorts first.
+    for size in (1, 2, 50):
+        request = catalog_pb2.ListImagesRequest(order=newest, page_size=size)
+        assert await _all_pages(alice.ListImages, request) == [uids[2], uids[1], uids[3], uids[0]]
+    oldest = catalog_pb2.ListImagesRequest(order=catalog_pb2.IMAGE_ORDER_TAKEN_OLDEST, page_size=1)
+    assert await _all_pages(alice.ListImages, oldest) == [uids[0], uids[3], uids[1], uids[2]]
+    window = catalog_pb2.ListImagesRequest(taken_after=stamp(2020), taken_before=stamp(2024))
+    assert await _all_pages(alice.ListImages, window) == [uids[3], uids[1]]
+    search = catalog_pb2.SearchImagesRequest(query="cat", taken_before=stamp(2022), order=newest, page_size=1)
+    assert await _all_pages(alice.SearchImages, search) == [uids[3], uids[0]]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.ListImages(catalog_pb2.ListImagesRequest(taken_after=stamp(2024), taken_before=stamp(2020)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
