@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.catalog.terms import LabelScore, TagRow, visible_tags
+from services.catalog.terms import LabelScore, TagRow, visible_tag_names, visible_tags
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class ImageRow(NewImage):
     @property
     def tags(self) -> list[TagRow]:
         return visible_tags(self.model_tags, self.manual_tags, self.hidden_tags)
+
+    @property
+    def tag_names(self) -> list[str]:
+        return visible_tag_names(self.model_tags, self.manual_tags, self.hidden_tags)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,12 @@ def visible_tags(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: 
     return rows
 
 
+def visible_tag_names(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: Sequence[str]) -> list[str]:
+    """The tags of visible_tags, names only: what every image message lists, so it builds no rows."""
+    skip = set(manual) | set(hidden)
+    return [*manual, *(tag for tag, _ in model_tags if tag not in skip)]
+
+
 def search_terms(tags: Iterable[TagRow], vocabulary: Vocabulary) -> dict[str, float]:
     """The terms an image is found by, each with its best weight: every tag whole (singular), and each word of a
     manual tag too (the owner's own words). Words of a model tag are not terms: "cote" names no bell cote."""
