@@ -114,12 +114,18 @@ def seed(dsn: str, start: int, stop: int) -> float:
 
 
 def _rebuild_counts(conn: psycopg.Connection) -> None:
-    conn.execute("TRUNCATE catalog.category_counts, catalog.tag_counts")
+    """The counts the triggers keep, rebuilt as migration 0004 builds them."""
+    conn.execute("TRUNCATE catalog.category_counts, catalog.tag_counts, catalog.term_counts")
     conn.execute(
         "INSERT INTO catalog.category_counts SELECT owner_id, category, count(*) FROM catalog.images"
-        " WHERE status = 'classified' AND category <> '' GROUP BY 1, 2"
+        " WHERE status = 'classified' AND category <> '' AND category_score >= catalog.count_threshold()"
+        " GROUP BY 1, 2"
     )
     conn.execute("INSERT INTO catalog.tag_counts SELECT owner_id, tag, count(*) FROM catalog.tags GROUP BY 1, 2")
+    conn.execute(
+        "INSERT INTO catalog.term_counts SELECT owner_id, term, count(*) FROM catalog.search_terms"
+        " WHERE weight >= catalog.count_threshold() GROUP BY 1, 2"
+    )
 
 
 async def _deep_pages(client: CatalogClient, pages: int) -> list[str]:
@@ -161,6 +167,7 @@ def _queries(client: CatalogClient, deep: list[str]) -> dict:
         "category counts": lambda i: client.ListCategories(catalog_pb2.ListCategoriesRequest()),
         "tag suggestions 'ca' (10)": lambda i: client.ListTags(catalog_pb2.ListTagsRequest(prefix="ca", limit=10)),
         "tag counts (all)": lambda i: client.ListTags(catalog_pb2.ListTagsRequest()),
+        "tag counts (all, min_score 0.3)": lambda i: client.ListTags(catalog_pb2.ListTagsRequest(min_score=0.3)),
     }
 
 

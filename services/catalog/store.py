@@ -504,10 +504,11 @@ class CatalogStore:
         where, params = [sql.SQL("i.status <> 'uploading'")], {"limit": limit + 1}
         source, ident = sql.SQL("catalog.images AS i"), sql.SQL("i.id")
         if tag:
-            source = sql.SQL("catalog.tags AS t JOIN catalog.images AS i ON i.id = t.image_id")
+            # The tag's search term, so a list by tag shows what a search for it finds ("Holidays" too).
+            source = sql.SQL("catalog.search_terms AS t JOIN catalog.images AS i ON i.id = t.image_id")
             ident = sql.SQL("t.image_id")
-            where.append(sql.SQL("t.tag = %(tag)s AND t.score >= %(min_score)s"))
-            params.update(tag=tag, min_score=min_score)
+            where.append(sql.SQL("t.term = %(tag)s AND t.weight >= %(min_score)s"))
+            params.update(tag=self._vocabulary.term(tag), min_score=min_score)
         elif min_score > 0:
             where.append(sql.SQL("i.category_score >= %(min_score)s"))
             params.update(min_score=min_score)
@@ -571,25 +572,41 @@ class CatalogStore:
         return [by_id[image_id] for image_id in ids if image_id in by_id]
 
     async def category_counts(self, owner: str, *, min_score: float) -> list[tuple[str, int]]:
-        """Classified images per category whose top label reaches `min_score`, as a category search finds them."""
-        query = (
-            "SELECT category, count(*) FROM catalog.images WHERE owner_id = %s AND status = 'classified'"
-            " AND category <> '' AND category_score >= %s GROUP BY category ORDER BY count(*) DESC, category"
-        )
+        """Classified images per category whose top label reaches `min_score`, as a category search finds them:
+        precomputed at the default threshold, counted from the images otherwise."""
+        if min_score == terms.DEFAULT_MIN_SCORE:
+            query = (
+                "SELECT category, images FROM catalog.category_counts WHERE owner_id = %s AND images > 0"
+                " ORDER BY images DESC, category"
+            )
+            params: tuple = (owner,)
+        else:
+            query = (
+                "SELECT category, count(*) FROM catalog.images WHERE owner_id = %s AND status = 'classified'"
+                " AND category <> '' AND category_score >= %s GROUP BY category ORDER BY count(*) DESC, category"
+            )
+            params = (owner, min_score)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(query, (owner, min_score))
+            cur = await conn.execute(query, params)
             return [tuple(row) for row in await cur.fetchall()]
 
     async def tag_counts(self, owner: str, *, min_score: float, prefix: str, limit: int) -> list[tuple[str, int]]:
         """Images per search term at `min_score` or more (what a search for the term returns), most first;
-        only terms starting with `prefix`, and at most `limit` (0: all)."""
+        only terms starting with `prefix`, and at most `limit` (0: all). Precomputed at the default threshold."""
         low, high = terms.prefix_range(prefix)
-        query = (
-            "SELECT term, count(*) FROM catalog.search_terms WHERE owner_id = %(owner)s"
-            " AND term >= %(low)s AND term < %(high)s AND weight >= %(min)s"
-            " GROUP BY term ORDER BY count(*) DESC, term LIMIT %(limit)s"
-        )
         params = {"owner": owner, "low": low, "high": high, "min": min_score, "limit": limit or None}
+        if min_score == terms.DEFAULT_MIN_SCORE:
+            query = (
+                "SELECT term, images FROM catalog.term_counts WHERE owner_id = %(owner)s"
+                " AND term >= %(low)s AND term < %(high)s AND images > 0"
+                " ORDER BY images DESC, term LIMIT %(limit)s"
+            )
+        else:
+            query = (
+                "SELECT term, count(*) FROM catalog.search_terms WHERE owner_id = %(owner)s"
+                " AND term >= %(low)s AND term < %(high)s AND weight >= %(min)s"
+                " GROUP BY term ORDER BY count(*) DESC, term LIMIT %(limit)s"
+            )
         async with self._pool.connection() as conn:
             cur = await conn.execute(query, params)
             return [tuple(row) for row in await cur.fetchall()]

@@ -4,6 +4,7 @@ import hashlib
 
 import pytest
 
+from services.catalog import terms
 from services.catalog.models import Classification, NewImage, Outcome
 from services.catalog.store import CatalogStore
 from services.catalog.terms import LabelScore
@@ -95,3 +96,9 @@ async def test_connections_return_to_the_pool_in_transaction_mode(store):
     for _ in range(2):
         async with store.pool.connection() as conn:
             assert conn.autocommit is False
+
+
+async def test_the_precomputed_counts_use_the_default_min_score(store):
+    async with store.pool.connection() as conn:
+        threshold = (await (await conn.execute("SELECT catalog.count_threshold()")).fetchone())[0]
+    assert threshold == terms.DEFAULT_MIN_SCORE
