@@ -225,14 +225,30 @@ def _search_key(count: int, taken: TakenFilter) -> list[sql.Composable]:
     return [first, sql.SQL("s.image_id")]
 
 
+def _joins(count: int) -> str:
+    """The other terms' rows of the same image, each at `min` or more."""
+    return "".join(
+        f" JOIN catalog.search_terms AS o{k} ON o{k}.image_id = s.image_id AND o{k}.term = %(t{k})s"
+        f" AND o{k}.weight >= %(min)s"
+        for k in range(1, count)
+    )
+
+
+# Rows of the first term read per statement when several terms must match.
+_SEARCH_CHUNK = 200
+# The next chunk of a several-term search: first-term rows after (weight, id) in index order, with the others.
+_SEVERAL = (
+    "SELECT s.image_id, s.weight, {weakest} FROM catalog.search_terms AS s{joins}"
+    " WHERE s.owner_id = %(owner)s AND s.term = %(t0)s AND s.weight >= %(min)s"
+    " AND (s.weight, s.image_id) < (%(weight)s::real, %(id)s::bigint)"
+    " ORDER BY s.weight DESC, s.image_id DESC LIMIT %(chunk)s"
+)
+
+
 def _search_query(query_terms: Sequence[str], taken: TakenFilter) -> tuple[sql.Composable, dict]:
     """The search statement, with a {after} slot for the keyset condition, and its term parameters."""
     params: dict = {f"t{k}": term for k, term in enumerate(query_terms)}
-    joins = [
-        f" JOIN catalog.search_terms AS o{k} ON o{k}.image_id = s.image_id AND o{k}.term = %(t{k})s"
-        f" AND o{k}.weight >= %(min)s"
-        for k in range(1, len(query_terms))
-    ]
+    joins = [_joins(len(query_terms))]
     if taken.needs_image:
         joins.append(" JOIN catalog.images AS i ON i.id = s.image_id")
     where = [sql.SQL("s.owner_id = %(owner)s AND s.term = %(t0)s AND s.weight >= %(min)s"), *taken.conditions(params)]
@@ -548,15 +564,11 @@ class CatalogStore:
         One term (the common case, and the only one with no sort) reads the term's index rows already in weight
         order, so a page costs the same at any catalog size; further terms are joined on the image id.
         """
-        query, params = _search_query(query_terms, taken)
-        params.update(owner=owner, min=min_score, limit=limit + 1)
-        after_sql = sql.SQL("")
-        if after is not None:
-            keyset = _after(_search_key(len(query_terms), taken), after, taken.order, params)
-            after_sql = sql.SQL("AND {}").format(keyset)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(query.format(after=after_sql), params)
-            hits = [SearchHit(*row) for row in await cur.fetchall()]
+            if len(query_terms) > 1 and not taken.order:
+                hits = await self._best_of_several(conn, query_terms, owner, min_score, after, limit)
+            else:
+                hits = await self._hits(conn, query_terms, owner, min_score, after, limit, taken)
             rows = await self._rows_by_id(conn, [hit.image_id for hit in hits[:limit]])
         if len(hits) <= limit or not rows:
             return Page(rows)
@@ -565,6 +577,47 @@ class CatalogStore:
             by_id = {row.id: row for row in rows}
             return Page(rows, (_taken_key(by_id[last.image_id]), last.image_id) if last.image_id in by_id else None)
         return Page(rows, (last.weight, last.image_id))
+
+    @staticmethod
+    async def _hits(
+        conn: AsyncConnection,
+        query_terms: Sequence[str],
+        owner: str,
+        min_score: float,
+        after: tuple | None,
+        limit: int,
+        taken: TakenFilter,
+    ) -> list[SearchHit]:
+        """Up to limit + 1 hits in one statement, sorted by the database."""
+        query, params = _search_query(query_terms, taken)
+        params.update(owner=owner, min=min_score, limit=limit + 1)
+        after_sql = sql.SQL("")
+        if after is not None:
+            keyset = _after(_search_key(len(query_terms), taken), after, taken.order, params)
+            after_sql = sql.SQL("AND {}").format(keyset)
+        cur = await conn.execute(query.format(after=after_sql), params)
+        return [SearchHit(*row) for row in await cur.fetchall()]
+
+    @staticmethod
+    async def _best_of_several(
+        conn: AsyncConnection, query_terms: Sequence[str], owner: str, min_score: float, after: tuple | None, limit: int
+    ) -> list[SearchHit]:
+        """Up to limit + 1 hits of several terms, by their weakest match, without sorting every match.
+
+        Reads the first term's matches in chunks, in its weight order, and stops once limit + 1 hits beat that
+        weight: an image's weakest match is at most its first-term weight, so no later row can outrank them.
+        """
+        query = sql.SQL(_SEVERAL.format(weakest=_search_weight(len(query_terms)), joins=_joins(len(query_terms))))
+        params = {f"t{k}": term for k, term in enumerate(query_terms)}
+        params.update(owner=owner, min=min_score, chunk=_SEARCH_CHUNK, weight=3.0, id=2**63 - 1)
+        found: list[SearchHit] = []
+        while True:
+            chunk = await (await conn.execute(query, params)).fetchall()
+            found += [SearchHit(i, w) for i, _, w in chunk if after is None or (w, i) < tuple(after)]
+            found.sort(key=lambda hit: (-hit.weight, -hit.image_id))
+            if len(chunk) < _SEARCH_CHUNK or (len(found) > limit and found[limit].weight > chunk[-1][1]):
+                return found[: limit + 1]
+            params.update(weight=chunk[-1][1], id=chunk[-1][0])
 
     async def _rows_by_id(self, conn: AsyncConnection, ids: list[int]) -> list[ImageRow]:
         query = sql.SQL("SELECT {columns} FROM catalog.images AS i WHERE id = ANY(%s)").format(columns=_COLUMNS)

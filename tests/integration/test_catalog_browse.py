@@ -345,3 +345,23 @@ async def test_taken_dates_filter_and_order_lists_and_search(world, test_keys):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await alice.ListImages(catalog_pb2.ListImagesRequest(taken_after=stamp(2024), taken_before=stamp(2020)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_several_words_page_by_the_weakest_match_in_chunks(world, test_keys, monkeypatch):
+    # Tiny chunks, so the early stop of the several-word search is exercised on a few images.
+    monkeypatch.setattr("services.catalog.store._SEARCH_CHUNK", 2)
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    expected = []
+    for n in range(9):
+        golden, beagle = round(0.05 + (n * 7 % 9) / 20, 2), round(0.05 + (n * 4 % 9) / 20, 2)
+        labels = [("golden retriever", golden), ("beagle", beagle)] if n % 4 else [("golden retriever", golden)]
+        data = _img(300 + n)
+        classifier.script(data, labels)
+        uid = (await alice.upload(data)).uid
+        if n % 4:
+            expected.append((min(golden, beagle), n, uid))
+    expected = [uid for _, _, uid in sorted(expected, reverse=True)]
+    for size in (1, 2, 3, 50):
+        request = catalog_pb2.SearchImagesRequest(query="Retrievers hound", page_size=size, min_score=0)
+        assert await _all_pages(alice.SearchImages, request) == expected, size
