@@ -73,6 +73,10 @@ class Settings(ServiceSettings, TokenSettings):
 
     reclassify_batch_size: int = Field(100, ge=1, le=1000, description="Images per reclassification batch.")
     reclassify_concurrency: int = Field(4, ge=1, le=64, description="Classifications in flight during a batch.")
+    retag_enabled: bool = Field(
+        True, description="Re-tag images from their stored labels in the background after a vocabulary change."
+    )
+    retag_batch_size: int = Field(500, ge=1, le=10000, description="Images per re-tagging batch.")
 
     service_username: str = Field("", description="Service account the worker and commands log in as.")
     service_password: SecretStr = Field(SecretStr(""), description="That service account's password.")

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.catalog.terms import LabelScore, TagRow, visible_tags
+from services.catalog.terms import LabelScore, TagRow, visible_tag_names, visible_tags
 
 # "No limit": larger than any sum of bigint sizes one owner can reach.
 UNLIMITED = 2**62
@@ -53,9 +53,14 @@ class NewImage:
     height: int
     thumb_format: str
     orientation: int
+    # From EXIF, when the file has it.
+    taken_at: datetime | None = None
+    camera_make: str = ""
+    camera_model: str = ""
 
 
-@dataclass(frozen=True)
+# Keyword-only: its own fields follow NewImage's defaulted ones.
+@dataclass(frozen=True, kw_only=True)
 class ImageRow(NewImage):
     """One row of catalog.images, as every read returns it: the upload's facts plus the catalog's own."""
 
@@ -72,12 +77,17 @@ class ImageRow(NewImage):
     model_version: str
     created_at: datetime
     classified_at: datetime | None
+    vocabulary_version: str
     # Set while the image is in the trash.
     deleted_at: datetime | None = None
 
     @property
     def tags(self) -> list[TagRow]:
         return visible_tags(self.model_tags, self.manual_tags, self.hidden_tags)
+
+    @property
+    def tag_names(self) -> list[str]:
+        return visible_tag_names(self.model_tags, self.manual_tags, self.hidden_tags)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from services.catalog.content import ContentBytes, original_key
 from services.catalog.identity import LoginTokenProvider, TokenProvider
 from services.catalog.inference_client import InferenceClient
 from services.catalog.reclassify import Reclassifier
+from services.catalog.retag import Retagger
 from services.catalog.servicer import CatalogServicer
 from services.catalog.store import CatalogStore
 from services.catalog.sweeper import Sweeper
@@ -118,6 +119,8 @@ def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Callable
         )
         worker = PendingWorker(store=runtime.store, classifier=runtime.classifier, tokens=tokens, policy=policy)
         jobs.append(worker.run)
+    if settings.retag_enabled:
+        jobs.append(Retagger(runtime.store, batch_size=settings.retag_batch_size).run)
     if settings.sweeper_enabled:
         sweeper = Sweeper(
             store=runtime.store,

@@ -7,7 +7,7 @@ import logging
 import math
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import BinaryIO
 
 import grpc
@@ -22,8 +22,14 @@ from services.catalog.ids import is_valid_uid
 from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
 from services.catalog.models import UNLIMITED, ImageRow, QuotaExceeded
 from services.catalog.reclassify import Reclassifier
-from services.catalog.store import CatalogStore
-from services.catalog.terms import InvalidTag, normalize_query, normalize_tag
+from services.catalog.store import CatalogStore, TakenFilter
+from services.catalog.terms import (
+    DEFAULT_MIN_SCORE,
+    MAX_QUERY_CHARS,
+    InvalidTag,
+    normalize_tag,
+    query_terms,
+)
 from services.catalog.uploads import Uploader
 from services.common.context import current_principal
 from services.common.interceptors import abort_unavailable
@@ -38,6 +44,7 @@ MAX_RECLASSIFY_BATCH = 1000
 # Digests one FindDigests call may ask about.
 MAX_DIGESTS = 1000
 _HEX = frozenset("0123456789abcdef")
+MAX_TAG_LIMIT = 1000
 # Thumbnails rendered at once; decoding large originals is CPU- and memory-heavy.
 _RENDER_SLOTS = 2
 
@@ -130,6 +137,28 @@ def _min_score(value: float) -> float:
     if math.isnan(value) or not 0 <= value <= 1:
         raise invalid("min_score must be between 0 and 1")
     return value
+
+
+def _given_min_score(request) -> float:
+    return _min_score(request.min_score) if request.HasField("min_score") else 0.0
+
+
+_ORDERS = {
+    catalog_pb2.IMAGE_ORDER_UNSPECIFIED: "",
+    catalog_pb2.IMAGE_ORDER_TAKEN_NEWEST: "newest",
+    catalog_pb2.IMAGE_ORDER_TAKEN_OLDEST: "oldest",
+}
+
+
+def _taken(request) -> TakenFilter:
+    """Taken-date bounds and order of a list or search request."""
+    if request.order not in _ORDERS:
+        raise invalid("order must be IMAGE_ORDER_UNSPECIFIED, IMAGE_ORDER_TAKEN_NEWEST or IMAGE_ORDER_TAKEN_OLDEST")
+    after = request.taken_after.ToDatetime(tzinfo=UTC) if request.HasField("taken_after") else None
+    before = request.taken_before.ToDatetime(tzinfo=UTC) if request.HasField("taken_before") else None
+    if after and before and after >= before:
+        raise invalid("taken_after must be before taken_before")
+    return TakenFilter(after, before, _ORDERS[request.order])
 
 
 async def _stream(image: catalog_pb2.Image, reader: BlobReader) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
@@ -265,14 +294,16 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         if request.all_users and not caller.is_admin:
             raise CatalogError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may list every user's images")
         size = pagination.page_size(request.page_size)
-        min_score = _min_score(request.min_score)
         tag = normalize_tag(request.tag) if request.tag else ""
         category = _category(request.category)
+        filtered = bool(tag or category)
+        min_score = await self._min_score(request, caller.subject) if filtered else _given_min_score(request)
         owner = None if request.all_users else caller.subject
-        query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score)
-        cursor = pagination.decode(request.page_token, query, (int,))
+        taken = _taken(request)
+        query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score, taken)
+        cursor = pagination.decode(request.page_token, query, (str, int) if taken.order else (int,))
         page = await self._store.list_images(
-            owner=owner, category=category, tag=tag, min_score=min_score, before_id=cursor and cursor[0], limit=size
+            owner=owner, category=category, tag=tag, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         return catalog_pb2.ListImagesResponse(
             images=[image_message(row) for row in page.rows],
@@ -284,25 +315,24 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.SearchImagesRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.SearchImagesResponse:
         caller = current_principal()
-        text = normalize_query(request.query)
+        found = query_terms(request.query, self._store.vocabulary)
         size = pagination.page_size(request.page_size)
-        min_score = _min_score(request.min_score)
-        query = pagination.fingerprint("search", caller.subject, text, min_score)
-        cursor = pagination.decode(request.page_token, query, (float, int))
-        rows, hits, more = await self._store.search(
-            owner=caller.subject, prefix=text, min_score=min_score, after=cursor, limit=size
+        min_score = await self._min_score(request, caller.subject)
+        taken = _taken(request)
+        query = pagination.fingerprint("search", caller.subject, found, min_score, taken)
+        cursor = pagination.decode(request.page_token, query, (str, int) if taken.order else (float, int))
+        page = await self._store.search(
+            owner=caller.subject, query_terms=found, min_score=min_score, after=cursor, limit=size, taken=taken
         )
-        token = ""
-        if more:
-            last = hits[-1]
-            token = pagination.encode(query, (last.weight, last.image_id))
-        return catalog_pb2.SearchImagesResponse(images=[image_message(row) for row in rows], next_page_token=token)
+        token = pagination.encode(query, page.next_cursor) if page.next_cursor else ""
+        return catalog_pb2.SearchImagesResponse(images=[image_message(row) for row in page.rows], next_page_token=token)
 
     @_unary
     async def ListCategories(
         self, request: catalog_pb2.ListCategoriesRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.ListCategoriesResponse:
-        counts = await self._store.category_counts(current_principal().subject)
+        owner = current_principal().subject
+        counts = await self._store.category_counts(owner, min_score=await self._min_score(request, owner))
         return catalog_pb2.ListCategoriesResponse(
             categories=[catalog_pb2.CategoryCount(category=name, count=n) for name, n in counts]
         )
@@ -311,8 +341,42 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListTags(
         self, request: catalog_pb2.ListTagsRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.ListTagsResponse:
-        counts = await self._store.tag_counts(current_principal().subject, min_score=_min_score(request.min_score))
+        owner = current_principal().subject
+        if not 0 <= request.limit <= MAX_TAG_LIMIT:
+            raise invalid(f"limit must be between 0 and {MAX_TAG_LIMIT} (0 means all)")
+        prefix = self._store.vocabulary.term(request.prefix)
+        if len(prefix) > MAX_QUERY_CHARS or not prefix.isprintable():
+            raise invalid(f"prefix must be at most {MAX_QUERY_CHARS} printable characters")
+        counts = await self._store.tag_counts(
+            owner, min_score=await self._min_score(request, owner), prefix=prefix, limit=request.limit
+        )
         return catalog_pb2.ListTagsResponse(tags=[catalog_pb2.TagCount(tag=name, count=n) for name, n in counts])
+
+    @_unary
+    async def GetSettings(
+        self, request: catalog_pb2.GetSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.UserSettings:
+        owner = current_principal().subject
+        return catalog_pb2.UserSettings(min_score=await self._setting(owner))
+
+    @_unary
+    async def UpdateSettings(
+        self, request: catalog_pb2.UpdateSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.UserSettings:
+        owner = current_principal().subject
+        if request.HasField("min_score"):
+            await self._store.set_min_score(owner, _min_score(request.min_score))
+        return catalog_pb2.UserSettings(min_score=await self._setting(owner))
+
+    async def _setting(self, owner: str) -> float:
+        found = await self._store.min_score_setting(owner)
+        return DEFAULT_MIN_SCORE if found is None else found
+
+    async def _min_score(self, request, owner: str) -> float:
+        """The request's min_score when it sets one, else the owner's setting."""
+        if request.HasField("min_score"):
+            return _min_score(request.min_score)
+        return await self._setting(owner)
 
     @_unary
     async def UpdateTags(

@@ -196,6 +196,7 @@ class Uploader:
             height=info.height,
             thumb_format=info.thumb_format,
             orientation=info.orientation,
+            **info.taken.fields(),
         )
 
     async def _store_and_classify(self, new: NewImage, received: Received, caller: Principal) -> tuple[ImageRow, bool]:

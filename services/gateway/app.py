@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         routes_v1.model_router,
         routes_v1.router,
         routes_library.router,
+        routes_v1.settings_router,
         routes_legacy.router,
     ):
         app.include_router(router, responses={status: {"model": schemas.ErrorResponse} for status in COMMON_ERRORS})

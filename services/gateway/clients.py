@@ -144,11 +144,17 @@ class CatalogClient:
     async def search(self, token: str, **query) -> catalog_pb2.SearchImagesResponse:
         return await self._stub.SearchImages(catalog_pb2.SearchImagesRequest(**query), metadata=bearer(token))
 
-    async def categories(self, token: str) -> catalog_pb2.ListCategoriesResponse:
-        return await self._stub.ListCategories(catalog_pb2.ListCategoriesRequest(), metadata=bearer(token))
+    async def categories(self, token: str, **query) -> catalog_pb2.ListCategoriesResponse:
+        return await self._stub.ListCategories(catalog_pb2.ListCategoriesRequest(**query), metadata=bearer(token))
 
-    async def tags(self, token: str) -> catalog_pb2.ListTagsResponse:
-        return await self._stub.ListTags(catalog_pb2.ListTagsRequest(), metadata=bearer(token))
+    async def tags(self, token: str, **query) -> catalog_pb2.ListTagsResponse:
+        return await self._stub.ListTags(catalog_pb2.ListTagsRequest(**query), metadata=bearer(token))
+
+    async def settings(self, token: str) -> catalog_pb2.UserSettings:
+        return await self._stub.GetSettings(catalog_pb2.GetSettingsRequest(), metadata=bearer(token))
+
+    async def update_settings(self, token: str, **changes) -> catalog_pb2.UserSettings:
+        return await self._stub.UpdateSettings(catalog_pb2.UpdateSettingsRequest(**changes), metadata=bearer(token))
 
     async def usage(self, token: str) -> catalog_pb2.Usage:
         return await self._stub.GetUsage(catalog_pb2.GetUsageRequest(), metadata=bearer(token))

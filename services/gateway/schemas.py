@@ -116,6 +116,9 @@ class Image(BaseModel):
     thumbnail_url: str
     deleted_at: datetime | None = Field(None, description="When it was moved to the trash; only in the trash.")
     purge_at: datetime | None = Field(None, description="When the trash deletes it for good; only in the trash.")
+    taken_at: datetime | None = Field(None, description="When the photo was taken (EXIF), read as UTC.")
+    camera_make: str = Field("", description="EXIF camera make; empty when absent.")
+    camera_model: str = Field("", description="EXIF camera model; empty when absent.")
 
 
 class ImagePage(BaseModel):
@@ -177,6 +180,15 @@ class TagCount(BaseModel):
 
 class TagList(BaseModel):
     tags: list[TagCount]
+
+
+class UserSettings(BaseModel):
+    min_score: float = Field(
+        ge=0,
+        le=1,
+        description="Matches scoring below this are left out of search, /v1/tags and /v1/categories unless a "
+        "request sets min_score.",
+    )
 
 
 class Health(BaseModel):
@@ -284,4 +296,7 @@ def image_from(image: catalog_pb2.Image) -> Image:
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
         deleted_at=timestamp(image.deleted_at, image.HasField("deleted_at")),
         purge_at=timestamp(image.purge_at, image.HasField("purge_at")),
+        taken_at=timestamp(image.taken_at, image.HasField("taken_at")),
+        camera_make=image.camera_make,
+        camera_model=image.camera_model,
     )

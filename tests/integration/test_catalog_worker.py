@@ -48,7 +48,7 @@ async def test_real_classifier_labels_an_upload(catalog_server, inference_server
     assert image.model_name == "efficientnet_lite0" and image.model_version
     assert "cat" in image.tags
     assert image.labels[0].score > image.labels[-1].score
-    found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="CA"))
+    found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="Cats"))
     assert [i.uid for i in found.images] == [image.uid]
 
 

@@ -43,6 +43,8 @@ class Recorded:
     blobs: dict[str, bytes] = field(default_factory=dict)
     trash: dict[str, catalog_pb2.Image] = field(default_factory=dict)
     logouts: list[str] = field(default_factory=list)
+    tag_requests: list[catalog_pb2.ListTagsRequest] = field(default_factory=list)
+    min_score: float = 0.12
 
     def note(self, context: grpc.aio.ServicerContext) -> None:
         self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
@@ -206,7 +208,17 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
         )
 
     async def ListTags(self, request, context):
-        return catalog_pb2.ListTagsResponse(tags=[catalog_pb2.TagCount(tag="cat", count=len(self._mine()))])
+        self.recorded.tag_requests.append(request)
+        tags = [catalog_pb2.TagCount(tag="cat", count=len(self._mine()))]
+        return catalog_pb2.ListTagsResponse(tags=[t for t in tags if t.tag.startswith(request.prefix)])
+
+    async def GetSettings(self, request, context):
+        return catalog_pb2.UserSettings(min_score=self.recorded.min_score)
+
+    async def UpdateSettings(self, request, context):
+        if request.HasField("min_score"):
+            self.recorded.min_score = request.min_score
+        return catalog_pb2.UserSettings(min_score=self.recorded.min_score)
 
     async def GetUsage(self, request, context):
         mine = self._mine()

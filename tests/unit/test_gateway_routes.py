@@ -175,6 +175,29 @@ async def test_list_search_categories_tags(gateway):
     assert (await gateway.get("/v1/tags", headers=headers)).json() == {"tags": [{"tag": "cat", "count": 3}]}
 
 
+async def test_tag_suggestions_pass_the_prefix_and_limit(gateway_factory, fake_backends):
+    gateway = await gateway_factory()
+    _, recorded = fake_backends
+    headers = await sign_in(gateway)
+    await upload(gateway, headers, ("0.png", PNG))
+    reply = await gateway.get("/v1/tags?prefix=ca&limit=5", headers=headers)
+    assert reply.json() == {"tags": [{"tag": "cat", "count": 1}]}
+    assert (await gateway.get("/v1/tags?prefix=do", headers=headers)).json() == {"tags": []}
+    sent = recorded.tag_requests[0]
+    assert (sent.prefix, sent.limit, sent.HasField("min_score")) == ("ca", 5, False)
+    assert (await gateway.get("/v1/tags?limit=5000", headers=headers)).status_code == 400
+
+
+async def test_settings_read_and_change(gateway):
+    headers = await sign_in(gateway)
+    assert (await gateway.get("/v1/me/settings", headers=headers)).json() == {"min_score": 0.12}
+    changed = await gateway.put("/v1/me/settings", headers=headers, json={"min_score": 0.3})
+    assert changed.status_code == 200 and changed.json() == {"min_score": 0.3}
+    assert (await gateway.get("/v1/me/settings", headers=headers)).json() == {"min_score": 0.3}
+    assert (await gateway.put("/v1/me/settings", headers=headers, json={"min_score": 2})).status_code == 400
+    assert (await gateway.get("/v1/me/settings")).status_code == 401
+
+
 async def test_empty_search_is_400(gateway):
     reply = await gateway.get("/v1/search?q=", headers=await sign_in(gateway))
     assert reply.status_code == 400
