@@ -8,7 +8,7 @@ FACE_MODEL_DIR := models/face_detector/1
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_REQUIREMENTS := $(wildcard services/*/requirements.txt) model/requirements.txt
 
-.PHONY: setup protos model run test lint bench images clean grpc-client
+.PHONY: setup protos model vocabulary run test lint bench images clean grpc-client
 
 ## setup: virtual environment, dependencies, generated protos and the model
 setup: $(VENV)/.installed protos model
@@ -42,6 +42,10 @@ $(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt se
 
 $(FACE_MODEL_DIR)/saved_model.pb: model/face_detector.py model/build.py $(VENV)/.installed
 	$(PY) -m model.face_detector --output $(FACE_MODEL_DIR)
+
+## vocabulary: services/common/vocabulary.json from WordNet 3.0 (Debian's wordnet-base) and the ImageNet class ids
+vocabulary: $(VENV)/.installed
+	$(PY) tools/build_vocabulary.py
 
 ## run: the whole system on embedded defaults (PostgreSQL, local blob store, model server)
 run: setup

@@ -1,6 +1,7 @@
 """Catalog read latency at 10k and 100k images: list, search and counts through the real gRPC server.
 
-Seeds one user's images straight into a private embedded PostgreSQL with COPY (realistic ImageNet labels and tags),
+Seeds one user's images straight into a private embedded PostgreSQL with COPY (ImageNet labels, and their tags
+from the WordNet vocabulary as the catalog derives them),
 starts `python -m services.catalog` in its own process, then times each RPC sequentially from this one (p50/p99)
 and shows how the cost grows with the catalog.
 Run: `python -m bench.catalog` (or through `python -m bench`); figures are also written to bench/results/catalog.json.
@@ -33,7 +34,7 @@ from services.common.channels import open_channel
 from services.common.db import migrate
 from services.common.server import start_server
 from services.common.settings import ServiceSettings
-from services.inference.taxonomy import Tagger
+from services.common.vocabulary import Vocabulary, load
 from tests.support.catalog_fixtures import CatalogClient, free_port
 from tests.support.keys import TestKeys
 
@@ -43,7 +44,6 @@ SCALES = (10_000, 100_000)
 OWNER = "bench-user"
 REQUESTS = 300
 WARMUP = 30
-TAG_THRESHOLD = 0.1
 
 
 def _labels(rng: random.Random) -> list[terms.LabelScore]:
@@ -53,9 +53,9 @@ def _labels(rng: random.Random) -> list[terms.LabelScore]:
     return [terms.LabelScore(LABELS[c], c, w / total) for c, w in zip(classes, weights, strict=True)]
 
 
-def _image(rng: random.Random, tagger: Tagger, n: int) -> tuple[tuple, list, dict]:
+def _image(rng: random.Random, vocabulary: Vocabulary, n: int) -> tuple[tuple, list, dict]:
     labels = _labels(rng)
-    tags = terms.score_model_tags(labels, tagger.tags([(lb.class_id, lb.score) for lb in labels], TAG_THRESHOLD))
+    tags = terms.score_model_tags(labels, vocabulary)
     ranked = [
         {"label": lb.label, "class_id": lb.class_id, "score": lb.score, "rank": i + 1} for i, lb in enumerate(labels)
     ]
@@ -77,21 +77,22 @@ def _image(rng: random.Random, tagger: Tagger, n: int) -> tuple[tuple, list, dic
         json.dumps(tags),
         "efficientnet_lite0",
         "1",
+        vocabulary.version,
     )
     visible = terms.visible_tags(tags, [], [])
-    return row, visible, terms.search_terms(labels, visible)
+    return row, visible, terms.search_terms(visible, vocabulary)
 
 
 _IMAGE_COLUMNS = (
     "uid, owner_id, sha256, filename, content_type, size_bytes, width, height, thumb_format, status, category,"
-    " category_score, labels, model_tags, model_name, model_version"
+    " category_score, labels, model_tags, model_name, model_version, vocabulary_version"
 )
 
 
 def seed(dsn: str, start: int, stop: int) -> float:
     """Adds images start..stop-1 with their tags and search terms; returns the seconds it took."""
-    began, rng, tagger = time.perf_counter(), random.Random(start), Tagger(LABELS)
-    generated = [_image(rng, tagger, n) for n in range(start, stop)]
+    began, rng, vocabulary = time.perf_counter(), random.Random(start), load()
+    generated = [_image(rng, vocabulary, n) for n in range(start, stop)]
     with psycopg.connect(dsn) as conn:
         conn.execute("SET session_replication_role = replica")  # no per-row count triggers; counts rebuilt below
         with conn.cursor().copy(f"COPY catalog.images ({_IMAGE_COLUMNS}) FROM STDIN") as copy:
@@ -113,12 +114,18 @@ def seed(dsn: str, start: int, stop: int) -> float:
 
 
 def _rebuild_counts(conn: psycopg.Connection) -> None:
-    conn.execute("TRUNCATE catalog.category_counts, catalog.tag_counts")
+    """The counts the triggers keep, rebuilt as migration 0004 builds them."""
+    conn.execute("TRUNCATE catalog.category_counts, catalog.tag_counts, catalog.term_counts")
     conn.execute(
         "INSERT INTO catalog.category_counts SELECT owner_id, category, count(*) FROM catalog.images"
-        " WHERE status = 'classified' AND category <> '' GROUP BY 1, 2"
+        " WHERE status = 'classified' AND category <> '' AND category_score >= catalog.count_threshold()"
+        " GROUP BY 1, 2"
     )
     conn.execute("INSERT INTO catalog.tag_counts SELECT owner_id, tag, count(*) FROM catalog.tags GROUP BY 1, 2")
+    conn.execute(
+        "INSERT INTO catalog.term_counts SELECT owner_id, term, count(*) FROM catalog.search_terms"
+        " WHERE weight >= catalog.count_threshold() GROUP BY 1, 2"
+    )
 
 
 async def _deep_pages(client: CatalogClient, pages: int) -> list[str]:
@@ -153,10 +160,14 @@ def _queries(client: CatalogClient, deep: list[str]) -> dict:
         "list by tag 'dog' (50)": lambda i: client.ListImages(catalog_pb2.ListImagesRequest(page_size=50, tag="dog")),
         "list by category (50)": lambda i: client.ListImages(catalog_pb2.ListImagesRequest(category="tabby")),
         "search 'dog' (50)": lambda i: search(catalog_pb2.SearchImagesRequest(query="dog", page_size=50)),
-        "search prefix 'retr' (50)": lambda i: search(catalog_pb2.SearchImagesRequest(query="retr", page_size=50)),
+        "search 'Dogs' (50, plural)": lambda i: search(catalog_pb2.SearchImagesRequest(query="Dogs", page_size=50)),
         "search 'animal' (50, widest tag)": lambda i: search(catalog_pb2.SearchImagesRequest(query="animal")),
+        "search 'retriever dog' (2 words)": lambda i: search(catalog_pb2.SearchImagesRequest(query="retriever dog")),
+        "search 'dog animal' (2 wide words)": lambda i: search(catalog_pb2.SearchImagesRequest(query="dog animal")),
         "category counts": lambda i: client.ListCategories(catalog_pb2.ListCategoriesRequest()),
-        "tag counts": lambda i: client.ListTags(catalog_pb2.ListTagsRequest()),
+        "tag suggestions 'ca' (10)": lambda i: client.ListTags(catalog_pb2.ListTagsRequest(prefix="ca", limit=10)),
+        "tag counts (all)": lambda i: client.ListTags(catalog_pb2.ListTagsRequest()),
+        "tag counts (all, min_score 0.3)": lambda i: client.ListTags(catalog_pb2.ListTagsRequest(min_score=0.3)),
     }
 
 
@@ -196,6 +207,7 @@ def _catalog_process(dsn: str, blob_dir: Path, port: int, auth_port: int) -> sub
         "TAGSMITH_INFERENCE_ADDR": f"127.0.0.1:{free_port()}",
         "TAGSMITH_WORKER_ENABLED": "false",
         "TAGSMITH_SWEEPER_ENABLED": "false",
+        "TAGSMITH_RETAG_ENABLED": "false",
         "TAGSMITH_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen([sys.executable, "-m", "services.catalog"], cwd=REPO, env=env)

@@ -302,8 +302,8 @@ async def database_round(dsn: str, owner: str) -> dict[str, float]:
     pool = await open_pool(dsn, min_size=QUERY_CONCURRENCY, max_size=QUERY_CONCURRENCY, name="bench")
     store = CatalogStore(pool)
     queries = {
-        "list": lambda: store.list_images(owner=owner, category="", tag="", min_score=0.0, before_id=None, limit=50),
-        "search": lambda: store.search(owner=owner, prefix="cat", min_score=0.0, after=None, limit=50),
+        "list": lambda: store.list_images(owner=owner, category="", tag="", min_score=0.0, after=None, limit=50),
+        "search": lambda: store.search(owner=owner, query_terms=["cat"], min_score=0.0, after=None, limit=50),
     }
     try:
         await pool.wait()

@@ -15,7 +15,7 @@ from services.auth.passwords import HashParameters, PasswordHasher
 from services.auth.ratelimit import LoginLimiter, LoginLimits, RegisterLimits
 from services.auth.servicer import OPEN_METHODS, SERVICE_NAME, AuthServicer, Dependencies
 from services.auth.store import AuthStore
-from services.common.db import check_schema, open_pool
+from services.common.db import DatabaseProbe, check_schema, open_pool
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server
 from services.common.tokens import Revocations, TokenVerifier
@@ -62,23 +62,28 @@ async def create_server(
         await check_schema(pool, schema=SCHEMA, directory=MIGRATIONS)
         await hasher.warm_up()
         deps = _dependencies(settings, keys, pool, hasher)
-        running = await _start(settings, deps, verifier or own_verifier(settings, keys, deps.store))
+        database = DatabaseProbe(settings.postgres_dsn)
+        running = await _start(settings, deps, verifier or own_verifier(settings, keys, deps.store), database)
     except BaseException:
         hasher.close()
         await pool.close()
         raise
     pruner = asyncio.create_task(_prune_forever(deps.store, deps.limiter))
     running.on_stop(lambda: _close(pool, hasher, pruner))
+    running.on_stop(database.close)
     return running
 
 
-async def _start(settings: Settings, deps: Dependencies, verifier: TokenVerifier) -> RunningServer:
+async def _start(
+    settings: Settings, deps: Dependencies, verifier: TokenVerifier, database: DatabaseProbe
+) -> RunningServer:
     servicer = AuthServicer(deps)
     return await start_server(
         settings,
         register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
         interceptors=[AuthInterceptor(verifier, open_methods=OPEN_METHODS)],
+        dependencies={"database": database},
     )
 
 

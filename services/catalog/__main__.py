@@ -1,4 +1,4 @@
-"""python -m services.catalog [serve | migrate | reclassify | sweep]."""
+"""python -m services.catalog [serve | migrate | reclassify | retag | sweep]."""
 
 import argparse
 import logging
@@ -8,6 +8,7 @@ from services.catalog.config import Settings
 from services.catalog.identity import ServiceLoginFailed
 from services.catalog.inference_client import InferenceUnavailable
 from services.catalog.models import BatchResult
+from services.catalog.retag import Retagger
 from services.catalog.server import (
     MIGRATIONS,
     SCHEMA,
@@ -63,6 +64,16 @@ async def reclassify(settings: Settings, batch_size: int) -> int:
         await runtime.close()
 
 
+async def retag(settings: Settings, batch_size: int) -> int:
+    runtime = await open_runtime(settings)
+    try:
+        done = await Retagger(runtime.store, batch_size=batch_size).run_all()
+        log.info("re-tagging complete: %d images now use vocabulary %s", done, runtime.store.vocabulary.version)
+        return 0
+    finally:
+        await runtime.close()
+
+
 async def sweep(settings: Settings) -> int:
     runtime = await open_runtime(settings)
     try:
@@ -91,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply pending database migrations, then exit")
     again = commands.add_parser("reclassify", help="re-label images whose model version differs from the served one")
     again.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    again_tags = commands.add_parser(
+        "retag", help="derive model tags again from stored labels after a vocabulary change (no model calls)"
+    )
+    again_tags.add_argument("--batch-size", type=int, default=None, help="images per batch")
     commands.add_parser("sweep", help="remove unfinished uploads and orphaned bytes once, then exit")
     args = parser.parse_args(argv)
     if (settings := settings_or_report(Settings)) is None:
@@ -102,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "reclassify":
         return run(reclassify(settings, args.batch_size or settings.reclassify_batch_size))
+    if args.command == "retag":
+        return run(retag(settings, args.batch_size or settings.retag_batch_size))
     if args.command == "sweep":
         return run(sweep(settings))
     return run(serve(settings))

@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from services.catalog.models import UNLIMITED, Quota
 from services.common.settings import ServiceSettings, TokenSettings
 
 MIB = 1024 * 1024
@@ -24,6 +25,9 @@ class Settings(ServiceSettings, TokenSettings):
         description="PostgreSQL connection string (schema `catalog`).",
     )
     postgres_pool_size: int = Field(10, ge=1, le=200, description="Most connections one process opens.")
+    postgres_checkout_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long a call waits for a database connection before answering UNAVAILABLE."
+    )
 
     inference_addr: str = Field("127.0.0.1:50054", description="Inference service address; 'a:1,b:2' round-robins.")
     inference_timeout_seconds: float = Field(
@@ -32,6 +36,9 @@ class Settings(ServiceSettings, TokenSettings):
 
     max_upload_bytes: int = Field(25 * MIB, ge=1, description="Largest accepted image, checked while streaming.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted width x height, read from the header.")
+
+    quota_bytes: int = Field(10 * 1024 * MIB, ge=0, description="Bytes of images one user may store; 0 means no limit.")
+    quota_images: int = Field(100_000, ge=0, description="Images one user may store; 0 means no limit.")
 
     blob_driver: Literal["local", "s3"] = Field("local", description="Where image bytes live: a directory or S3.")
     blob_dir: Path = Field(Path("var/blobs"), description="Root directory of the local driver.")
@@ -66,9 +73,17 @@ class Settings(ServiceSettings, TokenSettings):
 
     reclassify_batch_size: int = Field(100, ge=1, le=1000, description="Images per reclassification batch.")
     reclassify_concurrency: int = Field(4, ge=1, le=64, description="Classifications in flight during a batch.")
+    retag_enabled: bool = Field(
+        True, description="Re-tag images from their stored labels in the background after a vocabulary change."
+    )
+    retag_batch_size: int = Field(500, ge=1, le=10000, description="Images per re-tagging batch.")
 
     service_username: str = Field("", description="Service account the worker and commands log in as.")
     service_password: SecretStr = Field(SecretStr(""), description="That service account's password.")
+
+    @property
+    def quota(self) -> Quota:
+        return Quota(bytes=self.quota_bytes or UNLIMITED, images=self.quota_images or UNLIMITED)
 
     @model_validator(mode="after")
     def _check_s3(self) -> "Settings":

@@ -26,14 +26,19 @@ def image_message(row: ImageRow, *, duplicate: bool = False, near_duplicate_of: 
         status_reason=row.status_reason,
         category=row.category,
         labels=[_label(item, row) for item in row.labels],
-        tags=[tag.tag for tag in row.tags],
+        tags=row.tag_names,
         manual_tags=row.manual_tags,
         model_name=row.model_name,
         model_version=row.model_version,
         duplicate=duplicate,
         near_duplicate_of=near_duplicate_of,
+        camera_make=row.camera_make,
+        camera_model=row.camera_model,
+        vocabulary_version=row.vocabulary_version,
     )
     message.created_at.FromDatetime(row.created_at)
+    if row.taken_at is not None:
+        message.taken_at.FromDatetime(row.taken_at)
     if row.classified_at is not None:
         message.classified_at.FromDatetime(row.classified_at)
     if row.deleted_at is not None:

@@ -3,7 +3,39 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.catalog.terms import LabelScore, TagRow, visible_tags
+from services.catalog.terms import LabelScore, TagRow, visible_tag_names, visible_tags
+
+# "No limit": larger than any sum of bigint sizes one owner can reach.
+UNLIMITED = 2**62
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one owner may store: total bytes and number of images."""
+
+    bytes: int = UNLIMITED
+    images: int = UNLIMITED
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one owner's images use, uploads in progress included, against its quota."""
+
+    bytes: int
+    images: int
+    quota: Quota
+
+    def refuses(self, size: int) -> bool:
+        return self.bytes + size > self.quota.bytes or self.images + 1 > self.quota.images
+
+
+class QuotaExceeded(Exception):
+    """An upload would take its owner past the storage quota."""
+
+    def __init__(self, usage: Usage, size: int) -> None:
+        super().__init__(usage, size)
+        self.usage = usage
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -21,9 +53,14 @@ class NewImage:
     height: int
     thumb_format: str
     orientation: int
+    # From EXIF, when the file has it.
+    taken_at: datetime | None = None
+    camera_make: str = ""
+    camera_model: str = ""
 
 
-@dataclass(frozen=True)
+# Keyword-only: its own fields follow NewImage's defaulted ones.
+@dataclass(frozen=True, kw_only=True)
 class ImageRow(NewImage):
     """One row of catalog.images, as every read returns it: the upload's facts plus the catalog's own."""
 
@@ -40,12 +77,17 @@ class ImageRow(NewImage):
     model_version: str
     created_at: datetime
     classified_at: datetime | None
+    vocabulary_version: str
     # Set while the image is in the trash.
     deleted_at: datetime | None = None
 
     @property
     def tags(self) -> list[TagRow]:
         return visible_tags(self.model_tags, self.manual_tags, self.hidden_tags)
+
+    @property
+    def tag_names(self) -> list[str]:
+        return visible_tag_names(self.model_tags, self.manual_tags, self.hidden_tags)
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,18 @@ from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from services.catalog.blobstore import BlobStore, open_blob_store
 from services.catalog.classify import StoredImageClassifier
 from services.catalog.config import Settings
-from services.catalog.content import ContentBytes
+from services.catalog.content import ContentBytes, original_key
 from services.catalog.identity import LoginTokenProvider, TokenProvider
 from services.catalog.inference_client import InferenceClient
 from services.catalog.reclassify import Reclassifier
+from services.catalog.retag import Retagger
 from services.catalog.servicer import CatalogServicer
 from services.catalog.store import CatalogStore
 from services.catalog.sweeper import Sweeper
 from services.catalog.uploads import Uploader
 from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
-from services.common.db import check_schema, open_pool
+from services.common.db import DatabaseProbe, check_schema, open_pool
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server, token_verification
 from services.common.tokens import TokenVerifier
@@ -60,10 +61,15 @@ class Runtime:
 async def open_runtime(settings: Settings, *, blob_store: BlobStore | None = None) -> Runtime:
     blobs = blob_store or open_blob_store(settings)
     await blobs.ensure_ready()
-    pool = await open_pool(settings.postgres_dsn, max_size=settings.postgres_pool_size, name="catalog")
+    pool = await open_pool(
+        settings.postgres_dsn,
+        max_size=settings.postgres_pool_size,
+        name="catalog",
+        checkout_timeout=settings.postgres_checkout_timeout_seconds,
+    )
     channel = open_channel(settings.inference_addr, default_timeout=settings.inference_timeout_seconds)
     inference = InferenceClient(channel)
-    store = CatalogStore(pool)
+    store = CatalogStore(pool, quota=settings.quota)
     classifier = StoredImageClassifier(
         blobs=blobs,
         inference=inference,
@@ -113,6 +119,8 @@ def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Callable
         )
         worker = PendingWorker(store=runtime.store, classifier=runtime.classifier, tokens=tokens, policy=policy)
         jobs.append(worker.run)
+    if settings.retag_enabled:
+        jobs.append(Retagger(runtime.store, batch_size=settings.retag_batch_size).run)
     if settings.sweeper_enabled:
         sweeper = Sweeper(
             store=runtime.store,
@@ -122,6 +130,16 @@ def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Callable
         )
         jobs.append(lambda: sweeper.run(settings.sweep_interval_seconds))
     return jobs
+
+
+def _storage_check(blobs: BlobStore) -> Callable[[], Awaitable[None]]:
+    """Asks the object store about a key that never exists: any answer means it is reachable."""
+    probe = original_key("0" * 64)
+
+    async def check() -> None:
+        await blobs.exists(probe)
+
+    return check
 
 
 async def _cancel(tasks: list[asyncio.Task]) -> None:
@@ -159,29 +177,34 @@ async def _start(
         runtime.on_close(auth_channel.close)
     else:
         interceptor = AuthInterceptor(verifier)
+    uploader = Uploader(
+        store=runtime.store,
+        contents=runtime.contents,
+        inference=runtime.inference,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        inference_timeout=settings.inference_timeout_seconds,
+    )
     servicer = CatalogServicer(
         store=runtime.store,
         contents=runtime.contents,
-        uploader=Uploader(
-            store=runtime.store,
-            contents=runtime.contents,
-            inference=runtime.inference,
-            max_bytes=settings.max_upload_bytes,
-            max_pixels=settings.max_pixels,
-            inference_timeout=settings.inference_timeout_seconds,
-        ),
+        uploader=uploader,
         reclassifier=runtime.reclassifier,
         reclassify_batch_size=settings.reclassify_batch_size,
         trash_retention_days=settings.trash_retention_days,
     )
+    database = DatabaseProbe(settings.postgres_dsn)
+    runtime.on_close(database.close)
     running = await start_server(
         settings,
         register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
         interceptors=[interceptor],
+        dependencies={"database": database, "object_storage": _storage_check(runtime.contents.blobs)},
     )
     tasks = [asyncio.create_task(job()) for job in jobs]
     # Cleanups run last-registered first: stop the background tasks, then close what they use.
     running.on_stop(runtime.close)
+    running.on_stop(uploader.cleanups.wait)
     running.on_stop(lambda: _cancel(tasks))
     return running

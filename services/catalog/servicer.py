@@ -7,12 +7,10 @@ import logging
 import math
 import tempfile
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import BinaryIO
 
 import grpc
-import psycopg
-from psycopg_pool import PoolTimeout
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from services.catalog import pagination, thumbnails
@@ -22,17 +20,26 @@ from services.catalog.convert import image_message
 from services.catalog.errors import CatalogError, invalid, not_found
 from services.catalog.ids import is_valid_uid
 from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
-from services.catalog.models import ImageRow
+from services.catalog.models import UNLIMITED, ImageRow, QuotaExceeded
 from services.catalog.reclassify import Reclassifier
 from services.catalog.similarity import SimilarityIndex
-from services.catalog.store import CatalogStore
-from services.catalog.terms import InvalidTag, normalize_query, normalize_tag
+from services.catalog.store import CatalogStore, TakenFilter
+from services.catalog.terms import (
+    DEFAULT_MIN_SCORE,
+    MAX_QUERY_CHARS,
+    InvalidTag,
+    normalize_tag,
+    query_terms,
+)
 from services.catalog.uploads import Uploader
 from services.common.context import current_principal
+from services.common.interceptors import abort_unavailable
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
 
+# Trailing metadata that tells a quota refusal from the other RESOURCE_EXHAUSTED answers (a file over the size limit).
+QUOTA_REASON = ("error-reason", "STORAGE_QUOTA_EXCEEDED")
 MAX_CATEGORY_CHARS = 200
 MAX_RECLASSIFY_BATCH = 1000
 _SIMILAR_PAGE = 20
@@ -41,6 +48,7 @@ _MAX_LINKS = 10_000
 # Digests one FindDigests call may ask about.
 MAX_DIGESTS = 1000
 _HEX = frozenset("0123456789abcdef")
+MAX_TAG_LIMIT = 1000
 # Thumbnails rendered at once; decoding large originals is CPU- and memory-heavy.
 _RENDER_SLOTS = 2
 
@@ -54,8 +62,6 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.FAILED_PRECONDITION, "the image cannot be decoded, so it has no thumbnail"
     if isinstance(exc, BlobStoreUnavailable):
         return grpc.StatusCode.UNAVAILABLE, "object storage is unavailable; try again shortly"
-    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
-        return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; try again shortly"
     if isinstance(exc, InferenceUnavailable | InferenceFailed):
         return grpc.StatusCode.UNAVAILABLE, "the inference service is unavailable; try again later"
     return None
@@ -63,10 +69,32 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext) -> None:
     """Answers a known failure with its status; anything else propagates (the interceptor logs it as INTERNAL)."""
+    if isinstance(exc, QuotaExceeded):
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, _quota_message(exc), trailing_metadata=((*QUOTA_REASON,),)
+        )
     status = _status_for(exc)
     if status is None:
         raise exc
-    await context.abort(*status)
+    code, message = status
+    if code == grpc.StatusCode.UNAVAILABLE:
+        await abort_unavailable(context, message)
+    await context.abort(code, message)
+
+
+def _quota_message(exc: QuotaExceeded) -> str:
+    usage, quota = exc.usage, exc.usage.quota
+    if usage.images + 1 > quota.images:
+        return f"storage quota exceeded: you have {usage.images} of {quota.images} images; delete some to upload more"
+    return (
+        f"storage quota exceeded: you use {usage.bytes} of {quota.bytes} bytes and this image needs {exc.size}"
+        " more; delete some images to make room"
+    )
+
+
+def _shown(limit: int) -> int:
+    """0 stands for "no limit" in replies."""
+    return 0 if limit >= UNLIMITED else limit
 
 
 def _unary(method):
@@ -113,6 +141,28 @@ def _min_score(value: float) -> float:
     if math.isnan(value) or not 0 <= value <= 1:
         raise invalid("min_score must be between 0 and 1")
     return value
+
+
+def _given_min_score(request) -> float:
+    return _min_score(request.min_score) if request.HasField("min_score") else 0.0
+
+
+_ORDERS = {
+    catalog_pb2.IMAGE_ORDER_UNSPECIFIED: "",
+    catalog_pb2.IMAGE_ORDER_TAKEN_NEWEST: "newest",
+    catalog_pb2.IMAGE_ORDER_TAKEN_OLDEST: "oldest",
+}
+
+
+def _taken(request) -> TakenFilter:
+    """Taken-date bounds and order of a list or search request."""
+    if request.order not in _ORDERS:
+        raise invalid("order must be IMAGE_ORDER_UNSPECIFIED, IMAGE_ORDER_TAKEN_NEWEST or IMAGE_ORDER_TAKEN_OLDEST")
+    after = request.taken_after.ToDatetime(tzinfo=UTC) if request.HasField("taken_after") else None
+    before = request.taken_before.ToDatetime(tzinfo=UTC) if request.HasField("taken_before") else None
+    if after and before and after >= before:
+        raise invalid("taken_after must be before taken_before")
+    return TakenFilter(after, before, _ORDERS[request.order])
 
 
 async def _stream(image: catalog_pb2.Image, reader: BlobReader) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
@@ -249,14 +299,16 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         if request.all_users and not caller.is_admin:
             raise CatalogError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may list every user's images")
         size = pagination.page_size(request.page_size)
-        min_score = _min_score(request.min_score)
         tag = normalize_tag(request.tag) if request.tag else ""
         category = _category(request.category)
+        filtered = bool(tag or category)
+        min_score = await self._min_score(request, caller.subject) if filtered else _given_min_score(request)
         owner = None if request.all_users else caller.subject
-        query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score)
-        cursor = pagination.decode(request.page_token, query, (int,))
+        taken = _taken(request)
+        query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score, taken)
+        cursor = pagination.decode(request.page_token, query, (str, int) if taken.order else (int,))
         page = await self._store.list_images(
-            owner=owner, category=category, tag=tag, min_score=min_score, before_id=cursor and cursor[0], limit=size
+            owner=owner, category=category, tag=tag, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         return catalog_pb2.ListImagesResponse(
             images=[image_message(row) for row in page.rows],
@@ -268,25 +320,24 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.SearchImagesRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.SearchImagesResponse:
         caller = current_principal()
-        text = normalize_query(request.query)
+        found = query_terms(request.query, self._store.vocabulary)
         size = pagination.page_size(request.page_size)
-        min_score = _min_score(request.min_score)
-        query = pagination.fingerprint("search", caller.subject, text, min_score)
-        cursor = pagination.decode(request.page_token, query, (float, int))
-        rows, hits, more = await self._store.search(
-            owner=caller.subject, prefix=text, min_score=min_score, after=cursor, limit=size
+        min_score = await self._min_score(request, caller.subject)
+        taken = _taken(request)
+        query = pagination.fingerprint("search", caller.subject, found, min_score, taken)
+        cursor = pagination.decode(request.page_token, query, (str, int) if taken.order else (float, int))
+        page = await self._store.search(
+            owner=caller.subject, query_terms=found, min_score=min_score, after=cursor, limit=size, taken=taken
         )
-        token = ""
-        if more:
-            last = hits[-1]
-            token = pagination.encode(query, (last.weight, last.image_id))
-        return catalog_pb2.SearchImagesResponse(images=[image_message(row) for row in rows], next_page_token=token)
+        token = pagination.encode(query, page.next_cursor) if page.next_cursor else ""
+        return catalog_pb2.SearchImagesResponse(images=[image_message(row) for row in page.rows], next_page_token=token)
 
     @_unary
     async def ListCategories(
         self, request: catalog_pb2.ListCategoriesRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.ListCategoriesResponse:
-        counts = await self._store.category_counts(current_principal().subject)
+        owner = current_principal().subject
+        counts = await self._store.category_counts(owner, min_score=await self._min_score(request, owner))
         return catalog_pb2.ListCategoriesResponse(
             categories=[catalog_pb2.CategoryCount(category=name, count=n) for name, n in counts]
         )
@@ -295,8 +346,42 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListTags(
         self, request: catalog_pb2.ListTagsRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.ListTagsResponse:
-        counts = await self._store.tag_counts(current_principal().subject, min_score=_min_score(request.min_score))
+        owner = current_principal().subject
+        if not 0 <= request.limit <= MAX_TAG_LIMIT:
+            raise invalid(f"limit must be between 0 and {MAX_TAG_LIMIT} (0 means all)")
+        prefix = self._store.vocabulary.term(request.prefix)
+        if len(prefix) > MAX_QUERY_CHARS or not prefix.isprintable():
+            raise invalid(f"prefix must be at most {MAX_QUERY_CHARS} printable characters")
+        counts = await self._store.tag_counts(
+            owner, min_score=await self._min_score(request, owner), prefix=prefix, limit=request.limit
+        )
         return catalog_pb2.ListTagsResponse(tags=[catalog_pb2.TagCount(tag=name, count=n) for name, n in counts])
+
+    @_unary
+    async def GetSettings(
+        self, request: catalog_pb2.GetSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.UserSettings:
+        owner = current_principal().subject
+        return catalog_pb2.UserSettings(min_score=await self._setting(owner))
+
+    @_unary
+    async def UpdateSettings(
+        self, request: catalog_pb2.UpdateSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.UserSettings:
+        owner = current_principal().subject
+        if request.HasField("min_score"):
+            await self._store.set_min_score(owner, _min_score(request.min_score))
+        return catalog_pb2.UserSettings(min_score=await self._setting(owner))
+
+    async def _setting(self, owner: str) -> float:
+        found = await self._store.min_score_setting(owner)
+        return DEFAULT_MIN_SCORE if found is None else found
+
+    async def _min_score(self, request, owner: str) -> float:
+        """The request's min_score when it sets one, else the owner's setting."""
+        if request.HasField("min_score"):
+            return _min_score(request.min_score)
+        return await self._setting(owner)
 
     @_unary
     async def UpdateTags(
@@ -416,6 +501,18 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         known = await self._store.known_digests(current_principal().subject, _digests(request.sha256))
         return catalog_pb2.FindDigestsResponse(
             known=[catalog_pb2.KnownDigest(sha256=sha, uid=uid, category=category) for sha, uid, category in known]
+        )
+
+    @_unary
+    async def GetUsage(
+        self, request: catalog_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Usage:
+        usage = await self._store.usage(current_principal().subject)
+        return catalog_pb2.Usage(
+            bytes_used=usage.bytes,
+            bytes_limit=_shown(usage.quota.bytes),
+            images_used=usage.images,
+            images_limit=_shown(usage.quota.images),
         )
 
 

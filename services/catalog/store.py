@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -12,7 +13,20 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.catalog import similarity, terms
-from services.catalog.models import Classification, ImageRow, ModelId, NewImage, Outcome, Page, SearchHit
+from services.catalog.models import (
+    Classification,
+    ImageRow,
+    ModelId,
+    NewImage,
+    Outcome,
+    Page,
+    Quota,
+    QuotaExceeded,
+    SearchHit,
+    Usage,
+)
+from services.common.vocabulary import Vocabulary
+from services.common.vocabulary import load as load_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +47,23 @@ RemoveBytes = Callable[[str], Awaitable[None]]
 _NEW_IMAGE = _rendered(sql.SQL(", ").join(map(sql.Identifier, NewImage.__dataclass_fields__)))
 _NEW_VALUES = _rendered(sql.SQL(", ").join(map(sql.Placeholder, NewImage.__dataclass_fields__)))
 _CONTENT_XACT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"
-# Takes the content lock, then inserts, in one statement: the lock is held from before the row exists until it
-# commits, as the content lock requires. A conflict (the caller's identical upload) is settled by _INSERT and _TOUCH.
+# Takes the content lock, then locks the owner's usage row, then inserts if the quota allows, in one statement:
+# the content lock is held from before the row exists until it commits, as the content lock requires, and the usage
+# row stays locked until the insert's trigger has counted the new row, so concurrent uploads cannot overshoot.
+# Nothing returned means a conflict (the caller's identical upload) or no room: settled by reserve()'s second path.
 _RESERVE = _rendered(
     sql.SQL(
-        "INSERT INTO catalog.images AS i ({names}, status) SELECT {values}, 'uploading'"
-        " FROM (SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))) AS locked"
+        "WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))),"
+        " used AS (INSERT INTO catalog.storage_usage AS u (owner_id) SELECT %(owner_id)s FROM locked"
+        " ON CONFLICT (owner_id) DO UPDATE SET owner_id = excluded.owner_id RETURNING u.bytes, u.images)"
+        " INSERT INTO catalog.images AS i ({names}, status) SELECT {values}, 'uploading' FROM used"
+        " WHERE used.bytes + %(size_bytes)s <= %(quota_bytes)s AND used.images + 1 <= %(quota_images)s"
         " ON CONFLICT (owner_id, sha256) DO NOTHING RETURNING {columns}"
     ).format(names=_NEW_IMAGE, values=_NEW_VALUES, columns=_COLUMNS)
+)
+_LOCK_USAGE = (
+    "INSERT INTO catalog.storage_usage AS u (owner_id) VALUES (%(owner_id)s)"
+    " ON CONFLICT (owner_id) DO UPDATE SET owner_id = excluded.owner_id RETURNING u.bytes, u.images"
 )
 _INSERT = _rendered(
     sql.SQL(
@@ -58,7 +81,8 @@ _TOUCH = _rendered(
 _CLASSIFIED = sql.SQL(
     "status = 'classified', status_reason = '', category = %(category)s, category_score = %(category_score)s,"
     " labels = %(labels)s, model_tags = %(model_tags)s, model_name = %(model_name)s,"
-    " model_version = %(model_version)s, reclassify_tried = '', attempts = 0, next_attempt_at = now(),"
+    " model_version = %(model_version)s, vocabulary_version = %(vocabulary_version)s,"
+    " reclassify_tried = '', attempts = 0, next_attempt_at = now(),"
     " classified_at = now(), updated_at = now()"
 )
 _APPLY = _rendered(
@@ -127,29 +151,8 @@ def epoch_micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-# Distinct terms under the prefix, then each term's best rows; NOT EXISTS keeps a row only when it is its image's
-# best match under the prefix, so an image appears once, at its best weight, on every page.
-_SEARCH = """
-WITH RECURSIVE found(term) AS (
-    (SELECT term FROM catalog.search_terms
-     WHERE owner_id = %(owner)s AND term >= %(low)s AND term < %(high)s ORDER BY term LIMIT 1)
-    UNION ALL
-    SELECT (SELECT s.term FROM catalog.search_terms AS s
-            WHERE s.owner_id = %(owner)s AND s.term > f.term AND s.term < %(high)s ORDER BY s.term LIMIT 1)
-    FROM found AS f WHERE f.term IS NOT NULL
-)
-SELECT hit.image_id, hit.weight FROM found CROSS JOIN LATERAL (
-    SELECT s.image_id, s.weight FROM catalog.search_terms AS s
-    WHERE s.owner_id = %(owner)s AND s.term = found.term AND s.weight >= %(min)s
-      AND (s.weight, s.image_id) < (%(weight)s::real, %(id)s::bigint)
-      AND NOT EXISTS (
-          SELECT 1 FROM catalog.search_terms AS b
-          WHERE b.image_id = s.image_id AND b.term >= %(low)s AND b.term < %(high)s
-            AND (b.weight, b.term) > (s.weight, s.term))
-    ORDER BY s.weight DESC, s.image_id DESC LIMIT %(limit)s
-) AS hit
-ORDER BY hit.weight DESC, hit.image_id DESC LIMIT %(limit)s
-"""
+# When a photo was taken: its EXIF date, else its upload time (so every image sorts somewhere).
+_TAKEN = "coalesce(i.taken_at, i.created_at)"
 
 
 async def _retrying(action: Callable[[], Awaitable]):
@@ -182,9 +185,10 @@ def _labels_json(classification: Classification) -> Jsonb:
     )
 
 
-def _classified(result: Classification, model_tags: list[tuple[str, float]]) -> dict:
+def _classified(result: Classification, model_tags: list[tuple[str, float]], vocabulary: Vocabulary) -> dict:
     """Parameters of _CLASSIFIED: the columns a classification sets."""
     return {
+        "vocabulary_version": vocabulary.version,
         "category": result.category,
         "category_score": max((label.score for label in result.labels), default=0.0),
         "labels": _labels_json(result),
@@ -194,10 +198,10 @@ def _classified(result: Classification, model_tags: list[tuple[str, float]]) -> 
     }
 
 
-def _index(labels: Sequence[terms.LabelScore], tags: Sequence[terms.TagRow]) -> dict[str, list]:
+def _index(tags: Sequence[terms.TagRow], vocabulary: Vocabulary) -> dict[str, list]:
     """An image's tag and search-term rows as parallel arrays for unnest(), sorted so writers lock rows in one order."""
     tags = sorted(tags, key=lambda tag: tag.tag)
-    found = sorted(terms.search_terms(labels, tags).items())
+    found = sorted(terms.search_terms(tags, vocabulary).items())
     return {
         "tags": [tag.tag for tag in tags],
         "scores": [tag.score for tag in tags],
@@ -207,11 +211,122 @@ def _index(labels: Sequence[terms.LabelScore], tags: Sequence[terms.TagRow]) -> 
     }
 
 
+@dataclass(frozen=True)
+class TakenFilter:
+    """Taken-date bounds ([after, before)) and order ("" keeps the default order)."""
+
+    after: datetime | None = None
+    before: datetime | None = None
+    # "newest" or "oldest" first by taken date; "" for the default order.
+    order: str = ""
+
+    def conditions(self, params: dict) -> list[sql.Composable]:
+        found = []
+        if self.after is not None:
+            found.append(sql.SQL(f"{_TAKEN} >= %(taken_after)s"))
+            params["taken_after"] = self.after
+        if self.before is not None:
+            found.append(sql.SQL(f"{_TAKEN} < %(taken_before)s"))
+            params["taken_before"] = self.before
+        return found
+
+    @property
+    def needs_image(self) -> bool:
+        return bool(self.after or self.before or self.order)
+
+
+def _taken_key(row: ImageRow) -> str:
+    return (row.taken_at or row.created_at).isoformat()
+
+
+def _direction(order: str) -> tuple[str, str]:
+    """(SQL direction, keyset comparison) of an order: descending unless oldest first."""
+    return ("ASC", ">") if order == "oldest" else ("DESC", "<")
+
+
+def _order(key: Sequence[sql.Composable], order: str) -> sql.Composable:
+    direction = sql.SQL(_direction(order)[0])
+    return sql.SQL(", ").join(sql.SQL("{} {}").format(part, direction) for part in key)
+
+
+def _after(key: Sequence[sql.Composable], cursor: tuple, order: str, params: dict) -> sql.Composable:
+    """The keyset condition: rows strictly after `cursor` in this order."""
+    casts = ["real", "bigint"] if not order and len(key) == 2 else ["timestamptz", "bigint"]
+    casts = casts[-len(key) :]
+    values = []
+    for index, (value, cast) in enumerate(zip(cursor, casts, strict=True)):
+        params[f"c{index}"] = value
+        values.append(sql.SQL(f"%(c{index})s::{cast}"))
+    return sql.SQL("({}) {} ({})").format(
+        sql.SQL(", ").join(key), sql.SQL(_direction(order)[1]), sql.SQL(", ").join(values)
+    )
+
+
+def _search_weight(count: int) -> str:
+    """The weakest match of an image over `count` terms (s is the first term's row, o1... the others')."""
+    if count == 1:
+        return "s.weight"
+    return "least(s.weight, " + ", ".join(f"o{k}.weight" for k in range(1, count)) + ")"
+
+
+def _search_key(count: int, taken: TakenFilter) -> list[sql.Composable]:
+    first = sql.SQL(_TAKEN) if taken.order else sql.SQL(_search_weight(count))
+    return [first, sql.SQL("s.image_id")]
+
+
+def _joins(count: int) -> str:
+    """The other terms' rows of the same image, each at `min` or more."""
+    return "".join(
+        f" JOIN catalog.search_terms AS o{k} ON o{k}.image_id = s.image_id AND o{k}.term = %(t{k})s"
+        f" AND o{k}.weight >= %(min)s"
+        for k in range(1, count)
+    )
+
+
+# Rows of the first term read per statement when several terms must match.
+_SEARCH_CHUNK = 200
+# The next chunk of a several-term search: first-term rows after (weight, id) in index order, with the others.
+_SEVERAL = (
+    "SELECT s.image_id, s.weight, {weakest} FROM catalog.search_terms AS s{joins}"
+    " WHERE s.owner_id = %(owner)s AND s.term = %(t0)s AND s.weight >= %(min)s"
+    " AND (s.weight, s.image_id) < (%(weight)s::real, %(id)s::bigint)"
+    " ORDER BY s.weight DESC, s.image_id DESC LIMIT %(chunk)s"
+)
+
+
+def _search_query(query_terms: Sequence[str], taken: TakenFilter) -> tuple[sql.Composable, dict]:
+    """The search statement, with a {after} slot for the keyset condition, and its term parameters."""
+    params: dict = {f"t{k}": term for k, term in enumerate(query_terms)}
+    joins = [_joins(len(query_terms))]
+    if taken.needs_image:
+        joins.append(" JOIN catalog.images AS i ON i.id = s.image_id")
+    where = [sql.SQL("s.owner_id = %(owner)s AND s.term = %(t0)s AND s.weight >= %(min)s"), *taken.conditions(params)]
+    key = _search_key(len(query_terms), taken)
+    query = sql.SQL(
+        "SELECT s.image_id, {weight} FROM catalog.search_terms AS s{joins} WHERE {where} {{after}}"
+        " ORDER BY {order} LIMIT %(limit)s"
+    ).format(
+        weight=sql.SQL(_search_weight(len(query_terms))),
+        joins=sql.SQL("".join(joins)),
+        where=sql.SQL(" AND ").join(where),
+        order=_order(key, taken.order),
+    )
+    return sql.SQL(query.as_string()), params
+
+
 class CatalogStore:
     """Reads and writes images and their tags; owns the per-content lock that keeps shared bytes safe."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, quota: Quota | None = None, vocabulary: Vocabulary | None = None
+    ) -> None:
         self._pool = pool
+        self._quota = quota or Quota()
+        self._vocabulary = vocabulary or load_vocabulary()
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._vocabulary
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -280,24 +395,36 @@ class CatalogStore:
     async def reserve(self, new: NewImage) -> tuple[ImageRow, bool]:
         """Inserts an invisible `uploading` row, or returns the caller's existing row for the same bytes.
 
-        Returns (row, created). An existing row is touched so the sweeper leaves it alone a while longer.
+        Returns (row, created). An existing row is touched so the sweeper leaves it alone a while longer, and
+        costs no quota. Raises QuotaExceeded when a new row would take the owner past the quota.
         """
         values = {name: getattr(new, name) for name in NewImage.__dataclass_fields__}
         lock = {"lock_key": _LOCK_NAMESPACE + new.sha256}
+        quota = {"quota_bytes": self._quota.bytes, "quota_images": self._quota.images}
         async with self._single_statements() as conn:
-            row = await self._fetch_one(conn, _RESERVE, values | lock)
+            row = await self._fetch_one(conn, _RESERVE, values | lock | quota)
         if row is not None:
             return row, True
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(_CONTENT_XACT_LOCK, lock)
-            row = await self._fetch_one(conn, _INSERT, values)
-            if row is not None:
-                return row, True
-            row = await self._fetch_one(conn, _TOUCH, values)
-            if row.deleted_at is not None:
+            existing = await self._fetch_one(conn, _TOUCH, values)
+            if existing is not None and existing.deleted_at is not None:
                 # Uploading a trashed photo again brings it back.
-                row = await self._untrash(conn, row.id)
-            return row, False
+                existing = await self._untrash(conn, existing.id)
+            if existing is not None:
+                return existing, False
+            cur = await conn.execute(_LOCK_USAGE, values)
+            usage = Usage(*await cur.fetchone(), quota=self._quota)
+            if usage.refuses(new.size_bytes):
+                raise QuotaExceeded(usage, new.size_bytes)
+            return await self._fetch_one(conn, _INSERT, values), True
+
+    async def usage(self, owner: str) -> Usage:
+        """What the owner's images use (uploads in progress included) and the owner's quota."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT bytes, images FROM catalog.storage_usage WHERE owner_id = %s", (owner,))
+            row = await cur.fetchone()
+        return Usage(*(row or (0, 0)), quota=self._quota)
 
     async def finalize(self, image_id: int, outcome: Outcome) -> ImageRow | None:
         """Makes an `uploading` row visible with its outcome; None when another upload finished it first.
@@ -308,10 +435,11 @@ class CatalogStore:
             query = _FINALIZE_UNCLASSIFIED
             params = {"status": outcome.status, "reason": outcome.reason, "attempts": int(outcome.status == "failed")}
         else:
-            model_tags = terms.score_model_tags(outcome.classification.labels, outcome.classification.tags)
+            model_tags = terms.score_model_tags(outcome.classification.labels, self._vocabulary)
             tags = terms.visible_tags(model_tags, (), ())
             query = _FINALIZE_CLASSIFIED
-            params = _classified(outcome.classification, model_tags) | _index(outcome.classification.labels, tags)
+            classified = _classified(outcome.classification, model_tags, self._vocabulary)
+            params = classified | _index(tags, self._vocabulary)
 
         async def attempt() -> ImageRow | None:
             async with self._single_statements() as conn:
@@ -319,11 +447,15 @@ class CatalogStore:
 
         return await _retrying(attempt)
 
-    async def abandon(self, image_id: int, remove_bytes: RemoveBytes) -> None:
-        """Undoes a reservation whose upload did not complete, bytes included when nothing else uses them."""
+    async def abandon(self, uid: str, remove_bytes: RemoveBytes) -> None:
+        """Undoes a reservation whose upload did not complete, bytes included when nothing else uses them.
+
+        By uid, which the upload chose before reserving: a reservation cut short may exist without its caller
+        ever having seen the row. A row that became visible meanwhile is left alone.
+        """
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "DELETE FROM catalog.images WHERE id = %s AND status = 'uploading' RETURNING sha256", (image_id,)
+                "DELETE FROM catalog.images WHERE uid = %s AND status = 'uploading' RETURNING sha256", (uid,)
             )
             row = await cur.fetchone()
         if row is not None:
@@ -335,8 +467,8 @@ class CatalogStore:
         self, conn: AsyncConnection, image_id: int, result: Classification, statuses: Sequence[str]
     ) -> ImageRow | None:
         """Replaces the model's labels and tags, keeping manual and hidden tags, and rebuilds the search rows."""
-        model_tags = terms.score_model_tags(result.labels, result.tags)
-        params = _classified(result, model_tags) | {"id": image_id, "statuses": list(statuses)}
+        model_tags = terms.score_model_tags(result.labels, self._vocabulary)
+        params = _classified(result, model_tags, self._vocabulary) | {"id": image_id, "statuses": list(statuses)}
         row = await self._fetch_one(conn, _APPLY, params)
         if row is not None:
             await self._rewrite_index(conn, row)
@@ -344,11 +476,12 @@ class CatalogStore:
                 await similarity.save_embedding(conn, image_id=row.id, owner=row.owner_id, embedding=result.embedding)
         return row
 
-    @staticmethod
-    async def _rewrite_index(conn: AsyncConnection, row: ImageRow) -> None:
-        labels = [terms.LabelScore(item["label"], item["class_id"], item["score"]) for item in row.labels]
+    async def _rewrite_index(self, conn: AsyncConnection, row: ImageRow) -> None:
+        """Rebuilds the tag and search rows; an image in the trash has none (restoring rebuilds them)."""
         await conn.execute(_DELETE_INDEX, {"id": row.id})
-        await conn.execute(_INSERT_INDEX, _index(labels, row.tags) | {"id": row.id, "owner": row.owner_id})
+        if row.deleted_at is None:
+            params = _index(row.tags, self._vocabulary) | {"id": row.id, "owner": row.owner_id}
+            await conn.execute(_INSERT_INDEX, params)
 
     async def save_classification(self, image_id: int, result: Classification, *, statuses: Sequence[str]):
         async def attempt() -> ImageRow | None:
@@ -454,16 +587,25 @@ class CatalogStore:
             return await self._fetch_one(conn, query, (image_id,))
 
     async def list_images(
-        self, *, owner: str | None, category: str, tag: str, min_score: float, before_id: int | None, limit: int
+        self,
+        *,
+        owner: str | None,
+        category: str,
+        tag: str,
+        min_score: float,
+        after: tuple | None,
+        limit: int,
+        taken: TakenFilter = TakenFilter(),
     ) -> Page:
-        """Newest first; keyset on the id, so concurrent uploads never shift a page."""
+        """Newest upload first, or by taken date; keyset pagination, so concurrent uploads never shift a page."""
         where, params = [sql.SQL("i.status <> 'uploading' AND i.deleted_at IS NULL")], {"limit": limit + 1}
-        source, order = sql.SQL("catalog.images AS i"), sql.SQL("i.id")
+        source, ident = sql.SQL("catalog.images AS i"), sql.SQL("i.id")
         if tag:
-            source = sql.SQL("catalog.tags AS t JOIN catalog.images AS i ON i.id = t.image_id")
-            order = sql.SQL("t.image_id")
-            where.append(sql.SQL("t.tag = %(tag)s AND t.score >= %(min_score)s"))
-            params.update(tag=tag, min_score=min_score)
+            # The tag's search term, so a list by tag shows what a search for it finds ("Holidays" too).
+            source = sql.SQL("catalog.search_terms AS t JOIN catalog.images AS i ON i.id = t.image_id")
+            ident = sql.SQL("t.image_id")
+            where.append(sql.SQL("t.term = %(tag)s AND t.weight >= %(min_score)s"))
+            params.update(tag=self._vocabulary.term(tag), min_score=min_score)
         elif min_score > 0:
             where.append(sql.SQL("i.category_score >= %(min_score)s"))
             params.update(min_score=min_score)
@@ -473,34 +615,90 @@ class CatalogStore:
         if category:
             where.append(sql.SQL("i.category = %(category)s"))
             params.update(category=category)
-        if before_id is not None:
-            where.append(sql.SQL("{} < %(before)s").format(order))
-            params.update(before=before_id)
-        query = sql.SQL("SELECT {columns} FROM {source} WHERE {where} ORDER BY {order} DESC LIMIT %(limit)s").format(
-            columns=_COLUMNS, source=source, where=sql.SQL(" AND ").join(where), order=order
+        where += taken.conditions(params)
+        key = [sql.SQL(_TAKEN), ident] if taken.order else [ident]
+        if after is not None:
+            where.append(_after(key, after, taken.order, params))
+        query = sql.SQL("SELECT {columns} FROM {source} WHERE {where} ORDER BY {order} LIMIT %(limit)s").format(
+            columns=_COLUMNS, source=source, where=sql.SQL(" AND ").join(where), order=_order(key, taken.order)
         )
         async with self._pool.connection() as conn:
             rows = await self._fetch_all(conn, query, params)
         if len(rows) <= limit:
             return Page(rows)
-        return Page(rows[:limit], (rows[limit - 1].id,))
+        last = rows[limit - 1]
+        return Page(rows[:limit], (_taken_key(last), last.id) if taken.order else (last.id,))
 
     async def search(
-        self, *, owner: str, prefix: str, min_score: float, after: tuple | None, limit: int
-    ) -> tuple[list[ImageRow], list[SearchHit], bool]:
-        """Images with a label or tag word starting with `prefix`, by best weight (manual tags first), then newest.
+        self,
+        *,
+        owner: str,
+        query_terms: Sequence[str],
+        min_score: float,
+        after: tuple | None,
+        limit: int,
+        taken: TakenFilter = TakenFilter(),
+    ) -> Page:
+        """Images matching every term at `min_score` or more, best first by their weakest match (manual tags
+        first), then newest; or by taken date.
 
-        Walks the distinct terms under the prefix (a loose index scan) and reads each term's rows in weight order,
-        keeping only each image's best row, so a page reads about `limit` rows per term however many images match.
+        One term (the common case, and the only one with no sort) reads the term's index rows already in weight
+        order, so a page costs the same at any catalog size; further terms are joined on the image id.
         """
-        low, high = terms.prefix_range(prefix)
-        weight, image_id = after or (3.0, 2**63 - 1)
-        params = {"owner": owner, "low": low, "high": high, "min": min_score, "weight": weight, "id": image_id}
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_SEARCH, {**params, "limit": limit + 1})
-            hits = [SearchHit(*row) for row in await cur.fetchall()]
+            if len(query_terms) > 1 and not taken.order:
+                hits = await self._best_of_several(conn, query_terms, owner, min_score, after, limit)
+            else:
+                hits = await self._hits(conn, query_terms, owner, min_score, after, limit, taken)
             rows = await self._rows_by_id(conn, [hit.image_id for hit in hits[:limit]])
-        return rows, hits[:limit], len(hits) > limit
+        if len(hits) <= limit or not rows:
+            return Page(rows)
+        last = hits[limit - 1]
+        if taken.order:
+            by_id = {row.id: row for row in rows}
+            return Page(rows, (_taken_key(by_id[last.image_id]), last.image_id) if last.image_id in by_id else None)
+        return Page(rows, (last.weight, last.image_id))
+
+    @staticmethod
+    async def _hits(
+        conn: AsyncConnection,
+        query_terms: Sequence[str],
+        owner: str,
+        min_score: float,
+        after: tuple | None,
+        limit: int,
+        taken: TakenFilter,
+    ) -> list[SearchHit]:
+        """Up to limit + 1 hits in one statement, sorted by the database."""
+        query, params = _search_query(query_terms, taken)
+        params.update(owner=owner, min=min_score, limit=limit + 1)
+        after_sql = sql.SQL("")
+        if after is not None:
+            keyset = _after(_search_key(len(query_terms), taken), after, taken.order, params)
+            after_sql = sql.SQL("AND {}").format(keyset)
+        cur = await conn.execute(query.format(after=after_sql), params)
+        return [SearchHit(*row) for row in await cur.fetchall()]
+
+    @staticmethod
+    async def _best_of_several(
+        conn: AsyncConnection, query_terms: Sequence[str], owner: str, min_score: float, after: tuple | None, limit: int
+    ) -> list[SearchHit]:
+        """Up to limit + 1 hits of several terms, by their weakest match, without sorting every match.
+
+        Reads the first term's matches in chunks, in its weight order, and stops once limit + 1 hits beat that
+        weight: an image's weakest match is at most its first-term weight, so no later row can outrank them.
+        """
+        query = sql.SQL(_SEVERAL.format(weakest=_search_weight(len(query_terms)), joins=_joins(len(query_terms))))
+        params = {f"t{k}": term for k, term in enumerate(query_terms)}
+        params.update(owner=owner, min=min_score, chunk=_SEARCH_CHUNK, weight=3.0, id=2**63 - 1)
+        found: list[SearchHit] = []
+        while True:
+            chunk = await (await conn.execute(query, params)).fetchall()
+            found += [SearchHit(i, w) for i, _, w in chunk if after is None or (w, i) < tuple(after)]
+            found.sort(key=lambda hit: (-hit.weight, -hit.image_id))
+            if len(chunk) < _SEARCH_CHUNK or (len(found) > limit and found[limit].weight > chunk[-1][1]):
+                return found[: limit + 1]
+            params.update(weight=chunk[-1][1], id=chunk[-1][0])
 
     async def rows_by_id(self, ids: list[int]) -> list[ImageRow]:
         """The rows of these ids, in the given order (missing ones left out)."""
@@ -512,32 +710,97 @@ class CatalogStore:
         by_id = {row.id: row for row in await self._fetch_all(conn, query, (ids,))}
         return [by_id[image_id] for image_id in ids if image_id in by_id]
 
-    async def category_counts(self, owner: str) -> list[tuple[str, int]]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT category, images FROM catalog.category_counts WHERE owner_id = %s AND images > 0"
-                " ORDER BY images DESC, category",
-                (owner,),
-            )
-            return [tuple(row) for row in await cur.fetchall()]
-
-    async def tag_counts(self, owner: str, *, min_score: float) -> list[tuple[str, int]]:
-        """Precomputed counts without a score floor; with one, counted from the tag index."""
-        if min_score <= 0:
+    async def category_counts(self, owner: str, *, min_score: float) -> list[tuple[str, int]]:
+        """Classified images per category whose top label reaches `min_score`, as a category search finds them:
+        precomputed at the default threshold, counted from the images otherwise."""
+        if min_score == terms.DEFAULT_MIN_SCORE:
             query = (
-                "SELECT tag, images FROM catalog.tag_counts WHERE owner_id = %s AND images > 0"
-                " ORDER BY images DESC, tag"
+                "SELECT category, images FROM catalog.category_counts WHERE owner_id = %s AND images > 0"
+                " ORDER BY images DESC, category"
             )
             params: tuple = (owner,)
         else:
             query = (
-                "SELECT tag, count(*) FROM catalog.tags WHERE owner_id = %s AND score >= %s"
-                " GROUP BY tag ORDER BY count(*) DESC, tag"
+                "SELECT category, count(*) FROM catalog.images WHERE owner_id = %s AND status = 'classified'"
+                " AND category <> '' AND category_score >= %s GROUP BY category ORDER BY count(*) DESC, category"
             )
             params = (owner, min_score)
         async with self._pool.connection() as conn:
             cur = await conn.execute(query, params)
             return [tuple(row) for row in await cur.fetchall()]
+
+    async def tag_counts(self, owner: str, *, min_score: float, prefix: str, limit: int) -> list[tuple[str, int]]:
+        """Images per search term at `min_score` or more (what a search for the term returns), most first;
+        only terms starting with `prefix`, and at most `limit` (0: all). Precomputed at the default threshold."""
+        low, high = terms.prefix_range(prefix)
+        params = {"owner": owner, "low": low, "high": high, "min": min_score, "limit": limit or None}
+        if min_score == terms.DEFAULT_MIN_SCORE:
+            query = (
+                "SELECT term, images FROM catalog.term_counts WHERE owner_id = %(owner)s"
+                " AND term >= %(low)s AND term < %(high)s AND images > 0"
+                " ORDER BY images DESC, term LIMIT %(limit)s"
+            )
+        else:
+            query = (
+                "SELECT term, count(*) FROM catalog.search_terms WHERE owner_id = %(owner)s"
+                " AND term >= %(low)s AND term < %(high)s AND weight >= %(min)s"
+                " GROUP BY term ORDER BY count(*) DESC, term LIMIT %(limit)s"
+            )
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return [tuple(row) for row in await cur.fetchall()]
+
+    # --- settings --------------------------------------------------------------------------------
+
+    async def min_score_setting(self, owner: str) -> float | None:
+        """The owner's min_score setting; None until they set one."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT min_score FROM catalog.user_settings WHERE owner_id = %s", (owner,))
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def set_min_score(self, owner: str, min_score: float) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO catalog.user_settings (owner_id, min_score) VALUES (%s, %s) ON CONFLICT (owner_id)"
+                " DO UPDATE SET min_score = excluded.min_score, updated_at = now()",
+                (owner, min_score),
+            )
+
+    # --- re-tagging after a vocabulary change ----------------------------------------------------
+
+    async def retag_batch(self, *, after_id: int, limit: int) -> tuple[int, int]:
+        """Derives the model tags of up to `limit` images (ids above `after_id`) tagged with another vocabulary
+        version again from their stored labels; the model is not asked. Returns (images re-tagged, last id)."""
+        select = sql.SQL(
+            "SELECT {columns} FROM catalog.images AS i WHERE id > %s AND status <> 'uploading'"
+            " AND vocabulary_version <> %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+        ).format(columns=_COLUMNS)
+        update = sql.SQL(
+            "UPDATE catalog.images AS i SET model_tags = %s, vocabulary_version = %s WHERE id = %s RETURNING {columns}"
+        ).format(columns=_COLUMNS)
+        version = self._vocabulary.version
+
+        async def attempt() -> tuple[int, int]:
+            async with self._pool.connection() as conn, conn.transaction():
+                rows = await self._fetch_all(conn, select, (after_id, version, limit))
+                for row in rows:
+                    labels = [terms.LabelScore(i["label"], i["class_id"], i["score"]) for i in row.labels]
+                    model_tags = terms.score_model_tags(labels, self._vocabulary)
+                    tags = Jsonb([[tag, score] for tag, score in model_tags])
+                    await self._rewrite_index(conn, await self._fetch_one(conn, update, (tags, version, row.id)))
+                return len(rows), max((row.id for row in rows), default=after_id)
+
+        return await _retrying(attempt)
+
+    async def count_untagged(self) -> int:
+        """Images whose tags come from another vocabulary version than this process's."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM catalog.images WHERE status <> 'uploading' AND vocabulary_version <> %s",
+                (self._vocabulary.version,),
+            )
+            return (await cur.fetchone())[0]
 
     # --- changes by the owner --------------------------------------------------------------------
 

@@ -5,17 +5,22 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from services.common.vocabulary import Vocabulary
+
 MAX_TAG_CHARS = 64
 MAX_MANUAL_TAGS = 50
 MAX_QUERY_CHARS = 100
 MANUAL_SCORE = 1.0
 # Search weight of a manual tag: above any model score (at most 1), so manual matches always rank first.
 MANUAL_WEIGHT = 2.0
+# Model tags scoring less are not stored: at 1 % a label is noise, and hiding it keeps the tag list short.
+MODEL_TAG_FLOOR = 0.01
+# Default of the per-user min_score setting, measured on the search-quality photos (tests/support/search_quality.py):
+# between the best-scoring wrong label there (a drilling platform in the rocket photo, 0.093) and the weakest tag
+# a query must find (tabby, 0.14 for a turned view of the cat). 0.1 to 0.12 keep every right match and no wrong one.
+DEFAULT_MIN_SCORE = 0.12
 _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Words of a label or tag start after a space, hyphen, slash, comma or apostrophe: "short-haired pointer"
-# is found by "short", "haired" and "pointer".
-_WORD_START = re.compile(r"(?<=[\s\-/,'])(?=\w)")
 
 
 class InvalidTag(ValueError):
@@ -68,18 +73,11 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, stem[:-1] + chr(ord(stem[-1]) + 1)
 
 
-def score_model_tags(labels: Sequence[LabelScore], tags: Iterable[str]) -> list[tuple[str, float]]:
-    """A score for each model tag: the label it names, else the best label containing it, else the top label."""
-    top = max((label.score for label in labels), default=0.0)
-    scored: dict[str, float] = {}
-    for raw in tags:
-        tag = normalize(raw)
-        if not tag or len(tag) > MAX_TAG_CHARS:
-            continue
-        exact = [label.score for label in labels if normalize(label.label) == tag]
-        partial = [label.score for label in labels if tag in normalize(label.label).split(" ")]
-        scored[tag] = max(exact or partial or [top])
-    return sorted(scored.items(), key=lambda item: -item[1])
+def score_model_tags(labels: Sequence[LabelScore], vocabulary: Vocabulary) -> list[tuple[str, float]]:
+    """The model tags of stored labels, best first: each label's WordNet label, synonyms and hypernyms, scored by
+    the summed probability of the labels carrying it. Tags under MODEL_TAG_FLOOR are not kept."""
+    scored = vocabulary.scored_tags((label.class_id, label.label, label.score) for label in labels)
+    return [(tag, score) for tag, score in scored.items() if score >= MODEL_TAG_FLOOR and len(tag) <= MAX_TAG_CHARS]
 
 
 def visible_tags(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: Sequence[str]) -> list[TagRow]:
@@ -90,20 +88,30 @@ def visible_tags(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: 
     return rows
 
 
-def search_terms(labels: Iterable[LabelScore], tags: Iterable[TagRow]) -> dict[str, float]:
-    """Every word-suffix of every label and tag, weighted by its best score; manual tags weigh MANUAL_WEIGHT."""
+def visible_tag_names(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: Sequence[str]) -> list[str]:
+    """The tags of visible_tags, names only: what every image message lists, so it builds no rows."""
+    skip = set(manual) | set(hidden)
+    return [*manual, *(tag for tag, _ in model_tags if tag not in skip)]
+
+
+def search_terms(tags: Iterable[TagRow], vocabulary: Vocabulary) -> dict[str, float]:
+    """The terms an image is found by, each with its best weight: every tag whole (singular), and each word of a
+    manual tag too (the owner's own words). Words of a model tag are not terms: "cote" names no bell cote."""
     weights: dict[str, float] = {}
-    sources = [(normalize(label.label), label.score) for label in labels]
-    sources += [(tag.tag, MANUAL_WEIGHT if tag.manual else tag.score) for tag in tags]
-    for text, weight in sources:
-        for suffix in word_suffixes(text):
-            weights[suffix] = max(weights.get(suffix, 0.0), weight)
+    for tag in tags:
+        weight = MANUAL_WEIGHT if tag.manual else tag.score
+        found = [vocabulary.term(tag.tag)]
+        if tag.manual:
+            found += [vocabulary.term(word) for word in tag.tag.split(" ")]
+        for term in found:
+            if term:
+                weights[term] = max(weights.get(term, 0.0), weight)
     return weights
 
 
-def word_suffixes(text: str) -> list[str]:
-    starts = [0, *(m.start() for m in _WORD_START.finditer(text))]
-    return list(dict.fromkeys(text[i:] for i in starts if text[i:]))
+def query_terms(text: str, vocabulary: Vocabulary) -> list[str]:
+    """The terms every result must match; raises InvalidTag for an empty or overlong query."""
+    return vocabulary.query_terms(normalize_query(text))
 
 
 def apply_tag_changes(

@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -17,10 +18,11 @@ from services.catalog.content import ContentBytes
 from services.catalog.errors import CatalogError, invalid
 from services.catalog.ids import new_uid
 from services.catalog.inference_client import InferenceClient, InferenceFailed, InferenceRejected, InferenceUnavailable
-from services.catalog.models import ImageRow, NewImage, Outcome
+from services.catalog.models import ImageRow, NewImage, Outcome, QuotaExceeded
 from services.catalog.similarity import SimilarityIndex
 from services.catalog.store import CatalogStore
 from services.common.context import time_remaining
+from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,14 @@ log = logging.getLogger(__name__)
 MAX_CHUNK_BYTES = 1024 * 1024
 # Uploads up to this size stay in memory; larger ones spill to a temporary file.
 _SPOOL_IN_MEMORY = 4 * 1024 * 1024
+# Most bytes read and dropped after an upload passed the size limit, before answering (see _drain).
+_DRAIN_BYTES = 64 * 1024 * 1024
 # Time kept back from the caller's deadline to store the outcome after classifying.
 _DEADLINE_MARGIN = 0.5
+# How long an unfinished upload's undo keeps trying while the database is unreachable.
+_UNDO_RETRY_SECONDS = 120.0
+# How long the failed call waits for its undo: one attempt, a database checkout included.
+_UNDO_WAIT_SECONDS = 3.0
 # How often an upload starts over after the identical upload it joined was abandoned.
 _RESERVE_ATTEMPTS = 3
 
@@ -56,6 +64,17 @@ async def read_header(messages: AsyncIterator[catalog_pb2.UploadImageRequest]) -
     return first.header
 
 
+async def _drain(messages: AsyncIterator[catalog_pb2.UploadImageRequest]) -> None:
+    """Reads and drops what the client is still sending, up to a bound, before the refusal: an asyncio gRPC client
+    whose write meets a call the server already ended reports INTERNAL instead of the server's status
+    (grpc/grpc#36066), so the gateway would answer 500 instead of 413. HTTP servers drain a refused body likewise."""
+    drained = 0
+    async for message in messages:
+        drained += len(message.chunk)
+        if drained > _DRAIN_BYTES:
+            return
+
+
 async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, max_bytes: int) -> Received:
     """Spools the chunks, hashing as they come; stops at the first byte over the limit."""
     # Handed to the caller, who closes it; closed here only on failure.
@@ -69,6 +88,7 @@ async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, ma
                 raise invalid("upload chunks must be at most 1 MiB each")
             size += len(message.chunk)
             if size > max_bytes:
+                await _drain(messages)
                 raise CatalogError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"the image is larger than the limit of {max_bytes} bytes"
                 )
@@ -80,6 +100,50 @@ async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, ma
         spool.close()
         raise
     return Received(spool, size, digest.hexdigest())
+
+
+class Cleanups:
+    """Undoes unfinished uploads in tasks of their own, so a cancelled call (client gone, deadline) cannot cut the
+    undo short and leave an invisible row behind; while the database is unreachable the undo is retried."""
+
+    def __init__(self, *, store: CatalogStore, contents: ContentBytes, retry_for: float = _UNDO_RETRY_SECONDS) -> None:
+        self._store = store
+        self._contents = contents
+        self._retry_for = retry_for
+        self._tasks: set[asyncio.Task] = set()
+
+    async def undo(self, uid: str, *, cause: BaseException) -> None:
+        """Starts the undo and waits a little for it, so a refused upload is usually gone when the caller hears of
+        it; the undo goes on after this returns or is cancelled. With the database unreachable (the cause) the
+        caller is not kept waiting for an undo that cannot succeed yet."""
+        task = asyncio.create_task(self._undo(uid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if not isinstance(cause, DATABASE_UNREACHABLE):
+            await asyncio.wait({task}, timeout=_UNDO_WAIT_SECONDS)
+
+    async def _undo(self, uid: str) -> None:
+        deadline = time.monotonic() + self._retry_for
+        pause = 0.2
+        while True:
+            try:
+                await self._store.abandon(uid, self._contents.remove)
+                return
+            except Exception:
+                if time.monotonic() + pause > deadline:
+                    log.warning("could not undo an unfinished upload; the sweeper will", exc_info=True)
+                    return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    async def wait(self, timeout: float = _UNDO_WAIT_SECONDS) -> None:
+        """At shutdown, before the pool closes: lets the undos in progress finish for a while, then stops them
+        (the sweeper removes what they leave)."""
+        if not self._tasks:
+            return
+        _, unfinished = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in unfinished:
+            task.cancel()
 
 
 class Uploader:
@@ -102,6 +166,11 @@ class Uploader:
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
         self._timeout = inference_timeout
+        self._cleanups = Cleanups(store=store, contents=contents)
+
+    @property
+    def cleanups(self) -> "Cleanups":
+        return self._cleanups
 
     async def upload(self, messages: AsyncIterator, caller: Principal) -> tuple[ImageRow, bool, str]:
         """Returns (image, duplicate, uid of the earlier image it nearly duplicates or "")."""
@@ -130,6 +199,7 @@ class Uploader:
             height=info.height,
             thumb_format=info.thumb_format,
             orientation=info.orientation,
+            **info.taken.fields(),
         )
 
     async def _store_and_classify(
@@ -140,7 +210,14 @@ class Uploader:
         A joined upload can be cancelled under us, taking its row along; then we start over with our own row.
         """
         for _ in range(_RESERVE_ATTEMPTS):
-            row, created = await self._store.reserve(new)
+            try:
+                row, created = await self._store.reserve(new)
+            except QuotaExceeded:
+                raise
+            except BaseException as exc:
+                # Cancelled or failed after the insert may have committed: our uid names the row if it exists.
+                await self._cleanups.undo(new.uid, cause=exc)
+                raise
             if row.status != "uploading":
                 return row, True, ""
             final = await self._complete(row, created, new, received, caller.token)
@@ -157,9 +234,9 @@ class Uploader:
             outcome = await self._classify(received, token)
             await self._contents.save_thumbnail(new.sha256, outcome.classification, thumb_format=new.thumb_format)
             final = await self._store.finalize(row.id, outcome)
-        except BaseException:
+        except BaseException as exc:
             if created:
-                await asyncio.shield(self._abandon(row.id))
+                await self._cleanups.undo(row.uid, cause=exc)
             raise
         if final is not None:
             return final, False, await self._embed(final, outcome)
@@ -181,12 +258,6 @@ class Uploader:
             return ""
         return near or ""
 
-    async def _abandon(self, image_id: int) -> None:
-        try:
-            await self._store.abandon(image_id, self._contents.remove)
-        except Exception:
-            log.warning("could not undo an unfinished upload; the sweeper will", exc_info=True)
-
     async def _classify(self, received: Received, token: str) -> Outcome:
         timeout = self._timeout
         remaining = time_remaining()
@@ -198,7 +269,9 @@ class Uploader:
             log.info("stored as pending: %s", exc)
             return Outcome("pending", "waiting for the classifier, which is unavailable or slow")
         except InferenceRejected as exc:
-            return Outcome("failed", f"the classifier rejected the image: {exc}")
+            # The classifier decoded the whole file and could not read it (truncated, corrupt): refuse the upload
+            # rather than keep bytes nobody can use. The caller undoes the reservation.
+            raise invalid(str(exc)) from None
         except InferenceFailed as exc:
             log.warning("stored as pending after a classifier error: %s", exc)
             return Outcome("pending", "waiting for the classifier after an error")

@@ -8,6 +8,7 @@ from services.catalog.classify import Result, StoredImageClassifier
 from services.catalog.identity import ServiceLoginFailed, TokenProvider
 from services.catalog.inference_client import InferenceTokenRefused, InferenceUnavailable
 from services.catalog.store import CatalogStore
+from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class PendingWorker:
             try:
                 handled = await self.run_once()
                 delay = 0 if handled else self._policy.poll_seconds
-            except (InferenceUnavailable, ServiceLoginFailed) as exc:
+            except (InferenceUnavailable, ServiceLoginFailed, *DATABASE_UNREACHABLE) as exc:
                 delay = min(max(delay, self._policy.poll_seconds) * 2, self._policy.max_backoff_seconds)
                 log.warning("classification paused for %.1fs: %s", delay, exc)
             except Exception:

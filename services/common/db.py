@@ -1,5 +1,6 @@
 """PostgreSQL plumbing shared by auth and catalog: a self-healing pool and a versioned migration runner."""
 
+import contextlib
 import logging
 import re
 import select
@@ -8,24 +9,54 @@ from pathlib import Path
 import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.pq import ConnStatus
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
+
+# What a call raises when the database cannot be reached in time: answered UNAVAILABLE by every service.
+UNREACHABLE = (psycopg.OperationalError, PoolTimeout)
+# How long a call waits for a pooled connection: with the database down, a call fails within this, not the pool's
+# 30 s default (longer than the callers' own deadlines, so they saw a timeout instead of "unavailable").
+CHECKOUT_TIMEOUT_SECONDS = 2.0
+# How long the pool keeps retrying one lost connection; a call waiting afterwards starts a new attempt at once.
+RECONNECT_TIMEOUT_SECONDS = 5.0
+# libpq's connection options: give up connecting after 2 s (its minimum) instead of the operating system's minutes;
+# notice a peer that vanished mid-query (no RST: a partition, a dead host) within seconds instead of 15 minutes.
+CONNECTION_OPTIONS = {
+    "connect_timeout": 2,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 
 # Migration files are named like 0001_create_images.sql and applied in that order.
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "tagsmith") -> AsyncConnectionPool:
-    """A pool that checks connections before lending them, so it recovers on its own after a PostgreSQL restart."""
+async def open_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    name: str = "tagsmith",
+    checkout_timeout: float = CHECKOUT_TIMEOUT_SECONDS,
+) -> AsyncConnectionPool:
+    """A pool that checks connections before lending them, so it recovers on its own after a PostgreSQL restart,
+    and that gives up on a checkout after `checkout_timeout` seconds, so a database outage fails calls fast."""
     pool = AsyncConnectionPool(
         dsn,
+        kwargs=CONNECTION_OPTIONS,
         min_size=min_size,
         max_size=max_size,
         name=name,
         open=False,
         check=check_if_disturbed,
-        reconnect_timeout=60,
+        timeout=checkout_timeout,
+        # Short, so that after an outage a waiting call soon starts a fresh attempt instead of waiting out a backoff
+        # grown during the outage (psycopg_pool doubles the pause between attempts until this expires).
+        reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
     )
     await pool.open(wait=False)
     return pool
@@ -46,6 +77,30 @@ async def check_if_disturbed(conn: AsyncConnection) -> None:
         if not idle.poll(0):
             return
     await AsyncConnectionPool.check_connection(conn)
+
+
+class DatabaseProbe:
+    """The health watcher's check: a round trip on a connection of its own, outside the pool, so a busy pool never
+    looks like a database outage; reconnects after a failure."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: AsyncConnection | None = None
+
+    async def __call__(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await AsyncConnection.connect(self._dsn, autocommit=True, **CONNECTION_OPTIONS)
+            await self._conn.execute("SELECT 1")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
 
 def migration_files(directory: Path) -> list[tuple[int, Path]]:

@@ -1,6 +1,7 @@
 """Server interceptors, applied in this order: observability (request id, logs, metrics, errors), then auth."""
 
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -15,6 +16,8 @@ from services.common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+# Suggested wait before a client tries again after UNAVAILABLE: about the time health takes to notice a recovery.
+RETRY_AFTER_SECONDS = 2
 # Health checks and reflection never need a token.
 ALWAYS_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Successful calls at least this slow are logged at INFO.
@@ -104,6 +107,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     async def _fail(exc: Exception, context: grpc.aio.ServicerContext) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
+        if _database_unreachable(exc):
+            log.debug("database unreachable: %r", exc)
+            await abort_unavailable(context, "the database is unavailable; try again shortly")
         log.exception("unhandled error")
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})")
 
@@ -123,6 +129,27 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code_name,
             extra={"method": method, "code": code_name, "ms": round(elapsed * 1000, 2)},
         )
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """Whether `exc` means the database could not be reached. Looked up only in processes that loaded the
+    database plumbing, so services without a database never import its driver."""
+    db = sys.modules.get("services.common.db")
+    return db is not None and isinstance(exc, db.UNREACHABLE)
+
+
+async def abort_unavailable(context: grpc.aio.ServicerContext, message: str) -> None:
+    """UNAVAILABLE with a Retry-After hint, and a pushback that stops the caller's channel from retrying at once:
+    an outage of a dependency lasts longer than gRPC's sub-second retries, which only multiplied the wait."""
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE,
+        message,
+        trailing_metadata=(
+            (REQUEST_ID_HEADER, request_id_var.get()),
+            ("retry-after", str(RETRY_AFTER_SECONDS)),
+            ("grpc-retry-pushback-ms", "-1"),
+        ),
+    )
 
 
 def rpc_log_level(code_name: str, elapsed: float) -> int:

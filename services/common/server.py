@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.channels import MAX_MESSAGE_BYTES, open_channel
+from services.common.health import Check, DependencyWatcher
 from services.common.interceptors import AuthInterceptor, ObservabilityInterceptor, RpcMetrics
 from services.common.settings import ServiceSettings, TokenSettings
 from services.common.tokens import auth_verifier
@@ -41,8 +42,11 @@ class RunningServer:
     metrics_port: int | None = None
     # The server's own Prometheus registry, for service-specific metrics next to the per-RPC ones.
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Set when the server watches its dependencies: their last states, for readiness and status pages.
+    watcher: DependencyWatcher | None = None
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _metrics_http: object | None = None
+    _watching: asyncio.Task | None = None
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Registers a cleanup (close pools, channels) run after the server stops."""
@@ -53,9 +57,23 @@ class RunningServer:
         for name in ("", *self.service_names):
             await self.health.set(name, status)
 
+    async def set_dependency(self, name: str, reachable: bool) -> None:
+        """Each watched dependency is also a health service name of its own, for status pages."""
+        status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(name, status)
+
+    async def set_ready(self, ready: bool) -> None:
+        """Readiness: the named services follow the dependencies; "" stays SERVING while the process lives, since
+        it answers liveness probes, and restarting a service does not bring its database back."""
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.service_names:
+            await self.health.set(name, status)
+
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish within `grace`, then runs cleanups."""
         await self.health.enter_graceful_shutdown()
+        if self._watching is not None:
+            self._watching.cancel()
         await self.server.stop(grace)
         for callback in reversed(self._on_stop):
             await callback()
@@ -71,10 +89,13 @@ async def start_server(
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     registry: CollectorRegistry | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    dependencies: Mapping[str, Check] | None = None,
 ) -> RunningServer:
     """Builds, binds and starts a server; `register` adds the servicers. Port 0 binds a free port.
 
-    Pass `registry` to publish service-specific metrics beside the per-RPC ones.
+    Pass `registry` to publish service-specific metrics beside the per-RPC ones. With `dependencies` (name ->
+    check), the named services report NOT_SERVING while any check fails and SERVING again once all pass, and each
+    dependency's own state is the health status of its name.
     """
     registry = registry if registry is not None else CollectorRegistry()
     server = grpc.aio.server(
@@ -97,11 +118,21 @@ async def start_server(
         server=server, port=port, health=health_servicer, service_names=service_names, registry=registry
     )
     await running.set_serving(True)
+    if dependencies:
+        await _watch(running, dependencies)
     if settings.metrics_port is not None:
         running._metrics_http, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
         running.metrics_port = running._metrics_http.server_port
     log.info("serving on %s:%d", settings.host, port, extra={"metrics_port": running.metrics_port})
     return running
+
+
+async def _watch(running: RunningServer, dependencies: Mapping[str, Check]) -> None:
+    running.watcher = DependencyWatcher(
+        dependencies, on_change=running.set_ready, on_dependency=running.set_dependency, registry=running.registry
+    )
+    await running.watcher.check_once()
+    running._watching = asyncio.create_task(running.watcher.run())
 
 
 def token_verification(

@@ -10,16 +10,21 @@ from services.common.server import run
 from services.common.settings import settings_or_report
 from services.gateway.app import create_app
 from services.gateway.config import Settings
+from services.gateway.timeouts import head_timeout_protocol
 
 log = logging.getLogger("services.gateway")
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
-    """uvicorn with our logging, no access log of its own (the middleware logs), and proxy headers if trusted."""
+    """uvicorn with our logging, no access log of its own (the middleware logs), proxy headers if trusted, a deadline
+    for request heads, and keep-alive connections that outlive a proxy's idle timeout (the proxy closes first, so
+    it never sends a request on a connection the gateway is closing)."""
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=head_timeout_protocol(settings.header_timeout_seconds),
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         log_config=None,
         access_log=False,
         proxy_headers=bool(settings.trusted_proxies),

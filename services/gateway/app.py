@@ -9,13 +9,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
+from services.common.tokens import TokenVerifier, grpc_jwks_source
 from services.gateway import errors, routes_auth, routes_legacy, routes_library, routes_system, routes_v1, schemas
 from services.gateway.clients import Backends
 from services.gateway.config import Settings
 from services.gateway.identity import AnonymousSession
 from services.gateway.observability import HttpMetrics, RequestContext
+from services.gateway.timeouts import BodyReadTimeout
 
 # Statuses any API route may answer besides its own, documented so clients and schema checks know them.
 COMMON_ERRORS = (400, 401, 403, 404, 409, 429, 500, 503, 504)
@@ -45,6 +47,12 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     )
     app.state.settings = settings
     app.state.registry = CollectorRegistry()
+    app.state.backend_up = Gauge(
+        "tagsmith_backend_up",
+        "1 when a backend answered its last health check (from /readyz or /v1/status) with SERVING.",
+        ["backend"],
+        registry=app.state.registry,
+    )
     if backends is not None:
         _attach(app, backends, settings)
     errors.install(app)
@@ -53,6 +61,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         routes_v1.model_router,
         routes_v1.router,
         routes_library.router,
+        routes_v1.settings_router,
         routes_legacy.router,
     ):
         app.include_router(router, responses={status: {"model": schemas.ErrorResponse} for status in COMMON_ERRORS})
@@ -68,6 +77,12 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
 
 def _attach(app: FastAPI, backends: Backends, settings: Settings) -> None:
     app.state.backends = backends
+    app.state.verifier = TokenVerifier(
+        jwks_source=grpc_jwks_source(backends.auth.channel),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        min_refresh_seconds=settings.jwks_min_refresh_seconds,
+    )
     app.state.anonymous = (
         AnonymousSession(
             backends.auth,
@@ -89,6 +104,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=["X-Request-ID", "ETag", "Content-Disposition", "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(BodyReadTimeout, seconds=settings.body_timeout_seconds, min_rate=settings.body_min_rate_bytes)
     app.add_middleware(RequestContext, metrics=HttpMetrics(app.state.registry))
 
 

@@ -22,6 +22,8 @@ class AuthClient:
     """Users and tokens; registrations and public logins carry the client address, so auth limits per address."""
 
     service_name = "tagsmith.auth.v1.AuthService"
+    # What the service watches itself, each reported under its own health service name.
+    dependencies = ("database",)
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
@@ -61,6 +63,7 @@ class InferenceClient:
     """What model is served and what it accepts."""
 
     service_name = "tagsmith.inference.v1.InferenceService"
+    dependencies = ()
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
@@ -77,6 +80,7 @@ class CatalogClient:
     """The caller's images; every call forwards the caller's token."""
 
     service_name = "tagsmith.catalog.v1.CatalogService"
+    dependencies = ("database", "object_storage")
 
     def __init__(self, channel: grpc.aio.Channel, *, transfer_timeout: float) -> None:
         self.channel = channel
@@ -147,11 +151,20 @@ class CatalogClient:
     async def near_duplicates(self, token: str) -> catalog_pb2.ListNearDuplicatesResponse:
         return await self._stub.ListNearDuplicates(catalog_pb2.ListNearDuplicatesRequest(), metadata=bearer(token))
 
-    async def categories(self, token: str) -> catalog_pb2.ListCategoriesResponse:
-        return await self._stub.ListCategories(catalog_pb2.ListCategoriesRequest(), metadata=bearer(token))
+    async def categories(self, token: str, **query) -> catalog_pb2.ListCategoriesResponse:
+        return await self._stub.ListCategories(catalog_pb2.ListCategoriesRequest(**query), metadata=bearer(token))
 
-    async def tags(self, token: str) -> catalog_pb2.ListTagsResponse:
-        return await self._stub.ListTags(catalog_pb2.ListTagsRequest(), metadata=bearer(token))
+    async def tags(self, token: str, **query) -> catalog_pb2.ListTagsResponse:
+        return await self._stub.ListTags(catalog_pb2.ListTagsRequest(**query), metadata=bearer(token))
+
+    async def settings(self, token: str) -> catalog_pb2.UserSettings:
+        return await self._stub.GetSettings(catalog_pb2.GetSettingsRequest(), metadata=bearer(token))
+
+    async def update_settings(self, token: str, **changes) -> catalog_pb2.UserSettings:
+        return await self._stub.UpdateSettings(catalog_pb2.UpdateSettingsRequest(**changes), metadata=bearer(token))
+
+    async def usage(self, token: str) -> catalog_pb2.Usage:
+        return await self._stub.GetUsage(catalog_pb2.GetUsageRequest(), metadata=bearer(token))
 
     async def set_tags(self, token: str, uid: str, tags: list[str]) -> catalog_pb2.Image:
         request = catalog_pb2.UpdateTagsRequest(uid=uid, add=tags, replace=True)
@@ -195,12 +208,18 @@ class Backends:
         for client in (self.auth, self.catalog, self.inference):
             await client.channel.close()
 
+    def _named(self) -> dict[str, AuthClient | CatalogClient | InferenceClient]:
+        return {"auth": self.auth, "catalog": self.catalog, "inference": self.inference}
+
     async def readiness(self) -> dict[str, str]:
         """Each backend's health status, checked concurrently: SERVING, NOT_SERVING or UNREACHABLE."""
-        names = ("auth", "catalog", "inference")
-        clients = (self.auth, self.catalog, self.inference)
-        results = await asyncio.gather(*(_health(client.channel, client.service_name) for client in clients))
-        return dict(zip(names, results, strict=True))
+        named = self._named()
+        results = await asyncio.gather(*(_health(c.channel, c.service_name) for c in named.values()))
+        return dict(zip(named, results, strict=True))
+
+    async def status(self) -> dict[str, dict]:
+        """Each backend's status and that of each dependency it watches, all checked concurrently."""
+        return dict(await asyncio.gather(*(_backend_status(name, c) for name, c in self._named().items())))
 
 
 async def _within_limit(chunks: AsyncIterator[bytes], *, max_bytes: int, name: str) -> AsyncIterator[bytes]:
@@ -212,11 +231,21 @@ async def _within_limit(chunks: AsyncIterator[bytes], *, max_bytes: int, name: s
         yield chunk
 
 
+async def _backend_status(name: str, client) -> tuple[str, dict]:
+    services = (client.service_name, *client.dependencies)
+    found = await asyncio.gather(*(_health(client.channel, service) for service in services))
+    dependencies = dict(zip(client.dependencies, found[1:], strict=True))
+    if found[0] == "UNREACHABLE":
+        dependencies = dict.fromkeys(client.dependencies, "UNKNOWN")
+    return name, {"status": found[0], "dependencies": dependencies}
+
+
 async def _health(channel: grpc.aio.Channel, service: str) -> str:
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=HEALTH_TIMEOUT_SECONDS
         )
-    except grpc.aio.AioRpcError:
-        return "UNREACHABLE"
+    except grpc.aio.AioRpcError as exc:
+        # NOT_FOUND: the backend does not report that name (an older release); it answered, so it is reachable.
+        return "UNKNOWN" if exc.code() == grpc.StatusCode.NOT_FOUND else "UNREACHABLE"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -23,6 +23,18 @@ class Settings(ServiceSettings, TokenSettings):
     )
     max_upload_bytes: int = Field(25 * MiB, gt=0, description="Largest file accepted; larger ones get 413.")
     max_files_per_request: int = Field(20, ge=1, le=1000, description="Most files one POST /v1/images may carry.")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Time a client has to send its request line and headers; then 408 and close."
+    )
+    body_timeout_seconds: float = Field(
+        20.0, gt=0, le=600, description="Longest pause in a request body; the allowance grows with the bytes received."
+    )
+    body_min_rate_bytes: int = Field(
+        500, ge=1, description="Bytes of body that earn one more second of body_timeout (mod_reqtimeout's MinRate)."
+    )
+    keep_alive_timeout_seconds: int = Field(
+        75, ge=1, le=3600, description="Idle time before a keep-alive connection closes; above proxies' 60 s."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty disables CORS."
     )

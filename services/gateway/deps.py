@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
+from services.common.tokens import InvalidToken, Principal
 from services.gateway.clients import Backends
 from services.gateway.config import Settings
-from services.gateway.errors import unauthenticated
+from services.gateway.errors import ApiError, unauthenticated
 from services.gateway.identity import AnonymousSession, bearer_token
 
 # Declares the scheme in the OpenAPI document (and the Authorize button of /docs); the header is parsed below.
@@ -61,6 +62,18 @@ async def legacy_optional_token(request: Request) -> str | None:
     return token
 
 
+async def admin(request: Request, token: Annotated[str, Depends(caller_token)]) -> Principal:
+    """The caller, verified here with the auth service's published keys, when an administrator; else 401 or 403.
+    Checked locally so the status page works while auth is down (once the keys are known)."""
+    try:
+        principal = await request.app.state.verifier.verify(token)
+    except InvalidToken as exc:
+        raise unauthenticated(str(exc)) from None
+    if not principal.is_admin:
+        raise ApiError(403, "only administrators may see the system status")
+    return principal
+
+
 def client_address(request: Request) -> str | None:
     """The end user's address: uvicorn has already replaced the peer by the X-Forwarded-For entry that the
     proxies in TAGSMITH_TRUSTED_PROXIES vouch for, and ignores the header from anyone else."""
@@ -73,3 +86,4 @@ OptionalToken = Annotated[str | None, Depends(optional_token)]
 LegacyOptionalToken = Annotated[str | None, Depends(legacy_optional_token)]
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+AdminDep = Annotated[Principal, Depends(admin)]

@@ -1,5 +1,6 @@
 """/v1/auth, /v1/me and the JWKS: accounts and tokens, answered by the auth service."""
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -7,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from services.gateway import schemas
 from services.gateway.deps import BackendsDep, Token, client_address
 from services.gateway.session_cookie import clear_refresh_cookie, refresh_token_of, set_refresh_cookie
+from services.gateway.uploads import storage_or_none
 
 router = APIRouter(tags=["auth"])
 # The web page's choice: the refresh token goes into an HttpOnly cookie instead of the body.
@@ -65,10 +67,11 @@ async def logout(
     return response
 
 
-@router.get("/v1/me", response_model=schemas.User)
-async def me(token: Token, backends: BackendsDep) -> schemas.User:
-    """The signed-in user."""
-    return schemas.user_from(await backends.auth.me(token))
+@router.get("/v1/me", response_model=schemas.Me)
+async def me(token: Token, backends: BackendsDep) -> schemas.Me:
+    """The signed-in user, with their storage quota and what they use of it."""
+    user, usage = await asyncio.gather(backends.auth.me(token), storage_or_none(backends.catalog, token))
+    return schemas.Me(**schemas.user_from(user).model_dump(), storage=usage)
 
 
 @router.get("/.well-known/jwks.json", response_model=schemas.Jwks)

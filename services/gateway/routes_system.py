@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway import schemas
-from services.gateway.deps import BackendsDep
+from services.gateway.deps import AdminDep, BackendsDep
 
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS = "/docs/assets"
@@ -48,12 +48,47 @@ async def healthz() -> schemas.Health:
 
 
 @health_router.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
-async def readyz(backends: BackendsDep):
-    """Every backend answers its health check with SERVING; 503 otherwise."""
+async def readyz(request: Request, backends: BackendsDep):
+    """Whether this pod can serve: 503 only while no backend is SERVING (every request would fail here).
+
+    One backend down (auth, inference, or the database behind the catalog) keeps the pod ready: it still answers
+    what it can and 503 with Retry-After for the rest, and every other gateway pod would be in the same state,
+    so taking them out of their Service would only turn clear answers into refused connections.
+    """
     statuses = await backends.readiness()
-    ready = all(status == "SERVING" for status in statuses.values())
+    _record(request, statuses)
+    ready = gateway_ready(statuses)
     body = schemas.Health(status="ok" if ready else "unavailable", backends=statuses)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+def gateway_ready(statuses: dict[str, str]) -> bool:
+    return any(status == "SERVING" for status in statuses.values())
+
+
+@health_router.get(
+    "/v1/status",
+    response_model=schemas.SystemStatus,
+    responses={401: {"model": schemas.ErrorResponse}, 403: {"model": schemas.ErrorResponse}},
+)
+async def status(request: Request, backends: BackendsDep, _: AdminDep) -> schemas.SystemStatus:
+    """Every backend's health and that of what it depends on (database, object storage), for administrators."""
+    found = await backends.status()
+    _record(request, {name: backend["status"] for name, backend in found.items()})
+    healthy = all(
+        backend["status"] == "SERVING" and all(s == "SERVING" for s in backend["dependencies"].values())
+        for backend in found.values()
+    )
+    return schemas.SystemStatus(
+        status="ok" if healthy else "degraded",
+        ready=gateway_ready({name: backend["status"] for name, backend in found.items()}),
+        backends={name: schemas.BackendStatus(**backend) for name, backend in found.items()},
+    )
+
+
+def _record(request: Request, statuses: dict[str, str]) -> None:
+    for name, found in statuses.items():
+        request.app.state.backend_up.labels(name).set(int(found == "SERVING"))
 
 
 @router.get("/metrics")

@@ -1,8 +1,11 @@
 """/v1: the caller's images, their labels and tags, and what the model accepts."""
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from google.protobuf.timestamp_pb2 import Timestamp
+from tagsmith.catalog.v1 import catalog_pb2
 
 from services.gateway import schemas
 from services.gateway.deps import BackendsDep, OptionalToken, SettingsDep, Token
@@ -10,12 +13,27 @@ from services.gateway.downloads import stream_image
 from services.gateway.uploads import UPLOAD_REQUEST_BODY, upload_all
 
 router = APIRouter(prefix="/v1", tags=["images"])
+settings_router = APIRouter(prefix="/v1", tags=["settings"])
 model_router = APIRouter(prefix="/v1", tags=["model"])
 
 Uid = Annotated[str, Path(max_length=128, description="The image's uid.")]
 PageSize = Annotated[int, Query(ge=1, le=100, description="Images per page.")]
 PageToken = Annotated[str, Query(max_length=2048, description="next_page_token of the previous page.")]
-MinScore = Annotated[float, Query(ge=0, le=1, description="Only labels scoring at least this match.")]
+MinScore = Annotated[
+    float | None,
+    Query(ge=0, le=1, description="Only matches scoring at least this count; unset: your min_score setting."),
+]
+TakenAfter = Annotated[datetime | None, Query(description="Only photos taken at or after this instant (ISO 8601).")]
+TakenBefore = Annotated[datetime | None, Query(description="Only photos taken before this instant (ISO 8601).")]
+Order = Annotated[
+    Literal["", "taken_newest", "taken_oldest"],
+    Query(description="By taken date (EXIF, else the upload time) instead of the default order."),
+]
+_ORDERS = {
+    "": catalog_pb2.IMAGE_ORDER_UNSPECIFIED,
+    "taken_newest": catalog_pb2.IMAGE_ORDER_TAKEN_NEWEST,
+    "taken_oldest": catalog_pb2.IMAGE_ORDER_TAKEN_OLDEST,
+}
 _IMAGE_STREAM = {200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}, 304: {}}
 
 
@@ -68,13 +86,23 @@ async def list_images(
     backends: BackendsDep,
     category: Annotated[str, Query(max_length=256, description="Exact category, e.g. 'tabby'.")] = "",
     tag: Annotated[str, Query(max_length=64, description="Exact tag, any case, e.g. 'dog'.")] = "",
-    min_score: MinScore = 0.0,
+    min_score: MinScore = None,
     page_size: PageSize = 50,
     page_token: PageToken = "",
+    taken_after: TakenAfter = None,
+    taken_before: TakenBefore = None,
+    order: Order = "",
 ) -> Response:
-    """The caller's images, newest first."""
+    """The caller's images, newest upload first (or by taken date). With `tag` or `category`, matches below
+    your min_score setting are left out unless `min_score` is given."""
     reply = await backends.catalog.list_images(
-        token, category=category, tag=tag, min_score=min_score, page_size=page_size, page_token=page_token
+        token,
+        category=category,
+        tag=tag,
+        min_score=min_score,
+        page_size=page_size,
+        page_token=page_token,
+        **_taken(taken_after, taken_before, order),
     )
     return _page(reply)
 
@@ -83,14 +111,25 @@ async def list_images(
 async def search(
     token: Token,
     backends: BackendsDep,
-    q: Annotated[str, Query(min_length=1, max_length=64, description="Prefix of a tag or label: 'retr'.")],
-    min_score: MinScore = 0.0,
+    q: Annotated[
+        str, Query(min_length=1, max_length=100, description="Words, any case, singular or plural: 'coffee cups'.")
+    ],
+    min_score: MinScore = None,
     page_size: PageSize = 50,
     page_token: PageToken = "",
+    taken_after: TakenAfter = None,
+    taken_before: TakenBefore = None,
+    order: Order = "",
 ) -> Response:
-    """Images with a tag or label starting with `q`, best match first."""
+    """Images matching every word of `q` (a label, WordNet synonym or broader word, or your own tag), best match
+    first: your manual tags, then the model's confidence. Matches below your min_score setting are left out."""
     reply = await backends.catalog.search(
-        token, query=q, min_score=min_score, page_size=page_size, page_token=page_token
+        token,
+        query=q,
+        min_score=min_score,
+        page_size=page_size,
+        page_token=page_token,
+        **_taken(taken_after, taken_before, order),
     )
     return _page(reply)
 
@@ -152,19 +191,49 @@ async def duplicates(token: Token, backends: BackendsDep) -> Response:
 
 
 @router.get("/categories", response_model=schemas.CategoryList)
-async def categories(token: Token, backends: BackendsDep) -> schemas.CategoryList:
-    """How many images are in each category, most frequent first."""
-    reply = await backends.catalog.categories(token)
+async def categories(token: Token, backends: BackendsDep, min_score: MinScore = None) -> schemas.CategoryList:
+    """How many images are in each category (top label scoring at least min_score), most frequent first."""
+    reply = await backends.catalog.categories(token, min_score=min_score)
     return schemas.CategoryList(
         categories=[schemas.CategoryCount(category=c.category, count=c.count) for c in reply.categories]
     )
 
 
 @router.get("/tags", response_model=schemas.TagList)
-async def tags(token: Token, backends: BackendsDep) -> schemas.TagList:
-    """How many images carry each tag, most frequent first."""
-    reply = await backends.catalog.tags(token)
+async def tags(
+    token: Token,
+    backends: BackendsDep,
+    prefix: Annotated[str, Query(max_length=100, description="Only tags starting with this: suggestions.")] = "",
+    limit: Annotated[int, Query(ge=0, le=1000, description="At most this many tags; 0 means all.")] = 0,
+    min_score: MinScore = None,
+) -> schemas.TagList:
+    """How many images a search for each tag finds, most first; with `prefix`, suggestions while typing."""
+    reply = await backends.catalog.tags(token, prefix=prefix, limit=limit, min_score=min_score)
     return schemas.TagList(tags=[schemas.TagCount(tag=t.tag, count=t.count) for t in reply.tags])
+
+
+@settings_router.get("/me/settings", response_model=schemas.UserSettings)
+async def get_settings(token: Token, backends: BackendsDep) -> schemas.UserSettings:
+    """Your search settings."""
+    return schemas.UserSettings(min_score=round((await backends.catalog.settings(token)).min_score, 6))
+
+
+@settings_router.put("/me/settings", response_model=schemas.UserSettings)
+async def put_settings(body: schemas.UserSettings, token: Token, backends: BackendsDep) -> schemas.UserSettings:
+    """Changes your search settings."""
+    reply = await backends.catalog.update_settings(token, min_score=body.min_score)
+    return schemas.UserSettings(min_score=round(reply.min_score, 6))
+
+
+def _taken(after: datetime | None, before: datetime | None, order: str) -> dict:
+    """Taken-date fields of a list or search request; a date without a zone is read as UTC."""
+    fields: dict = {"order": _ORDERS[order]}
+    for name, value in (("taken_after", after), ("taken_before", before)):
+        if value is not None:
+            stamp = Timestamp()
+            stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+            fields[name] = stamp
+    return fields
 
 
 def _page(reply) -> Response:

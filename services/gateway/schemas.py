@@ -53,6 +53,17 @@ class User(BaseModel):
     created_at: datetime | None
 
 
+class Storage(BaseModel):
+    bytes_used: int = Field(description="Bytes your images use, uploads in progress included.")
+    bytes_limit: int = Field(description="Bytes you may store; 0 means no limit.")
+    images_used: int
+    images_limit: int = Field(description="Images you may store; 0 means no limit.")
+
+
+class Me(User):
+    storage: Storage | None = Field(description="Your storage quota; null while the catalog cannot be reached.")
+
+
 class Jwks(BaseModel):
     keys: list[dict] = Field(description="RFC 7517 JSON Web Keys.")
 
@@ -108,6 +119,9 @@ class Image(BaseModel):
     thumbnail_url: str
     deleted_at: datetime | None = Field(None, description="When it was moved to the trash; only in the trash.")
     purge_at: datetime | None = Field(None, description="When the trash deletes it for good; only in the trash.")
+    taken_at: datetime | None = Field(None, description="When the photo was taken (EXIF), read as UTC.")
+    camera_make: str = Field("", description="EXIF camera make; empty when absent.")
+    camera_model: str = Field("", description="EXIF camera model; empty when absent.")
 
 
 class ImagePage(BaseModel):
@@ -188,9 +202,31 @@ class TagList(BaseModel):
     tags: list[TagCount]
 
 
+class UserSettings(BaseModel):
+    min_score: float = Field(
+        ge=0,
+        le=1,
+        description="Matches scoring below this are left out of search, /v1/tags and /v1/categories unless a "
+        "request sets min_score.",
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     backends: dict[str, str] = Field(default_factory=dict)
+
+
+class BackendStatus(BaseModel):
+    status: Literal["SERVING", "NOT_SERVING", "UNREACHABLE", "UNKNOWN", "SERVICE_UNKNOWN"]
+    dependencies: dict[str, str] = Field(
+        description="What the backend watches itself (database, object storage), each SERVING or NOT_SERVING."
+    )
+
+
+class SystemStatus(BaseModel):
+    status: Literal["ok", "degraded"] = Field(description="ok when every backend and dependency is SERVING.")
+    ready: bool = Field(description="What /readyz answers for this gateway pod.")
+    backends: dict[str, BackendStatus]
 
 
 class LegacyUpload(BaseModel):
@@ -205,6 +241,15 @@ class LegacyImage(BaseModel):
 
 def timestamp(value: Timestamp, present: bool) -> datetime | None:
     return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def storage_from(usage: catalog_pb2.Usage) -> Storage:
+    return Storage(
+        bytes_used=usage.bytes_used,
+        bytes_limit=usage.bytes_limit,
+        images_used=usage.images_used,
+        images_limit=usage.images_limit,
+    )
 
 
 def user_from(user: auth_pb2.User) -> User:
@@ -276,4 +321,7 @@ def image_from(image: catalog_pb2.Image) -> Image:
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
         deleted_at=timestamp(image.deleted_at, image.HasField("deleted_at")),
         purge_at=timestamp(image.purge_at, image.HasField("purge_at")),
+        taken_at=timestamp(image.taken_at, image.HasField("taken_at")),
+        camera_make=image.camera_make,
+        camera_model=image.camera_model,
     )

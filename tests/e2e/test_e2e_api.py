@@ -108,6 +108,12 @@ def test_list_pages_search_categories_and_tags(api, user):
     assert [image["filename"] for image in espresso] == ["coffee.png"]
     tags = {entry["tag"]: entry["count"] for entry in api.get("/v1/tags", headers=user).json()["tags"]}
     assert tags["cat"] == 1
+    suggestions = api.get("/v1/tags?prefix=Mot&limit=3", headers=user).json()["tags"]
+    assert {"tag": "motorcycle", "count": 1} in suggestions
+    for query, filename in (("kittens", "chelsea.png"), ("Coffee", "coffee.png"), ("motorbike", "motorcycle_left.png")):
+        found = api.get("/v1/search", params={"q": query}, headers=user).json()["images"]
+        assert [image["filename"] for image in found] == [filename], query
+    assert api.get("/v1/search?q=bicycle", headers=user).json()["images"] == []
 
 
 def test_download_thumbnail_and_delete(api, user):
@@ -172,7 +178,7 @@ def test_manual_tags(api, user):
     assert tagged.status_code == 200, tagged.text
     assert tagged.json()["manual_tags"] == ["breakfast"]
     assert tagged.json()["tags"][0] == "breakfast"
-    assert [i["uid"] for i in api.get("/v1/search?q=breakf", headers=user).json()["images"]] == [image["uid"]]
+    assert [i["uid"] for i in api.get("/v1/search?q=Breakfasts", headers=user).json()["images"]] == [image["uid"]]
 
 
 def test_users_never_see_each_other(api, user):

@@ -1,9 +1,13 @@
 """Listing, search, counts, manual tags and ownership through a real catalog server and PostgreSQL."""
 
 import asyncio
+import io
+from datetime import UTC, datetime
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
 
 from tests.support.catalog_fixtures import image_bytes
@@ -54,9 +58,9 @@ async def test_filters_by_category_tag_and_score(world, test_keys):
     catalog, classifier = world
     alice = catalog.client(test_keys.token("alice"))
     dog, cat, fox = _img(1), _img(2), _img(3)
-    classifier.script(dog, [("golden retriever", 0.9), ("Labrador retriever", 0.05)], ["golden retriever", "dog"])
-    classifier.script(cat, [("tabby", 0.6)], ["tabby", "cat"])
-    classifier.script(fox, [("red fox", 0.3), ("kit fox", 0.2)], ["red fox", "dog"])
+    classifier.script(dog, [("golden retriever", 0.9), ("Labrador retriever", 0.05)])
+    classifier.script(cat, [("tabby", 0.6)])
+    classifier.script(fox, [("red fox", 0.3), ("kit fox", 0.2)])
     dog_uid, cat_uid, fox_uid = [(await alice.upload(data)).uid for data in (dog, cat, fox)]
 
     async def uids(**kwargs) -> list[str]:
@@ -64,8 +68,14 @@ async def test_filters_by_category_tag_and_score(world, test_keys):
         return [image.uid for image in reply.images]
 
     assert await uids(category="tabby") == [cat_uid]
-    assert await uids(tag="DOG") == [fox_uid, dog_uid]
-    assert await uids(tag="dog", min_score=0.5) == [dog_uid]
+    assert await uids(tag="CANINE") == [fox_uid, dog_uid]
+    assert await uids(tag="dog") == [dog_uid]
+    # A hypernym scores the sum of its classes: red fox 0.3 + kit fox 0.2.
+    assert await uids(tag="fox", min_score=0.45) == [fox_uid]
+    assert await uids(tag="fox", min_score=0.6) == []
+    # Unset min_score with a tag means the caller's setting (0.12 by default): the 5 % Labrador is left out.
+    assert await uids(tag="labrador retriever") == []
+    assert await uids(tag="labrador retriever", min_score=0) == [dog_uid]
     assert await uids(min_score=0.5) == [cat_uid, dog_uid]
     assert await uids(tag="nothing") == []
     image = await alice.GetImage(catalog_pb2.GetImageRequest(uid=dog_uid))
@@ -73,19 +83,21 @@ async def test_filters_by_category_tag_and_score(world, test_keys):
     assert [(label.label, label.rank) for label in image.labels] == [("golden retriever", 1), ("Labrador retriever", 2)]
     assert image.labels[0].model_name == "scripted" and image.model_version == "1"
     assert image.labels[0].source == catalog_pb2.LABEL_SOURCE_MODEL
-    assert list(image.tags) == ["golden retriever", "dog"]
+    # Best first: "retriever" carries both retrievers (0.95), "golden retriever" one (0.9).
+    assert image.tags[0] == "retriever" and "golden retriever" in image.tags and "dog" in image.tags
+    assert "golden" not in image.tags and image.vocabulary_version
 
 
-async def test_search_prefix_ranking_manual_first_and_paging(world, test_keys):
+async def test_search_ranking_manual_first_plurals_phrases_and_paging(world, test_keys):
     catalog, classifier = world
     alice = catalog.client(test_keys.token("alice"))
     images = {}
     for n, (label, score) in enumerate([("golden retriever", 0.5), ("Labrador retriever", 0.9), ("tabby", 0.8)]):
         data = _img(10 + n)
-        classifier.script(data, [(label, score)], [label.lower()])
+        classifier.script(data, [(label, score)])
         images[label] = (await alice.upload(data)).uid
     tagged = _img(20)
-    classifier.script(tagged, [("tabby", 0.99)], ["tabby"])
+    classifier.script(tagged, [("tabby", 0.99)])
     images["manual"] = (await alice.upload(tagged)).uid
     await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=images["manual"], add=["Retriever Toy"]))
 
@@ -94,55 +106,91 @@ async def test_search_prefix_ranking_manual_first_and_paging(world, test_keys):
         return [image.uid for image in reply.images]
 
     expected = [images["manual"], images["Labrador retriever"], images["golden retriever"]]
-    assert await search("RETR") == expected
     assert await search("retriever") == expected
-    assert await search("gold") == [images["golden retriever"]]
-    assert await search("labrador ret") == [images["Labrador retriever"]]
-    assert await search("retr", min_score=0.6) == expected[:2]
+    assert await search("RETRIEVERS") == expected
+    assert await search("golden retrievers") == [images["golden retriever"]]
+    assert await search("retriever", min_score=0.6) == expected[:2]
+    assert await search("cats") == [images["manual"], images["tabby"]]
+    # Several words: images matching all of them, ranked by the weakest match.
+    assert await search("retriever cat") == [images["manual"]]
+    # A word of a label is not a tag: "golden" alone names no golden retriever, "retr" is no word.
+    assert await search("golden") == []
+    assert await search("retr") == []
     assert await search("xyz") == []
-    paged = await _all_pages(alice.SearchImages, catalog_pb2.SearchImagesRequest(query="r", page_size=1))
-    assert len(paged) == len(set(paged)) == 3
+    paged = await _all_pages(alice.SearchImages, catalog_pb2.SearchImagesRequest(query="dog", page_size=1))
+    assert paged == [images["Labrador retriever"], images["golden retriever"]]
 
 
-async def test_counts_follow_uploads_tags_and_deletes(world, test_keys):
+async def test_counts_agree_with_search_and_follow_uploads_tags_and_deletes(world, test_keys):
     catalog, classifier = world
     alice = catalog.client(test_keys.token("alice"))
     for n in range(3):
-        classifier.script(_img(30 + n), [("tabby", 0.8)], ["tabby", "cat"])
-    classifier.script(_img(40), [("beagle", 0.4)], ["beagle", "dog"])
+        classifier.script(_img(30 + n), [("tabby", 0.8)])
+    classifier.script(_img(40), [("beagle", 0.4)])
     uids = [(await alice.upload(_img(n))).uid for n in (30, 31, 32, 40)]
+
+    async def counts(**kwargs) -> dict[str, int]:
+        return {t.tag: t.count for t in (await alice.ListTags(catalog_pb2.ListTagsRequest(**kwargs))).tags}
+
+    async def agree_with_search(found: dict[str, int]) -> None:
+        for tag, count in found.items():
+            reply = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query=tag, page_size=100))
+            assert len(reply.images) == count, tag
+
     categories = await alice.ListCategories(catalog_pb2.ListCategoriesRequest())
     assert [(c.category, c.count) for c in categories.categories] == [("tabby", 3), ("beagle", 1)]
-    tags = await alice.ListTags(catalog_pb2.ListTagsRequest())
-    assert [(t.tag, t.count) for t in tags.tags] == [("cat", 3), ("tabby", 3), ("beagle", 1), ("dog", 1)]
-    confident = await alice.ListTags(catalog_pb2.ListTagsRequest(min_score=0.5))
-    assert [(t.tag, t.count) for t in confident.tags] == [("cat", 3), ("tabby", 3)]
+    tags = await counts()
+    assert (tags["cat"], tags["tabby"], tags["beagle"], tags["dog"], tags["animal"]) == (3, 3, 1, 1, 4)
+    assert "tabby cat" in tags and "golden retriever" not in tags
+    await agree_with_search(tags)
+    confident = await counts(min_score=0.5)
+    assert confident["cat"] == 3 and "dog" not in confident
+    suggestions = await alice.ListTags(catalog_pb2.ListTagsRequest(prefix="Ca", limit=2))
+    assert [(t.tag, t.count) for t in suggestions.tags] == [("carnivore", 4), ("cat", 3)]
+    assert await counts(prefix="cats") == {"cat": 3}
     await alice.DeleteImage(catalog_pb2.DeleteImageRequest(uid=uids[0]))
-    await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uids[1], add=["holiday"], remove=["cat"]))
+    await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uids[1], add=["Holidays"], remove=["cat"]))
     categories = await alice.ListCategories(catalog_pb2.ListCategoriesRequest())
     assert [(c.category, c.count) for c in categories.categories] == [("tabby", 2), ("beagle", 1)]
-    tags = await alice.ListTags(catalog_pb2.ListTagsRequest())
-    assert [(t.tag, t.count) for t in tags.tags] == [
-        ("tabby", 2),
-        ("beagle", 1),
-        ("cat", 1),
-        ("dog", 1),
-        ("holiday", 1),
-    ]
+    tags = await counts()
+    assert (tags["tabby"], tags["cat"], tags["holiday"], tags["animal"]) == (2, 1, 1, 3)
+    await agree_with_search(tags)
+
+
+async def test_the_min_score_setting_applies_to_search_and_counts(world, test_keys):
+    catalog, classifier = world
+    alice, bob = catalog.client(test_keys.token("alice")), catalog.client(test_keys.token("bob"))
+    classifier.script(_img(45), [("beagle", 0.4)])
+    uid = (await alice.upload(_img(45))).uid
+    assert (await alice.GetSettings(catalog_pb2.GetSettingsRequest())).min_score == pytest.approx(0.12)
+    updated = await alice.UpdateSettings(catalog_pb2.UpdateSettingsRequest(min_score=0.5))
+    assert updated.min_score == pytest.approx(0.5)
+    assert (await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="beagle"))).images == []
+    assert (await alice.ListCategories(catalog_pb2.ListCategoriesRequest())).categories == []
+    assert (await alice.ListTags(catalog_pb2.ListTagsRequest())).tags == []
+    found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="beagle", min_score=0.3))
+    assert [image.uid for image in found.images] == [uid]
+    # Unset fields keep their value; another user keeps the default.
+    kept = await alice.UpdateSettings(catalog_pb2.UpdateSettingsRequest())
+    assert kept.min_score == pytest.approx(0.5)
+    assert (await bob.GetSettings(catalog_pb2.GetSettingsRequest())).min_score == pytest.approx(0.12)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.UpdateSettings(catalog_pb2.UpdateSettingsRequest(min_score=1.5))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_manual_tags_add_hide_replace(world, test_keys):
     catalog, classifier = world
     alice = catalog.client(test_keys.token("alice"))
-    classifier.script(_img(50), [("beagle", 0.7)], ["beagle", "dog"])
+    classifier.script(_img(50), [("beagle", 0.7)])
     uid = (await alice.upload(_img(50))).uid
     image = await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uid, add=["  My Dog ", "park"], remove=["dog"]))
     assert list(image.manual_tags) == ["my dog", "park"]
-    assert list(image.tags) == ["my dog", "park", "beagle"]
+    assert image.tags[:3] == ["my dog", "park", "beagle"] and "dog" not in image.tags
     found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="park"))
     assert [i.uid for i in found.images] == [uid]
     image = await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uid, add=["dog"], replace=True))
-    assert list(image.manual_tags) == ["dog"] and list(image.tags) == ["dog", "beagle"]
+    assert list(image.manual_tags) == ["dog"] and image.tags[:2] == ["dog", "beagle"]
     assert (await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="park"))).images == []
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await alice.UpdateTags(catalog_pb2.UpdateTagsRequest(uid=uid, add=["x" * 65]))
@@ -212,6 +260,8 @@ async def test_bad_arguments_are_invalid(world, test_keys):
         alice.SearchImages(catalog_pb2.SearchImagesRequest(query="  ")),
         alice.SearchImages(catalog_pb2.SearchImagesRequest(query="cat", page_token=alice_token)),
         alice.ListTags(catalog_pb2.ListTagsRequest(min_score=-0.1)),
+        alice.ListTags(catalog_pb2.ListTagsRequest(limit=1001)),
+        alice.ListImages(catalog_pb2.ListImagesRequest(order=7)),
     ]
     for call in calls:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -220,23 +270,23 @@ async def test_bad_arguments_are_invalid(world, test_keys):
         assert err.value.details()
 
 
-async def test_search_pages_list_each_image_once_at_its_best_match(world, test_keys):
+async def test_search_pages_list_each_image_once_at_its_summed_score(world, test_keys):
     catalog, classifier = world
     alice = catalog.client(test_keys.token("alice"))
-    names = ["dogsled", "doormat", "dough", "dome", "dock", "dolphin", "dowitcher"]
+    names = ["beagle", "basset", "pug", "tabby", "dome", "dock", "llama"]
     expected = []
     for n in range(8):
         labels = [(names[(n + k) % 7], round(0.05 + ((n * 7 + k * 3) % 10) / 20, 2)) for k in range(3)]
         data = _img(200 + n)
-        classifier.script(data, labels, [])
+        classifier.script(data, labels)
         uid = (await alice.upload(data)).uid
-        expected.append((max(score for _, score in labels), n, uid))
+        dog = round(sum(score for name, score in labels if name in names[:3]), 6)
+        if dog:
+            expected.append((dog, n, uid))
     expected = [uid for _, _, uid in sorted(expected, reverse=True)]
     for size in (1, 3, 50):
-        paged = await _all_pages(alice.SearchImages, catalog_pb2.SearchImagesRequest(query="Do", page_size=size))
-        assert paged == expected
-    best_only = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="dolp"))
-    assert len(best_only.images) == len([n for n in range(8) if "dolphin" in [names[(n + k) % 7] for k in range(3)]])
+        request = catalog_pb2.SearchImagesRequest(query="Dogs", page_size=size, min_score=0)
+        assert await _all_pages(alice.SearchImages, request) == expected
 
 
 async def test_control_characters_in_filters_are_invalid(world, test_keys):
@@ -249,3 +299,69 @@ async def test_control_characters_in_filters_are_invalid(world, test_keys):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await alice.ListImages(request)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+
+
+def _photo_taken(n: int, taken: str | None) -> bytes:
+    exif = Image.Exif()
+    exif[271], exif[272] = "Canon", f"EOS {n}"
+    if taken:
+        exif.get_ifd(0x8769)[36867] = taken
+    data = io.BytesIO()
+    Image.new("RGB", (16, 12), (n, 90, 90)).save(data, "JPEG", exif=exif)
+    return data.getvalue()
+
+
+async def test_taken_dates_filter_and_order_lists_and_search(world, test_keys):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    dates = ["2019:05:01 10:00:00", "2023:08:15 18:30:00", None, "2021:01:01 00:00:00"]
+    uids = []
+    for n, taken in enumerate(dates):
+        data = _photo_taken(n, taken)
+        classifier.script(data, [("tabby", 0.9)])
+        uids.append((await alice.upload(data)).uid)
+    first = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[0]))
+    assert first.taken_at.ToDatetime(tzinfo=UTC) == datetime(2019, 5, 1, 10, tzinfo=UTC)
+    assert (first.camera_make, first.camera_model) == ("Canon", "EOS 0")
+    undated = await alice.GetImage(catalog_pb2.GetImageRequest(uid=uids[2]))
+    assert not undated.HasField("taken_at")
+
+    def stamp(year: int) -> Timestamp:
+        value = Timestamp()
+        value.FromDatetime(datetime(year, 1, 1, tzinfo=UTC))
+        return value
+
+    newest = catalog_pb2.IMAGE_ORDER_TAKEN_NEWEST
+    # The undated photo counts as taken when uploaded (now), so it sorts first.
+    for size in (1, 2, 50):
+        request = catalog_pb2.ListImagesRequest(order=newest, page_size=size)
+        assert await _all_pages(alice.ListImages, request) == [uids[2], uids[1], uids[3], uids[0]]
+    oldest = catalog_pb2.ListImagesRequest(order=catalog_pb2.IMAGE_ORDER_TAKEN_OLDEST, page_size=1)
+    assert await _all_pages(alice.ListImages, oldest) == [uids[0], uids[3], uids[1], uids[2]]
+    window = catalog_pb2.ListImagesRequest(taken_after=stamp(2020), taken_before=stamp(2024))
+    assert await _all_pages(alice.ListImages, window) == [uids[3], uids[1]]
+    search = catalog_pb2.SearchImagesRequest(query="cat", taken_before=stamp(2022), order=newest, page_size=1)
+    assert await _all_pages(alice.SearchImages, search) == [uids[3], uids[0]]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.ListImages(catalog_pb2.ListImagesRequest(taken_after=stamp(2024), taken_before=stamp(2020)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_several_words_page_by_the_weakest_match_in_chunks(world, test_keys, monkeypatch):
+    # Tiny chunks, so the early stop of the several-word search is exercised on a few images.
+    monkeypatch.setattr("services.catalog.store._SEARCH_CHUNK", 2)
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    expected = []
+    for n in range(9):
+        golden, beagle = round(0.05 + (n * 7 % 9) / 20, 2), round(0.05 + (n * 4 % 9) / 20, 2)
+        labels = [("golden retriever", golden), ("beagle", beagle)] if n % 4 else [("golden retriever", golden)]
+        data = _img(300 + n)
+        classifier.script(data, labels)
+        uid = (await alice.upload(data)).uid
+        if n % 4:
+            expected.append((min(golden, beagle), n, uid))
+    expected = [uid for _, _, uid in sorted(expected, reverse=True)]
+    for size in (1, 2, 3, 50):
+        request = catalog_pb2.SearchImagesRequest(query="Retrievers hound", page_size=size, min_score=0)
+        assert await _all_pages(alice.SearchImages, request) == expected, size

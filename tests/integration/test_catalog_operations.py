@@ -42,7 +42,7 @@ def _run(command: str, dsn: str) -> subprocess.CompletedProcess:
 def test_migrate_command_is_idempotent(postgres_dsn):
     first = _run("migrate", postgres_dsn)
     assert first.returncode == 0, first.stderr
-    assert "0001_create_images.sql" in first.stderr
+    assert "0001_create_images.sql" in first.stderr and "0002_storage_quota.sql" in first.stderr
     second = _run("migrate", postgres_dsn)
     assert second.returncode == 0 and "none pending" in second.stderr
     with psycopg.connect(postgres_dsn) as conn:

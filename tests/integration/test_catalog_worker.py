@@ -48,7 +48,7 @@ async def test_real_classifier_labels_an_upload(catalog_server, inference_server
     assert image.model_name == "efficientnet_lite0" and image.model_version
     assert "cat" in image.tags
     assert image.labels[0].score > image.labels[-1].score
-    found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="CA"))
+    found = await alice.SearchImages(catalog_pb2.SearchImagesRequest(query="Cats"))
     assert [i.uid for i in found.images] == [image.uid]
 
 
@@ -131,14 +131,30 @@ async def test_repeated_errors_end_in_failed_with_a_reason(catalog_server, scrip
     assert classifier.calls == 4  # the upload's own try, then three worker attempts
 
 
-async def test_image_the_model_rejects_fails_at_once(catalog_server, scripted_inference, test_keys):
+async def test_a_pending_image_the_model_rejects_fails_at_once(catalog_server, scripted_inference, test_keys):
+    """Stored pending while the classifier erred; when it later rejects the image, no retry can help."""
+    classifier, address = await scripted_inference()
+    catalog = await catalog_server(inference_addr=address, worker_max_attempts=5, **FAST_WORKER)
+    data = image_bytes((8, 8, 8))
+    classifier.script(data, error=grpc.StatusCode.UNAVAILABLE)
+    alice = catalog.client(test_keys.token("alice"))
+    image = await alice.upload(data)
+    assert image.status == catalog_pb2.IMAGE_STATUS_PENDING
+    classifier.script(data, error=grpc.StatusCode.INVALID_ARGUMENT)
+    image = await _wait_for_status(alice, image.uid, catalog_pb2.IMAGE_STATUS_FAILED, timeout=20)
+    assert "rejected" in image.status_reason
+
+
+async def test_an_upload_the_model_rejects_is_refused_and_not_kept(catalog_server, scripted_inference, test_keys):
     classifier, address = await scripted_inference()
     catalog = await catalog_server(inference_addr=address)
     data = image_bytes((8, 8, 8))
     classifier.script(data, error=grpc.StatusCode.INVALID_ARGUMENT)
-    image = await catalog.client(test_keys.token("alice")).upload(data)
-    assert image.status == catalog_pb2.IMAGE_STATUS_FAILED
-    assert "rejected" in image.status_reason
+    alice = catalog.client(test_keys.token("alice"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await alice.upload(data)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await alice.ListImages(catalog_pb2.ListImagesRequest())).images == []
 
 
 async def test_two_replicas_share_the_queue_without_overlap(catalog_server, catalog_dsn, scripted_inference, test_keys):

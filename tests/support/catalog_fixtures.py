@@ -110,6 +110,7 @@ def catalog_settings(*, dsn: str, blob_dir: Path, **overrides) -> Settings:
         "inference_timeout_seconds": 2.0,
         "worker_enabled": False,
         "sweeper_enabled": False,
+        "retag_enabled": False,
     }
     return Settings(**{**defaults, **overrides})
 

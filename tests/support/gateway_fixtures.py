@@ -37,9 +37,14 @@ class Recorded:
     # The fake catalog's size limit; tests of multi-chunk streaming raise it.
     max_bytes: int = FAKE_MAX_BYTES
     images: dict[str, catalog_pb2.Image] = field(default_factory=dict)
+    # The fake catalog's storage quota, reported by GetUsage and enforced on upload; 0 means none.
+    quota_bytes: int = 0
+    quota_images: int = 0
     blobs: dict[str, bytes] = field(default_factory=dict)
     trash: dict[str, catalog_pb2.Image] = field(default_factory=dict)
     logouts: list[str] = field(default_factory=list)
+    tag_requests: list[catalog_pb2.ListTagsRequest] = field(default_factory=list)
+    min_score: float = 0.12
 
     def note(self, context: grpc.aio.ServicerContext) -> None:
         self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
@@ -119,6 +124,9 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the image is over the size limit")
         if not data.startswith(_IMAGE_MAGIC):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a supported image")
+        if self.recorded.quota_images and len(self._mine()) >= self.recorded.quota_images:
+            reason = (("error-reason", "STORAGE_QUOTA_EXCEEDED"),)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "storage quota exceeded", trailing_metadata=reason)
         return self._store(header, bytes(data))
 
     def _store(self, header, data: bytes) -> catalog_pb2.Image:
@@ -200,7 +208,26 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
         )
 
     async def ListTags(self, request, context):
-        return catalog_pb2.ListTagsResponse(tags=[catalog_pb2.TagCount(tag="cat", count=len(self._mine()))])
+        self.recorded.tag_requests.append(request)
+        tags = [catalog_pb2.TagCount(tag="cat", count=len(self._mine()))]
+        return catalog_pb2.ListTagsResponse(tags=[t for t in tags if t.tag.startswith(request.prefix)])
+
+    async def GetSettings(self, request, context):
+        return catalog_pb2.UserSettings(min_score=self.recorded.min_score)
+
+    async def UpdateSettings(self, request, context):
+        if request.HasField("min_score"):
+            self.recorded.min_score = request.min_score
+        return catalog_pb2.UserSettings(min_score=self.recorded.min_score)
+
+    async def GetUsage(self, request, context):
+        mine = self._mine()
+        return catalog_pb2.Usage(
+            bytes_used=sum(image.size_bytes for image in mine),
+            bytes_limit=self.recorded.quota_bytes,
+            images_used=len(mine),
+            images_limit=self.recorded.quota_images,
+        )
 
     async def UpdateTags(self, request, context):
         image = await self._own(request.uid, context)

@@ -3,11 +3,13 @@
 import grpc
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from services.catalog import inference_client, pagination, servicer
 from services.catalog.blobstore import BlobStoreUnavailable
 from services.catalog.errors import not_found
 from services.catalog.terms import InvalidTag
+from services.common import interceptors
 
 
 def _rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -42,7 +44,6 @@ def test_token_refusal_counts_as_unavailable():
         (pagination.InvalidPage("bad"), grpc.StatusCode.INVALID_ARGUMENT),
         (InvalidTag("bad"), grpc.StatusCode.INVALID_ARGUMENT),
         (BlobStoreUnavailable("down"), grpc.StatusCode.UNAVAILABLE),
-        (psycopg.OperationalError("gone"), grpc.StatusCode.UNAVAILABLE),
         (inference_client.InferenceUnavailable("down"), grpc.StatusCode.UNAVAILABLE),
     ],
 )
@@ -53,4 +54,11 @@ def test_expected_failures_map_to_status_codes(error, code):
 def test_unexpected_errors_are_left_to_the_interceptor():
     # The shared interceptor answers INTERNAL without details for anything unmapped.
     assert servicer._status_for(RuntimeError("secret")) is None
-    assert "gone" not in servicer._status_for(psycopg.OperationalError("gone"))[1]
+
+
+@pytest.mark.parametrize("error", [psycopg.OperationalError("gone"), PoolTimeout("no connection in 2 s")])
+def test_database_failures_are_mapped_once_by_the_shared_interceptor(error):
+    """The catalog leaves them to services/common, which answers UNAVAILABLE for every service alike."""
+    assert servicer._status_for(error) is None
+    assert interceptors._database_unreachable(error)
+    assert not interceptors._database_unreachable(RuntimeError("other"))

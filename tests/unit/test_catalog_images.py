@@ -1,6 +1,7 @@
 """Format detection from the bytes, limits read from the header, display names, thumbnails and object keys."""
 
 import io
+from datetime import UTC, datetime
 
 import pytest
 from PIL import Image
@@ -120,3 +121,62 @@ def test_object_keys_come_from_a_validated_hash_only():
     assert content.hash_of("objects/not-a-hash") is None
     with pytest.raises(ValueError):
         content.original_key("../" + sha[3:])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_file_cut_short_is_refused_as_truncated(fmt):
+    noisy = Image.effect_noise((300, 200), 60).convert("RGB")
+    out = io.BytesIO()
+    noisy.save(out, format=fmt)
+    data = out.getvalue()
+    with pytest.raises(images.UnsupportedImage, match="the image is truncated or corrupt; upload the complete file"):
+        images.inspect(io.BytesIO(data[: len(data) // 2]), max_pixels=10**6)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_bytes_after_a_complete_image_are_fine(fmt):
+    """Phones append metadata, even a video, after the image itself."""
+    data = image_bytes(size=(300, 200), fmt=fmt) + b"\x00" * 5000 + b"MotionPhoto_Data" + bytes(range(256)) * 8
+    assert images.inspect(io.BytesIO(data), max_pixels=10**6).width == 300
+
+
+def test_the_jpeg_end_marker_is_found_across_read_chunks(monkeypatch):
+    monkeypatch.setattr(images, "_SCAN_CHUNK_BYTES", 7)
+    data = image_bytes(size=(64, 48))
+    assert images.inspect(io.BytesIO(data), max_pixels=10**6).width == 64
+    with pytest.raises(images.UnsupportedImage, match="truncated"):
+        images.inspect(io.BytesIO(data[:-2]), max_pixels=10**6)
+
+
+def _with_exif(fmt: str = "JPEG", **tags) -> io.BytesIO:
+    exif = Image.Exif()
+    for key, value in tags.items():
+        if key in ("make", "model"):
+            exif[{"make": 271, "model": 272}[key]] = value
+        else:
+            exif.get_ifd(0x8769)[{"taken": 36867, "offset": 36881}[key]] = value
+    data = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(data, fmt, exif=exif)
+    return data
+
+
+def test_exif_date_and_camera_are_read_from_the_header():
+    taken = images.inspect(
+        _with_exif(make="Canon", model="EOS 5D\x00", taken="2021:07:04 15:30:00", offset="+02:00"), max_pixels=100
+    ).taken
+    assert taken.at == datetime(2021, 7, 4, 13, 30, tzinfo=UTC)
+    assert (taken.camera_make, taken.camera_model) == ("Canon", "EOS 5D")
+    assert images.inspect(_with_exif(taken="2020:01:02 03:04:05"), max_pixels=100).taken.at == datetime(
+        2020, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("raw", ["    :  :     :  :  ", "2021:13:40 99:00:00", "yesterday"])
+def test_a_missing_or_malformed_exif_date_is_no_date(raw):
+    assert images.inspect(_with_exif(taken=raw, make="Nikon"), max_pixels=100).taken.at is None
+
+
+def test_files_without_exif_have_no_taken_facts():
+    data = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(data, "PNG")
+    assert images.inspect(data, max_pixels=100).taken == images.Taken()

@@ -4,6 +4,9 @@ import pytest
 
 from services.catalog import terms
 from services.catalog.terms import LabelScore, TagRow
+from services.common.vocabulary import load
+
+VOCABULARY = load()
 
 
 def test_normalize_tag_lowercases_and_collapses_spaces():
@@ -24,16 +27,6 @@ def test_normalize_query_rejects_empty_and_long():
     assert terms.normalize_query("RETR") == "retr"
 
 
-def test_word_suffixes_split_on_spaces_and_hyphens():
-    assert terms.word_suffixes("german short-haired pointer") == [
-        "german short-haired pointer",
-        "short-haired pointer",
-        "haired pointer",
-        "pointer",
-    ]
-    assert terms.word_suffixes("cat") == ["cat"]
-
-
 def test_prefix_range_covers_exactly_the_prefix():
     low, high = terms.prefix_range("retr")
     assert (low, high) == ("retr", "rets")
@@ -45,13 +38,21 @@ def test_prefix_range_covers_exactly_the_prefix():
     assert terms.prefix_range("\U0010ffff") == ("\U0010ffff", "\U0010ffff\U0010ffff")
 
 
-def test_model_tag_scores_come_from_matching_labels():
-    labels = [LabelScore("golden retriever", 207, 0.8), LabelScore("Labrador retriever", 208, 0.1)]
-    scored = dict(terms.score_model_tags(labels, ["Golden Retriever", "retriever", "dog"]))
-    assert scored["golden retriever"] == pytest.approx(0.8)
+def test_model_tags_come_from_the_stored_labels_through_the_vocabulary():
+    labels = [LabelScore("golden retriever", 207, 0.5), LabelScore("Labrador retriever", 208, 0.3)]
+    scored = dict(terms.score_model_tags(labels, VOCABULARY))
+    assert scored["golden retriever"] == pytest.approx(0.5)
+    # A hypernym scores the summed probability of the labels under it.
     assert scored["retriever"] == pytest.approx(0.8)
-    # A group tag no label names gets the top label's score.
     assert scored["dog"] == pytest.approx(0.8)
+    assert "golden" not in scored and "labrador" not in scored
+
+
+def test_model_tags_below_the_floor_are_not_kept():
+    labels = [LabelScore("moped", 665, 0.9), LabelScore("mountain bike", 671, 0.004)]
+    scored = dict(terms.score_model_tags(labels, VOCABULARY))
+    assert "motorcycle" in scored and "mountain bike" not in scored
+    assert scored["bike"] == pytest.approx(0.904)
 
 
 def test_visible_tags_put_manual_first_and_drop_hidden():
@@ -59,13 +60,24 @@ def test_visible_tags_put_manual_first_and_drop_hidden():
     assert rows == [TagRow("mine", 1.0, True), TagRow("cat", 1.0, True), TagRow("dog", 0.9, False)]
 
 
-def test_search_terms_keep_the_best_weight_and_manual_tags_weigh_most():
-    labels = [LabelScore("golden retriever", 207, 0.8), LabelScore("flat-coated retriever", 205, 0.1)]
-    found = terms.search_terms(labels, [TagRow("dog", 0.8, False), TagRow("retriever", 1.0, True)])
-    assert found["retriever"] == terms.MANUAL_WEIGHT > 1
-    assert found["golden retriever"] == pytest.approx(0.8)
-    assert found["coated retriever"] == pytest.approx(0.1)
-    assert found["dog"] == pytest.approx(0.8)
+def test_search_terms_are_whole_singular_tags_and_manual_words():
+    tags = [TagRow("bell cote", 0.8, False), TagRow("dog", 0.6, False), TagRow("Summer Holidays", 1.0, True)]
+    found = terms.search_terms(tags, VOCABULARY)
+    assert found == {
+        "bell cote": pytest.approx(0.8),
+        "dog": pytest.approx(0.6),
+        "summer holiday": terms.MANUAL_WEIGHT,
+        "summer": terms.MANUAL_WEIGHT,
+        "holiday": terms.MANUAL_WEIGHT,
+    }
+
+
+def test_query_terms_understand_case_plurals_and_phrases():
+    assert terms.query_terms("Cats", VOCABULARY) == ["cat"]
+    assert terms.query_terms("coffee  cups", VOCABULARY) == ["coffee", "cup"]
+    assert terms.query_terms("Golden Retrievers", VOCABULARY) == ["golden retriever"]
+    with pytest.raises(terms.InvalidTag):
+        terms.query_terms("   ", VOCABULARY)
 
 
 def test_tag_changes_add_remove_hide_and_replace():

@@ -175,6 +175,29 @@ async def test_list_search_categories_tags(gateway):
     assert (await gateway.get("/v1/tags", headers=headers)).json() == {"tags": [{"tag": "cat", "count": 3}]}
 
 
+async def test_tag_suggestions_pass_the_prefix_and_limit(gateway_factory, fake_backends):
+    gateway = await gateway_factory()
+    _, recorded = fake_backends
+    headers = await sign_in(gateway)
+    await upload(gateway, headers, ("0.png", PNG))
+    reply = await gateway.get("/v1/tags?prefix=ca&limit=5", headers=headers)
+    assert reply.json() == {"tags": [{"tag": "cat", "count": 1}]}
+    assert (await gateway.get("/v1/tags?prefix=do", headers=headers)).json() == {"tags": []}
+    sent = recorded.tag_requests[0]
+    assert (sent.prefix, sent.limit, sent.HasField("min_score")) == ("ca", 5, False)
+    assert (await gateway.get("/v1/tags?limit=5000", headers=headers)).status_code == 400
+
+
+async def test_settings_read_and_change(gateway):
+    headers = await sign_in(gateway)
+    assert (await gateway.get("/v1/me/settings", headers=headers)).json() == {"min_score": 0.12}
+    changed = await gateway.put("/v1/me/settings", headers=headers, json={"min_score": 0.3})
+    assert changed.status_code == 200 and changed.json() == {"min_score": 0.3}
+    assert (await gateway.get("/v1/me/settings", headers=headers)).json() == {"min_score": 0.3}
+    assert (await gateway.put("/v1/me/settings", headers=headers, json={"min_score": 2})).status_code == 400
+    assert (await gateway.get("/v1/me/settings")).status_code == 401
+
+
 async def test_empty_search_is_400(gateway):
     reply = await gateway.get("/v1/search?q=", headers=await sign_in(gateway))
     assert reply.status_code == 400
@@ -255,13 +278,13 @@ async def test_unknown_route_uses_the_error_shape(gateway):
     assert reply.json()["error"]["code"] == "not_found"
 
 
-async def test_backend_down_is_503_and_not_ready(gateway_factory):
+async def test_backend_down_is_503_and_the_pod_stays_ready(gateway_factory):
     gateway = await gateway_factory(catalog_addr="127.0.0.1:1", backend_timeout_seconds=1.0)
     reply = await gateway.get("/v1/images", headers={"Authorization": "Bearer abc"})
     assert reply.status_code == 503
     assert "Retry-After" in reply.headers
     ready = await gateway.get("/readyz")
-    assert ready.status_code == 503
+    assert ready.status_code == 200
     assert ready.json()["backends"]["catalog"] == "UNREACHABLE"
     assert ready.json()["backends"]["auth"] == "SERVING"
 
