@@ -142,8 +142,11 @@ def _is_complete(image: Image.Image, source: BinaryIO) -> bool:
     Bytes after the end (what phones append: more metadata, a video) are fine. Other formats: the classifier's
     full decode tells."""
     if image.format == "PNG":
+        # verify() must follow open() directly, and reading EXIF has already moved on: a fresh header parse.
+        source.seek(0)
         try:
-            image.verify()
+            with Image.open(source, formats=["PNG"]) as fresh:
+                fresh.verify()
         except _VERIFY_ERRORS:
             return False
     elif image.format == "JPEG":
