@@ -51,5 +51,5 @@ def test_similar_refuses_other_users_images_and_bad_sizes(api):
     alice, bob = sign_up(api), sign_up(api)
     mine = upload(api, alice, "coffee.png", photo("coffee.png"))
     assert api.get(f"/v1/images/{mine['uid']}/similar", headers=bob).status_code == 404
-    assert api.get(f"/v1/images/{mine['uid']}/similar", headers=alice, params={"page_size": 101}).status_code == 422
+    assert api.get(f"/v1/images/{mine['uid']}/similar", headers=alice, params={"page_size": 101}).status_code == 400
     assert api.get(f"/v1/images/{mine['uid']}/similar", headers=alice).json()["images"] == []
