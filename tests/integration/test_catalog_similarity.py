@@ -33,7 +33,8 @@ def nudged(vector: np.ndarray, rng: np.random.Generator, amount: float) -> np.nd
 
 async def add_image(store: CatalogStore, index: SimilarityIndex, *, owner: str, seed: str, embedding) -> int:
     digest = hashlib.sha256(f"{owner}/{seed}".encode()).hexdigest()
-    new = NewImage(f"{seed}-{owner}"[:22].ljust(22, "x"), owner, digest, f"{seed}.jpg", "image/jpeg", 1, 4, 3, "jpeg")
+    uid = f"{seed}-{owner}"[:22].ljust(22, "x")
+    new = NewImage(uid, owner, digest, f"{seed}.jpg", "image/jpeg", 1, 4, 3, "jpeg", orientation=1)
     row, _ = await store.reserve(new)
     await store.finalize(row.id, Outcome("classified", classification=CLASSIFICATION))
     await index.store(image_id=row.id, owner=owner, embedding=embedding.tolist())
