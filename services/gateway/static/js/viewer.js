@@ -130,7 +130,38 @@ function fill(image) {
   if (!image.labels.length) $("viewer-labels").append(el("li", { class: "muted" }, "No labels yet."));
   fillTags(image);
   fillDetails(image);
+  fillSimilar(image);
   $("tag-error").textContent = "";
+}
+
+const SIMILAR_SHOWN = 6;
+
+async function fillSimilar(image) {
+  // Photos of yours that look alike (the API never compares across users); quietly absent until analysed.
+  const list = $("viewer-similar");
+  list.replaceChildren();
+  $("similar-heading").hidden = true;
+  let found = [];
+  try {
+    const reply = await api(`/v1/images/${encodeURIComponent(image.uid)}/similar?page_size=${SIMILAR_SHOWN}`);
+    found = (await reply.json()).images;
+  } catch {
+    return;
+  }
+  if (current !== image.uid || !found.length) return;
+  $("similar-heading").hidden = false;
+  list.replaceChildren(...found.map(similarItem));
+}
+
+function similarItem(found) {
+  const picture = el("img", { alt: `${describe(found)}, ${Math.round(found.similarity * 100)}% alike` });
+  thumbnailUrl(found.uid).then((url) => { picture.src = url; }).catch(() => {});
+  const open = el("button", { type: "button", title: found.filename }, picture);
+  open.addEventListener("click", () => {
+    if (!library.images.has(found.uid)) library.images.set(found.uid, found);
+    show(found.uid);
+  });
+  return el("li", {}, open);
 }
 
 function statusNote(image) {
