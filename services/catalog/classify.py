@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.catalog.blobstore import BlobNotFound, BlobStore
-from services.catalog.content import original_key
+from services.catalog.content import ContentBytes, original_key
 from services.catalog.inference_client import InferenceClient, InferenceFailed, InferenceRejected
 from services.catalog.models import Classification, ImageRow
 
@@ -23,10 +23,11 @@ class Result:
 
 
 class StoredImageClassifier:
-    """Streams stored originals to the inference service, a few at a time."""
+    """Streams stored originals to the inference service, a few at a time, and keeps the thumbnails it sends."""
 
     def __init__(self, *, blobs: BlobStore, inference: InferenceClient, timeout: float, concurrency: int) -> None:
         self._blobs = blobs
+        self._contents = ContentBytes(blobs)
         self._inference = inference
         self._timeout = timeout
         self._slots = asyncio.Semaphore(concurrency)
@@ -49,4 +50,5 @@ class StoredImageClassifier:
                 return Result(row, error=str(exc))
             finally:
                 await reader.close()
+        await self._contents.save_thumbnail(row.sha256, found, thumb_format=row.thumb_format)
         return Result(row, classification=found)

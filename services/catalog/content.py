@@ -1,11 +1,13 @@
 """Where an image's bytes live: content-addressed object keys built only from a validated SHA-256."""
 
+import io
 import logging
 import re
 from typing import BinaryIO
 
 from services.catalog.blobstore import BlobStore, BlobStoreUnavailable
 from services.catalog.ids import is_valid_sha256
+from services.catalog.models import Classification
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +15,7 @@ ORIGINALS = "objects/"
 THUMBNAILS = "thumbs/"
 THUMB_SIZE = 256
 _THUMB_EXTENSIONS = {"jpeg": "jpg", "png": "png"}
+THUMB_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 _KEY_HASH = re.compile(r"(?:objects/([0-9a-f]{64})|thumbs/([0-9a-f]{64})-256\.(?:jpg|png))")
 
 
@@ -46,6 +49,21 @@ class ContentBytes:
         """Writes the bytes unless an identical object is already stored (content addressing)."""
         source.seek(0)
         await self.blobs.put_new(original_key(sha256), source, size, content_type=content_type)
+
+    async def save_thumbnail(self, sha256: str, classification: Classification | None, *, thumb_format: str) -> None:
+        """Stores the thumbnail inference made from its own decode, so the original is never decoded again here.
+
+        Best effort: without it (none sent, another format, storage down) the thumbnail is rendered on request.
+        """
+        if classification is None or not classification.thumbnail or classification.thumbnail_format != thumb_format:
+            return
+        data = classification.thumbnail
+        try:
+            await self.blobs.put_new(
+                thumbnail_key(sha256, thumb_format), io.BytesIO(data), len(data), content_type=THUMB_TYPES[thumb_format]
+            )
+        except BlobStoreUnavailable:
+            log.warning("could not store the thumbnail of %s; it is rendered on first request", sha256)
 
     async def remove(self, sha256: str) -> None:
         """Removes the original and any cached thumbnail; missing objects are fine."""

@@ -21,6 +21,7 @@ def image_message(row: ImageRow, *, duplicate: bool = False) -> catalog_pb2.Imag
         sha256=row.sha256,
         width=row.width,
         height=row.height,
+        orientation=row.orientation,
         status=STATUSES.get(row.status, catalog_pb2.IMAGE_STATUS_UNSPECIFIED),
         status_reason=row.status_reason,
         category=row.category,

@@ -1,4 +1,4 @@
-"""What an uploaded file is: format, size and transparency, read by Pillow from the header alone."""
+"""What an uploaded file is: format, upright size, orientation and transparency, read by Pillow from the header."""
 
 import re
 import unicodedata
@@ -7,15 +7,9 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-# Pillow format name -> (MIME type, file extension).
-FORMATS = {
-    "JPEG": ("image/jpeg", "jpg"),
-    "PNG": ("image/png", "png"),
-    "WEBP": ("image/webp", "webp"),
-    "GIF": ("image/gif", "gif"),
-    "BMP": ("image/bmp", "bmp"),
-}
-SUPPORTED = "JPEG, PNG, WebP, GIF or BMP"
+from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES
+from services.common.imaging import orientation_of, register_openers
+
 MAX_FILENAME_CHARS = 255
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 # Control and invisible characters, which can disguise a name (bidirectional overrides, zero-width marks):
@@ -32,8 +26,10 @@ class ImageInfo:
     format: str
     content_type: str
     extension: str
+    # Upright: the stored size turned by the EXIF orientation.
     width: int
     height: int
+    orientation: int
     has_alpha: bool
 
     @property
@@ -43,21 +39,33 @@ class ImageInfo:
 
 def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
     """Reads the header only: detects the format from the bytes and enforces the pixel limit."""
+    register_openers()
     source.seek(0)
     try:
-        with Image.open(source, formats=list(FORMATS)) as image:
+        with Image.open(source, formats=PILLOW_NAMES) as image:
             width, height = image.size
             fmt, mode, transparent = image.format, image.mode, "transparency" in image.info
+            orientation = orientation_of(image)
     except Image.DecompressionBombError:
         raise UnsupportedImage(f"the image has more than {max_pixels} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise UnsupportedImage(f"not a supported image; send {SUPPORTED}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError):
+        raise UnsupportedImage(f"not a supported image; send {DESCRIPTION}") from None
     if width < 1 or height < 1:
         raise UnsupportedImage("the image has no pixels")
     if width * height > max_pixels:
         raise UnsupportedImage(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels in total")
-    content_type, extension = FORMATS[fmt]
-    return ImageInfo(fmt, content_type, extension, width, height, mode in _ALPHA_MODES or transparent)
+    image_format = BY_PILLOW[fmt]
+    if orientation >= 5:
+        width, height = height, width
+    return ImageInfo(
+        fmt,
+        image_format.content_type,
+        image_format.extension,
+        width,
+        height,
+        orientation,
+        mode in _ALPHA_MODES or transparent,
+    )
 
 
 def clean_filename(raw: str, *, fallback_stem: str, extension: str) -> str:

@@ -74,6 +74,8 @@ class InferenceClient:
             tags=list(reply.tags),
             model_name=reply.model_name,
             model_version=reply.model_version,
+            thumbnail=reply.thumbnail,
+            thumbnail_format=reply.thumbnail_format,
         )
 
     async def model(self, *, token: str, timeout: float) -> ModelId:

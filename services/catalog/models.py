@@ -16,9 +16,11 @@ class NewImage:
     filename: str
     content_type: str
     size_bytes: int
+    # Upright size; orientation is the EXIF orientation of the stored bytes (0: not recorded, older images).
     width: int
     height: int
     thumb_format: str
+    orientation: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class Classification:
     tags: list[str]
     model_name: str
     model_version: str
+    # Made by inference from the same decode; empty when it sent none.
+    thumbnail: bytes = b""
+    thumbnail_format: str = ""
 
 
 @dataclass(frozen=True)

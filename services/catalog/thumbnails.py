@@ -1,14 +1,22 @@
-"""Thumbnails: at most 256 px on the long side, upright, JPEG (or PNG when the image has transparency)."""
+"""Thumbnails of images classified before inference sent them: at most 256 px on the long side, upright.
+
+JPEG, or PNG when the image has transparency. Decoded at reduced scale where the format allows (JPEG DCT scaling),
+and shrunk a strip at a time otherwise, so a full-size decode is the only full-size buffer.
+"""
 
 import io
 from typing import BinaryIO
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from services.catalog.content import THUMB_SIZE
+from services.catalog.content import THUMB_SIZE, THUMB_TYPES
+from services.common.imageformats import PILLOW_NAMES
+from services.common.imaging import orientation_of, reduce_to_rgb, register_openers, turn_upright
 
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+CONTENT_TYPES = THUMB_TYPES
 _JPEG_QUALITY = 85
+_JPEG_SCALES = (8, 4, 2)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, RuntimeError)
 
 
 class Undecodable(ValueError):
@@ -16,15 +24,22 @@ class Undecodable(ValueError):
 
 
 def render(source: BinaryIO, thumb_format: str) -> bytes:
-    """Decodes the original (only as much as needed for JPEG) and returns the encoded thumbnail."""
+    """Decodes the original (at reduced scale where possible) and returns the encoded thumbnail."""
+    register_openers()
     source.seek(0)
     try:
-        with Image.open(source) as image:
-            image.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
-            upright = ImageOps.exif_transpose(image)
-            upright.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        with Image.open(source, formats=PILLOW_NAMES) as image:
+            orientation = orientation_of(image)
+            factor = max(1, max(image.size) // THUMB_SIZE)
+            scale = next((s for s in _JPEG_SCALES if factor >= s), 1) if image.format == "JPEG" else 1
+            if scale > 1:
+                image.draft("RGB", (image.width // scale, image.height // scale))
+            image.load()
+            reduced = reduce_to_rgb(image, max(1, max(image.size) // THUMB_SIZE))
+    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
         raise Undecodable(str(exc)) from None
+    upright = turn_upright(reduced, orientation)
+    upright.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     if thumb_format == "png":
         upright.convert("RGBA").save(out, format="PNG", optimize=True)

@@ -126,6 +126,7 @@ class Uploader:
             width=info.width,
             height=info.height,
             thumb_format=info.thumb_format,
+            orientation=info.orientation,
         )
 
     async def _store_and_classify(self, new: NewImage, received: Received, caller: Principal) -> tuple[ImageRow, bool]:
@@ -149,6 +150,7 @@ class Uploader:
         try:
             await self._contents.save_original(new.sha256, received.file, new.size_bytes, content_type=new.content_type)
             outcome = await self._classify(received, token)
+            await self._contents.save_thumbnail(new.sha256, outcome.classification, thumb_format=new.thumb_format)
             final = await self._store.finalize(row.id, outcome)
         except BaseException:
             if created:

@@ -12,7 +12,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 DESCRIPTORS_FILE = "tfserving_descriptors.binpb"
 
 # tensorflow.DataType values (tensorflow/core/framework/types.proto).
-DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64 = 1, 2, 3, 7, 9
+DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_STRING, DT_INT64 = 1, 2, 3, 4, 7, 9
 _NUMPY_DTYPES = {DT_FLOAT: "<f4", DT_DOUBLE: "<f8", DT_INT32: "<i4", DT_INT64: "<i8"}
 _REPEATED_FIELDS = {DT_FLOAT: "float_val", DT_DOUBLE: "double_val", DT_INT32: "int_val", DT_INT64: "int64_val"}
 
@@ -81,6 +81,14 @@ def string_tensor(values: Sequence[bytes]):
     """A rank-1 DT_STRING TensorProto holding `values`."""
     tensor = TensorProto(dtype=DT_STRING, string_val=list(values))
     tensor.tensor_shape.dim.add(size=len(values))
+    return tensor
+
+
+def uint8_tensor(content: bytes, shape: Sequence[int]):
+    """A DT_UINT8 TensorProto of `shape` whose row-major values are `content`."""
+    tensor = TensorProto(dtype=DT_UINT8, tensor_content=content)
+    for size in shape:
+        tensor.tensor_shape.dim.add(size=size)
     return tensor
 
 

@@ -9,6 +9,7 @@ import grpc
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from services.common.imageformats import EXTENSIONS
 from services.gateway.clients import CatalogClient
 from services.gateway.errors import ApiError
 
@@ -25,7 +26,8 @@ def safe_filename(filename: str, content_type: str) -> str:
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = name.strip().lstrip(".")[:_MAX_FILENAME_CHARS]
-    return name or "image" + (mimetypes.guess_extension(content_type) or "")
+    extension = EXTENSIONS.get(content_type)
+    return name or "image" + (f".{extension}" if extension else mimetypes.guess_extension(content_type) or "")
 
 
 def content_disposition(filename: str, content_type: str, *, attachment: bool) -> str:

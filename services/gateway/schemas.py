@@ -84,8 +84,12 @@ class Image(BaseModel):
     content_type: str
     size: int = Field(description="Bytes of the original file.")
     sha256: str
-    width: int
-    height: int
+    width: int = Field(description="Upright width (the stored size turned by the EXIF orientation).")
+    height: int = Field(description="Upright height.")
+    orientation: int = Field(
+        description="EXIF orientation of the stored bytes, 1..8 (6: turned a quarter clockwise to view); "
+        "0 for images stored before it was recorded."
+    )
     status: ImageStatus
     status_reason: str
     category: str = Field(description="The best label; empty while pending.")
@@ -221,6 +225,7 @@ def image_from(image: catalog_pb2.Image) -> Image:
         sha256=image.sha256,
         width=image.width,
         height=image.height,
+        orientation=image.orientation,
         status=_STATUS.get(image.status, "pending"),
         status_reason=image.status_reason,
         category=image.category,

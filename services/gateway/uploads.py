@@ -4,6 +4,7 @@ import grpc
 from fastapi import Request
 from tagsmith.catalog.v1 import catalog_pb2
 
+from services.common.imageformats import DESCRIPTION
 from services.gateway import schemas
 from services.gateway.clients import CatalogClient
 from services.gateway.config import Settings
@@ -28,7 +29,7 @@ UPLOAD_REQUEST_BODY = {
                         FIELD: {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "description": "One or more image files (JPEG, PNG, WebP, GIF or BMP).",
+                            "description": f"One or more image files ({DESCRIPTION}).",
                         }
                     },
                 },

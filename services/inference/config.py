@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from services.common.model_contract import PIXELS_INPUT, PIXELS_SIGNATURE
 from services.common.settings import ServiceSettings, TokenSettings
 
 # The label list the model is built from; container images copy it to the same place beside services/.
@@ -20,8 +21,10 @@ class Settings(ServiceSettings, TokenSettings):
         "127.0.0.1:8500", description="TensorFlow Serving gRPC address: host:port, a list a:1,b:2, or dns:///name:port."
     )
     model_name: str = Field("efficientnet_lite0", min_length=1, description="Model name sent in every ModelSpec.")
-    signature_name: str = Field("serving_default", description="SavedModel signature to call.")
-    input_key: str = Field("images", description="Signature input holding the encoded image files.")
+    signature_name: str = Field(
+        PIXELS_SIGNATURE, description="SavedModel signature to call; it takes uint8 RGB [N, 224, 224, 3]."
+    )
+    input_key: str = Field(PIXELS_INPUT, description="Signature input holding the decoded pixels.")
     scores_output: str = Field("scores", description="Signature output with the [N, classes] probabilities.")
     labels_file: Path = Field(DEFAULT_LABELS_FILE, description="Class names, one per line; line index = class id.")
     max_bytes: int = Field(25 * MIB, ge=1, description="Largest accepted upload, in bytes.")
@@ -56,13 +59,20 @@ class Settings(ServiceSettings, TokenSettings):
     predict_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest wait for TF Serving; a caller's earlier deadline shortens it."
     )
-    shrink_jpeg_min_side: int = Field(
-        256,
-        ge=0,
-        description="Large JPEGs are sent pre-decoded at the model's own DCT scale, keeping this short side; "
-        "it must match the model's in-graph JPEG downscaling. 0 disables.",
+    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding images off the event loop.")
+    large_decode_mib: int = Field(
+        48,
+        ge=1,
+        description="A decode allocating more than this (a full-size PNG, GIF, HEIC, AVIF or progressive JPEG "
+        "of many megapixels) is a large decode.",
     )
-    decode_threads: int = Field(2, ge=1, le=64, description="Threads validating large images off the event loop.")
+    max_large_decodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Large decodes running at once; each takes up to 4 bytes per pixel of the pixel limit "
+        "(200 MB at 50 MP), so this bounds the service's memory.",
+    )
 
     @model_validator(mode="after")
     def _labels_file_exists(self) -> "Settings":

@@ -1,17 +1,22 @@
-"""Checks uploads before they reach the model: format allow-list, pixel limit from the header, complete data."""
+"""Decodes each upload once, upright, at the smallest scale that serves both the model input and the thumbnail."""
 
 import io
 import math
+import threading
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-# Pillow format name -> the name Classify reports; nothing else is ever opened.
-FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
-CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")
-ALLOWED_NAMES = "JPEG, PNG, WebP, GIF or BMP"
+from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES
+from services.common.imaging import orientation_of, reduce_to_rgb, register_openers, turn_upright, upright_size
+from services.common.model_contract import IMAGE_SIZE
+from services.inference.pixels import to_model_pixels
+
+MODEL_SIDE = IMAGE_SIZE
+THUMB_SIZE = 256
 # JPEG decoders can downscale by these factors for free while decoding (DCT scaling).
 JPEG_SCALES = (8, 4, 2)
+_JPEG_QUALITY = 85
 # Magic numbers of common formats we refuse, to say which one was sent.
 _KNOWN_OTHERS = (
     (b"II*\x00", "TIFF"),
@@ -22,9 +27,11 @@ _KNOWN_OTHERS = (
     (b"<svg", "SVG"),
     (b"<?xml", "SVG/XML"),
 )
-_HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
-# What Pillow raises on corrupt or truncated files, depending on the codec.
-_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError)
+# Major brands of the HEIF containers (HEIC, HEIF, AVIF) that are accepted.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+# What Pillow and its plugins raise on corrupt or truncated files, depending on the codec.
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError, RuntimeError)
+_CORRUPT = "the image is truncated or corrupt; upload the complete file"
 
 
 class InvalidImage(Exception):
@@ -32,50 +39,129 @@ class InvalidImage(Exception):
 
 
 @dataclass(frozen=True)
-class CheckedImage:
-    """A validated image: what it is, and the bytes to send to the model."""
+class DecodedImage:
+    """One upload, decoded once: what it is, its upright size, the model's pixels and the thumbnail."""
 
     format: str
     width: int
     height: int
-    payload: bytes
+    # EXIF orientation of the stored pixels (1 = upright as stored, 6 = turned a quarter clockwise to view...).
+    orientation: int
+    # uint8 RGB [224, 224, 3], row-major: the full centre square of the upright image.
+    pixels: bytes
+    thumbnail: bytes
+    # "jpeg", or "png" for images with transparency.
+    thumbnail_format: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a decode will cost, read from the header: the factor it shrinks by, and the bytes it allocates."""
+
+    image: Image.Image
+    width: int
+    height: int
+    orientation: int
+    # Decoded at 1/dct_scale by the JPEG decoder itself, then reduced by reduce_factor.
+    dct_scale: int
+    reduce_factor: int
+    decode_bytes: int
 
 
 def describe_unrecognised(data: bytes) -> str:
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        # An accepted container Pillow could not open: its boxes are cut short or damaged.
+        return _CORRUPT
     for magic, name in _KNOWN_OTHERS:
         if data.startswith(magic):
-            return f"{name} images are not supported; send {ALLOWED_NAMES}"
-    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
-        return f"{_HEIF_BRANDS[data[8:12]]} images are not supported; send {ALLOWED_NAMES}"
-    return f"the data is not an image in a supported format ({ALLOWED_NAMES})"
+            return f"{name} images are not supported; send {DESCRIPTION}"
+    return f"the data is not an image in a supported format ({DESCRIPTION})"
 
 
-def jpeg_scale(width: int, height: int, min_side: int) -> int:
-    """The largest DCT scale that keeps the short side at least min_side (what the model's own decoder picks)."""
-    short = min(width, height)
-    return next((scale for scale in JPEG_SCALES if short // scale >= min_side), 1)
+def pixel_bytes(mode: str) -> int:
+    """Bytes Pillow allocates per pixel: 4 for every multi-band mode (RGB is padded to 4) and 32-bit modes."""
+    if len(mode) > 1 and mode not in ("I;16", "I;16B", "I;16L"):
+        return 4
+    return 2 if mode.startswith("I;16") else (4 if mode in ("I", "F") else 1)
 
 
-class ImageChecker:
-    """Validates one upload with Pillow and decides what to send to the model."""
+def shrink_factor(width: int, height: int) -> int:
+    """The largest factor keeping the short side at least the model's input and the long side the thumbnail's."""
+    short, long = min(width, height), max(width, height)
+    return max(1, min(short // MODEL_SIDE, long // THUMB_SIZE))
 
-    def __init__(self, *, max_pixels: int, shrink_jpeg_min_side: int = 0) -> None:
+
+def jpeg_scale(width: int, height: int) -> int:
+    factor = shrink_factor(width, height)
+    return next((scale for scale in JPEG_SCALES if factor >= scale), 1)
+
+
+class ImageDecoder:
+    """Opens uploads with Pillow (allowed formats only) and decodes them within the pixel and memory limits."""
+
+    def __init__(self, *, max_pixels: int, large_decode_bytes: int, max_large_decodes: int) -> None:
+        register_openers()
         self._max_pixels = max_pixels
-        self._shrink_min_side = shrink_jpeg_min_side
+        self._large_decode_bytes = large_decode_bytes
+        # Full-size decodes (PNG, GIF, HEIC... at the pixel limit) allocate up to 4 bytes a pixel; few at once.
+        self._large_slots = threading.BoundedSemaphore(max_large_decodes)
 
-    def check(self, data: bytes) -> CheckedImage:
+    def plan(self, data: bytes) -> Plan:
+        """Reads the header only: format, pixel limit, orientation and the cost of decoding."""
         if not data:
             raise InvalidImage("the image is empty")
         image = self._open(data)
-        with image:
-            width, height = image.size
+        width, height = image.size
+        try:
             self._check_pixels(width, height)
-            payload = self._payload(image, data)
-        return CheckedImage(FORMATS[image.format], width, height, payload)
+        except InvalidImage:
+            image.close()
+            raise
+        dct_scale = jpeg_scale(width, height) if image.format == "JPEG" else 1
+        decode_bytes = math.ceil(width / dct_scale) * math.ceil(height / dct_scale) * pixel_bytes(image.mode)
+        if image.format == "JPEG" and image.info.get("progressive"):
+            # A progressive JPEG keeps every DCT coefficient of the full image while decoding: 2 bytes each,
+            # up to 3 a pixel.
+            decode_bytes = width * height * 6
+        reduce = shrink_factor(math.ceil(width / dct_scale), math.ceil(height / dct_scale))
+        return Plan(image, width, height, orientation_of(image), dct_scale, reduce, decode_bytes)
+
+    def is_large(self, plan: Plan) -> bool:
+        return plan.decode_bytes > self._large_decode_bytes
+
+    def decode(self, plan: Plan) -> DecodedImage:
+        """Decodes the planned image once; large decodes wait for a slot."""
+        with plan.image:
+            if not self.is_large(plan):
+                return self._decode(plan)
+            with self._large_slots:
+                return self._decode(plan)
+
+    def _decode(self, plan: Plan) -> DecodedImage:
+        image = plan.image
+        try:
+            if plan.dct_scale > 1:
+                image.draft("RGB", (image.width // plan.dct_scale, image.height // plan.dct_scale))
+            image.load()
+            reduced = reduce_to_rgb(image, plan.reduce_factor)
+        except _DECODE_ERRORS:
+            raise InvalidImage(_CORRUPT) from None
+        upright = turn_upright(reduced, plan.orientation)
+        width, height = upright_size(plan.width, plan.height, plan.orientation)
+        has_alpha = upright.mode == "RGBA"
+        return DecodedImage(
+            format=BY_PILLOW[image.format].name,
+            width=width,
+            height=height,
+            orientation=plan.orientation,
+            pixels=to_model_pixels(upright).tobytes(),
+            thumbnail=encode_thumbnail(upright, has_alpha=has_alpha),
+            thumbnail_format="png" if has_alpha else "jpeg",
+        )
 
     def _open(self, data: bytes) -> Image.Image:
         try:
-            return Image.open(io.BytesIO(data), formats=list(FORMATS))
+            return Image.open(io.BytesIO(data), formats=PILLOW_NAMES)
         except UnidentifiedImageError:
             raise InvalidImage(describe_unrecognised(data)) from None
         except Image.DecompressionBombError:
@@ -83,7 +169,7 @@ class ImageChecker:
                 f"the image has far more than {self._max_pixels / 1e6:g} megapixels, the limit; resize it first"
             ) from None
         except _DECODE_ERRORS:
-            raise InvalidImage("the image is corrupt or truncated; upload the complete file") from None
+            raise InvalidImage(_CORRUPT) from None
 
     def _check_pixels(self, width: int, height: int) -> None:
         if width <= 0 or height <= 0:
@@ -94,48 +180,13 @@ class ImageChecker:
                 f"the limit is {self._max_pixels / 1e6:g} megapixels, so resize it first"
             )
 
-    def _payload(self, image: Image.Image, data: bytes) -> bytes:
-        """Decodes everything (so truncation shows up here) and returns the bytes the model should get."""
-        try:
-            if image.format == "JPEG":
-                return self._jpeg_payload(image, data)
-            if image.format == "PNG":
-                # CRCs of every chunk through IEND: catches truncation without inflating the pixels.
-                image.verify()
-            else:
-                image.load()
-            if image.format == "WEBP" and getattr(image, "is_animated", False):
-                # The model's WebP decoder reads animations only as RGBA, which its graph does not take.
-                return encode_png(image.convert("RGB"))
-        except _DECODE_ERRORS:
-            raise InvalidImage("the image is truncated or corrupt; upload the complete file") from None
-        return data
 
-    def _jpeg_payload(self, image: Image.Image, data: bytes) -> bytes:
-        width, height = image.size
-        scale = jpeg_scale(width, height, self._shrink_min_side) if self._shrink_min_side else 1
-        shrunk = (math.ceil(width / scale), math.ceil(height / scale))
-        # Pre-decoding pays only when the pixels at the model's own scale are smaller than the file.
-        if image.mode == "CMYK" or (scale > 1 and shrunk[0] * shrunk[1] * 3 < len(data) // 2):
-            image.draft("RGB", shrunk)
-            image.load()
-            return encode_png(image.convert("RGB"))
-        if not jpeg_is_complete(image, data):
-            raise InvalidImage("the image is truncated or corrupt; upload the complete file")
-        return data
-
-
-def jpeg_is_complete(image: Image.Image, data: bytes) -> bool:
-    """Whether an end-of-image marker follows the scan data: a byte search instead of a decode.
-
-    Inside entropy-coded data every 0xFF is followed by 0x00, so FF D9 after the first scan is the real end marker.
-    Searching from the end finds it at once, where it almost always is.
-    """
-    scan_start = image.tile[0][2] if image.tile else 0
-    return data.rfind(b"\xff\xd9", scan_start) != -1
-
-
-def encode_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
+def encode_thumbnail(upright: Image.Image, *, has_alpha: bool) -> bytes:
+    thumb = upright.copy()
+    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if has_alpha:
+        thumb.save(out, format="PNG", compress_level=6)
+    else:
+        thumb.convert("RGB").save(out, format="JPEG", quality=_JPEG_QUALITY)
+    return out.getvalue()

@@ -8,6 +8,7 @@ import numpy as np
 
 from services.common import tfserving
 from services.common.channels import grpc_target
+from services.inference.images import MODEL_SIDE
 
 # TF Serving accepts requests up to 2 GiB; a batch of images can pass gRPC's 4 MiB default.
 MAX_MESSAGE_BYTES = 2**31 - 1
@@ -83,7 +84,7 @@ def model_error(exc: grpc.aio.AioRpcError, address: str) -> ModelError:
 
 
 class ModelClient:
-    """Predict and GetModelMetadata for one model signature."""
+    """Predict (on pixels decoded by this service) and GetModelMetadata for one model signature."""
 
     def __init__(
         self,
@@ -108,10 +109,12 @@ class ModelClient:
         return self._model_name
 
     async def predict(self, images: list[bytes], *, timeout: float) -> Scores:
+        """Scores for a batch of model inputs, each uint8 RGB [224, 224, 3] row-major."""
         request = tfserving.PredictRequest(output_filter=[self._scores_output])
         request.model_spec.name = self._model_name
         request.model_spec.signature_name = self._signature_name
-        request.inputs[self._input_key].CopyFrom(tfserving.string_tensor(images))
+        shape = (len(images), MODEL_SIDE, MODEL_SIDE, 3)
+        request.inputs[self._input_key].CopyFrom(tfserving.uint8_tensor(b"".join(images), shape))
         try:
             response = await self._predict(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:

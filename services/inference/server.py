@@ -13,8 +13,8 @@ from services.common.tokens import TokenVerifier
 from services.inference.batcher import PredictBatcher
 from services.inference.cache import ResultCache
 from services.inference.classifier import Classifier
-from services.inference.config import Settings
-from services.inference.images import ImageChecker
+from services.inference.config import MIB, Settings
+from services.inference.images import ImageDecoder
 from services.inference.labels import read_labels
 from services.inference.model_client import ModelClient, ModelError, open_tfserving_channel
 from services.inference.servicer import InferenceServicer
@@ -28,7 +28,7 @@ STARTUP_CHECK_TIMEOUT = 5.0
 def build_servicer(
     settings: Settings, channel: grpc.aio.Channel, executor: ThreadPoolExecutor
 ) -> tuple[InferenceServicer, PredictBatcher]:
-    """The servicer and its parts: model client, batcher, cache, image checker, labels."""
+    """The servicer and its parts: model client, batcher, cache, image decoder, labels."""
     labels = read_labels(settings.labels_file)
     client = ModelClient(
         channel,
@@ -49,7 +49,11 @@ def build_servicer(
     servicer = InferenceServicer(
         settings,
         labels=labels,
-        checker=ImageChecker(max_pixels=settings.max_pixels, shrink_jpeg_min_side=settings.shrink_jpeg_min_side),
+        decoder=ImageDecoder(
+            max_pixels=settings.max_pixels,
+            large_decode_bytes=settings.large_decode_mib * MIB,
+            max_large_decodes=settings.max_large_decodes,
+        ),
         classifier=Classifier(batcher, ResultCache(settings.cache_size)),
         client=client,
         executor=executor,

@@ -8,15 +8,16 @@ import grpc
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.context import time_remaining
+from services.common.imageformats import CONTENT_TYPES, DESCRIPTION
 from services.inference.classifier import Classification, Classifier
 from services.inference.config import Settings
-from services.inference.images import CONTENT_TYPES, CheckedImage, ImageChecker, InvalidImage
+from services.inference.images import MODEL_SIDE, DecodedImage, ImageDecoder, InvalidImage
 from services.inference.model_client import ModelClient, ModelError
 from services.inference.taxonomy import Tagger
 from services.inference.upload import read_upload
 
-# Smaller uploads are checked on the event loop: a thread hop costs more than decoding them.
-INLINE_CHECK_BYTES = 256 * 1024
+# Images decoding into fewer bytes than this are decoded on the event loop: a thread hop costs more.
+INLINE_DECODE_BYTES = 512 * 1024
 # Answer with our own DEADLINE_EXCEEDED a little before the caller's deadline fires.
 DEADLINE_MARGIN_SECONDS = 0.05
 
@@ -27,7 +28,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         settings: Settings,
         *,
         labels: tuple[str, ...],
-        checker: ImageChecker,
+        decoder: ImageDecoder,
         classifier: Classifier,
         client: ModelClient,
         executor: Executor,
@@ -35,7 +36,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._settings = settings
         self._labels = labels
         self._tagger = Tagger(labels)
-        self._checker = checker
+        self._decoder = decoder
         self._classifier = classifier
         self._client = client
         self._executor = executor
@@ -58,8 +59,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         try:
             with self._classifier.batcher.incoming():
                 upload = await read_upload(request_iterator, max_bytes=self._settings.max_bytes)
-                image = await self._check(upload.data)
-            result = await self._classifier.classify(upload.sha256, image.payload, timeout=self._timeout())
+                image = await self._decode(upload.data)
+            result = await self._classifier.classify(upload.sha256, image.pixels, timeout=self._timeout())
             return self._response(result, image, upload.top_k)
         except InvalidImage as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -75,8 +76,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await context.abort(exc.code, exc.message)
         description = (
             f"ImageNet classifier '{self._client.model_name}' served by TensorFlow Serving: "
-            f"{metadata.num_classes or len(self._labels)} classes, input '{metadata.input_key}' takes encoded "
-            f"{', '.join(t.removeprefix('image/') for t in CONTENT_TYPES)} files"
+            f"{metadata.num_classes or len(self._labels)} classes, input '{metadata.input_key}' takes uint8 RGB "
+            f"[N, {MODEL_SIDE}, {MODEL_SIDE}, 3] decoded here from {DESCRIPTION} files"
         )
         return inference_pb2.ModelInfo(
             name=self._client.model_name,
@@ -92,10 +93,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             max_bytes=self._settings.max_bytes, max_pixels=self._settings.max_pixels, content_types=CONTENT_TYPES
         )
 
-    async def _check(self, data: bytes) -> CheckedImage:
-        if len(data) <= INLINE_CHECK_BYTES:
-            return self._checker.check(data)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._checker.check, data)
+    async def _decode(self, data: bytes) -> DecodedImage:
+        plan = self._decoder.plan(data)
+        if plan.decode_bytes <= INLINE_DECODE_BYTES:
+            return self._decoder.decode(plan)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._decoder.decode, plan)
 
     def _timeout(self) -> float:
         limit = self._settings.predict_timeout_seconds
@@ -104,7 +106,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             return limit
         return max(0.001, min(limit, remaining - min(DEADLINE_MARGIN_SECONDS, remaining / 10)))
 
-    def _response(self, result: Classification, image: CheckedImage, top_k: int) -> inference_pb2.ClassifyResponse:
+    def _response(self, result: Classification, image: DecodedImage, top_k: int) -> inference_pb2.ClassifyResponse:
         if max(result.class_ids) >= len(self._labels):
             raise ModelError(grpc.StatusCode.INTERNAL, "the model scored more classes than the labels file names")
         ranked = result.top(top_k)
@@ -120,4 +122,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             format=image.format,
             width=image.width,
             height=image.height,
+            orientation=image.orientation,
+            thumbnail=image.thumbnail,
+            thumbnail_format=image.thumbnail_format,
         )

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from services.common.imaging import register_openers
 from tests.e2e.conftest import PASSWORD, sign_up
 from tests.e2e.photos import photo
 
@@ -128,6 +129,41 @@ def test_download_thumbnail_and_delete(api, user):
     assert api.delete(f"/v1/images/{image['uid']}", headers=user).status_code == 204
     assert api.get(f"/v1/images/{image['uid']}", headers=user).status_code == 404
     assert api.get(f"/v1/images/{image['uid']}/content", headers=user).status_code == 404
+
+
+def sideways_heic(name: str) -> bytes:
+    """The photo as a phone stores it: HEIC, pixels as the sensor saw them (turned), the turn in EXIF."""
+    register_openers()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    turned = Image.open(io.BytesIO(photo(name))).convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    turned.save(buffer, "HEIF", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+def test_sideways_jpeg_and_heic_phone_photos(api, user):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo("chelsea.png"))).convert("RGB").transpose(Image.Transpose.ROTATE_90).save(
+        buffer, "JPEG", quality=92, exif=exif
+    )
+    files = [
+        ("image", ("IMG_0001.JPG", buffer.getvalue(), "image/jpeg")),
+        ("image", ("IMG_0002.HEIC", sideways_heic("coffee.png"), "image/heic")),
+    ]
+    reply = api.post("/v1/images", headers=user, files=files)
+    assert reply.status_code == 201, reply.text
+    jpeg, heic = reply.json()["images"]
+    assert (jpeg["width"], jpeg["height"], jpeg["orientation"]) == (451, 300, 6)
+    assert jpeg["status"] == "classified" and jpeg["category"] in CAT_LABELS
+    assert heic["status"] == "classified" and heic["content_type"] == "image/heic"
+    content = api.get(f"/v1/images/{heic['uid']}/content", headers=user)
+    assert content.headers["content-type"] == "image/heic" and content.content == files[1][1][1]
+    thumbnail = api.get(f"/v1/images/{jpeg['uid']}/thumbnail", headers=user)
+    with Image.open(io.BytesIO(thumbnail.content)) as small:
+        assert small.size == (256, 170)
 
 
 def test_manual_tags(api, user):

@@ -34,6 +34,7 @@ def new_image(seed: str, *, owner: str = "owner-1", attempt: int = 1) -> NewImag
         width=4,
         height=3,
         thumb_format="jpeg",
+        orientation=1,
     )
 
 

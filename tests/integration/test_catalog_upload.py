@@ -141,7 +141,7 @@ def _chunk(data: bytes):
         ([_header()], "empty"),
         ([_header(), _chunk(b"")], "empty"),
         ([_header(), _chunk(b"abc"), _header()], "only contain chunks"),
-        ([_header(), _chunk(b"not an image at all")], "JPEG, PNG, WebP, GIF or BMP"),
+        ([_header(), _chunk(b"not an image at all")], "JPEG, PNG, WebP, GIF, BMP, HEIC or AVIF"),
         ([_header(), _chunk(b"x" * (1024 * 1024 + 1))], "at most 1 MiB"),
     ],
 )

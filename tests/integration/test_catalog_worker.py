@@ -1,10 +1,12 @@
 """The pending queue: the real classifier catching up, retries, failures, and replicas sharing the work."""
 
 import asyncio
+import io
 import time
 
 import grpc
 import pytest
+from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.classify import StoredImageClassifier
@@ -14,6 +16,7 @@ from services.catalog.store import CatalogStore
 from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
 from services.common.db import open_pool
+from services.common.imaging import register_openers
 from tests.support.catalog_fixtures import Script, free_port, image_bytes
 from tests.support.inference_fixtures import sample_image
 
@@ -49,6 +52,38 @@ async def test_real_classifier_labels_an_upload(catalog_server, inference_server
     assert [i.uid for i in found.images] == [image.uid]
 
 
+async def test_upload_keeps_the_thumbnail_inference_made_and_the_upright_size(
+    catalog_server, inference_server, test_keys
+):
+    inference = await inference_server()
+    catalog = await catalog_server(inference_addr=f"127.0.0.1:{inference.port}", inference_timeout_seconds=30)
+    alice = catalog.client(test_keys.token("alice"))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(sample_image("chelsea"))).transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", exif=exif)
+    image = await alice.upload(buffer.getvalue(), "sideways.jpg")
+    assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED, image.status_reason
+    assert (image.width, image.height, image.orientation) == (451, 300, 6)
+    stored = [blob.key async for blob in catalog.blobs.list("thumbs/")]
+    assert stored == [f"thumbs/{image.sha256}-256.jpg"]  # stored with the upload, before any request
+    _, thumbnail = await alice.download(image.uid, thumbnail=True)
+    assert Image.open(io.BytesIO(thumbnail)).size == (256, 170)
+
+
+async def test_heic_upload_is_classified_and_served_as_heic(catalog_server, inference_server, test_keys):
+    register_openers()
+    inference = await inference_server()
+    catalog = await catalog_server(inference_addr=f"127.0.0.1:{inference.port}", inference_timeout_seconds=30)
+    alice = catalog.client(test_keys.token("alice"))
+    data = sample_image("chelsea", "HEIF", quality=90)
+    image = await alice.upload(data, "IMG_0001.HEIC")
+    assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED, image.status_reason
+    assert image.category in CAT_CLASSES and image.content_type == "image/heic"
+    meta, original = await alice.download(image.uid)
+    assert (meta.content_type, original) == ("image/heic", data)
+
+
 @pytest.fixture
 async def inference_on_port(modelserver_addr, test_keys):
     """Starts the real inference service on a chosen port (the shared factory always picks a free one)."""
@@ -77,6 +112,7 @@ async def test_pending_image_is_classified_when_inference_comes_back(catalog_ser
     image = await _wait_for_status(alice, image.uid, catalog_pb2.IMAGE_STATUS_CLASSIFIED)
     assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED
     assert image.category in CAT_CLASSES and image.status_reason == ""
+    assert [blob.key async for blob in catalog.blobs.list("thumbs/")] == [f"thumbs/{image.sha256}-256.jpg"]
     counts = await alice.ListCategories(catalog_pb2.ListCategoriesRequest())
     assert [(c.category, c.count) for c in counts.categories] == [(image.category, 1)]
 

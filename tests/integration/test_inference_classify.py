@@ -9,6 +9,8 @@ from PIL import Image
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.channels import open_channel
+from services.common.imageformats import CONTENT_TYPES
+from services.common.imaging import register_openers
 from tests.support.inference_fixtures import MODEL_NAME, classify_requests, sample_image
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -64,6 +66,38 @@ async def test_animations_are_classified_by_their_first_frame(stub, test_keys, f
     reply = await classify(stub[0], test_keys, buffer.getvalue())
     assert (reply.format, reply.width, reply.height) == (fmt.lower(), 451, 300)
     assert reply.category in CAT_CLASSES
+
+
+def _sideways(data: bytes, fmt: str = "JPEG") -> bytes:
+    """The photo stored turned a quarter anticlockwise, with the EXIF orientation (6) that turns it back."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).transpose(Image.Transpose.ROTATE_90).save(buffer, fmt, exif=exif, quality=95)
+    return buffer.getvalue()
+
+
+async def test_sideways_photo_is_classified_upright(stub, test_keys):
+    upright = await classify(stub[0], test_keys, sample_image("coffee"), top_k=5)
+    sideways = await classify(stub[0], test_keys, _sideways(sample_image("coffee")), top_k=5)
+    assert (sideways.width, sideways.height, sideways.orientation) == (upright.width, upright.height, 6)
+    assert sideways.labels[0].label == upright.labels[0].label
+    thumbnail = Image.open(io.BytesIO(sideways.thumbnail))
+    assert thumbnail.width > thumbnail.height and sideways.thumbnail_format == "jpeg"
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("HEIF", "heic"), ("AVIF", "avif")])
+async def test_heic_and_avif_are_classified(stub, test_keys, fmt, name):
+    register_openers()
+    reply = await classify(stub[0], test_keys, sample_image("chelsea", fmt, quality=90))
+    assert (reply.format, reply.width, reply.height) == (name, 451, 300)
+    assert reply.category in CAT_CLASSES
+
+
+async def test_classify_returns_the_thumbnail_from_the_same_decode(stub, test_keys):
+    reply = await classify(stub[0], test_keys, sample_image("chelsea", "PNG"))
+    thumbnail = Image.open(io.BytesIO(reply.thumbnail))
+    assert (thumbnail.format, thumbnail.size, reply.thumbnail_format) == ("JPEG", (256, 170), "jpeg")
 
 
 async def test_large_jpeg_is_shrunk_without_changing_the_result(stub, test_keys):
@@ -129,7 +163,8 @@ async def test_get_model_and_limits(stub, test_keys):
     assert (model.name, model.version, model.num_labels) == (MODEL_NAME, "1", 1000)
     assert "1000 classes" in model.description
     assert limits.max_bytes == 25 * 1024 * 1024 and limits.max_pixels == 50_000_000
-    assert "image/webp" in limits.content_types
+    assert list(limits.content_types) == list(CONTENT_TYPES)
+    assert {"image/webp", "image/heic", "image/heif", "image/avif"} <= set(limits.content_types)
 
 
 async def test_cache_hit_avoids_a_second_predict(stub, test_keys):

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from services.catalog import content, images, thumbnails
+from services.common.imaging import register_openers
 from tests.support.catalog_fixtures import image_bytes
 
 
@@ -18,9 +19,12 @@ from tests.support.catalog_fixtures import image_bytes
         ("WEBP", "RGB", "image/webp", False),
         ("GIF", "P", "image/gif", False),
         ("BMP", "RGB", "image/bmp", False),
+        ("HEIF", "RGB", "image/heic", False),
+        ("AVIF", "RGB", "image/avif", False),
     ],
 )
 def test_detects_supported_formats(fmt, mode, content_type, alpha):
+    register_openers()
     color = 3 if mode == "P" else (10, 20, 30, 128)[: len(mode)]
     info = images.inspect(io.BytesIO(image_bytes(color, (40, 30), fmt, mode)), max_pixels=10_000)
     assert (info.content_type, info.width, info.height, info.has_alpha) == (content_type, 40, 30, alpha)
@@ -29,7 +33,7 @@ def test_detects_supported_formats(fmt, mode, content_type, alpha):
 
 @pytest.mark.parametrize("data", [b"hello world", b"\x89PNG\r\n\x1a\n broken", b"GIF89a", b"%PDF-1.7\n"])
 def test_rejects_non_images(data):
-    with pytest.raises(images.UnsupportedImage, match="JPEG, PNG, WebP, GIF or BMP"):
+    with pytest.raises(images.UnsupportedImage, match="JPEG, PNG, WebP, GIF, BMP, HEIC or AVIF"):
         images.inspect(io.BytesIO(data), max_pixels=10_000)
 
 
@@ -72,6 +76,32 @@ def test_thumbnail_is_at_most_256_and_upright():
     with Image.open(io.BytesIO(data)) as thumb:
         assert thumb.format == "JPEG"
         assert thumb.size == (102, 256)
+
+
+def test_sideways_photo_reports_its_upright_size_and_orientation():
+    source = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (1000, 400)).save(source, format="JPEG", exif=exif)
+    info = images.inspect(source, max_pixels=1_000_000)
+    assert (info.width, info.height, info.orientation) == (400, 1000, 6)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_get_thumbnails(fmt):
+    register_openers()
+    data = thumbnails.render(io.BytesIO(image_bytes((200, 10, 10), (600, 300), fmt, "RGB")), "jpeg")
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert (thumb.format, thumb.size) == ("JPEG", (256, 128))
+        assert thumb.getpixel((128, 64))[0] > 150
+
+
+def test_thumbnail_of_a_tiny_png_at_the_pixel_limit_is_made_in_strips():
+    source = io.BytesIO()
+    Image.new("P", (7000, 7000)).save(source, format="PNG", optimize=True)
+    data = thumbnails.render(source, "jpeg")
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert thumb.size == (256, 256)
 
 
 def test_thumbnail_keeps_transparency_as_png():

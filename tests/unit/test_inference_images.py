@@ -1,4 +1,4 @@
-"""Image validation: allowed formats, limits, truncation, and the lossless pre-decoding of large JPEGs."""
+"""Decoding once: allowed formats, limits, truncation, orientation, reduced-scale decodes, pixels and thumbnails."""
 
 import io
 import zlib
@@ -7,64 +7,103 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.inference.images import ImageChecker, InvalidImage, jpeg_scale
+from services.common.imaging import register_openers
+from services.inference.images import (
+    MODEL_SIDE,
+    DecodedImage,
+    ImageDecoder,
+    InvalidImage,
+    jpeg_scale,
+    reduce_to_rgb,
+    shrink_factor,
+)
 from tests.support.inference_fixtures import sample_image
 
+FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "HEIF", "AVIF"]
+ORIENTATION = 0x0112
 
-def checker(**overrides) -> ImageChecker:
-    return ImageChecker(**{"max_pixels": 50_000_000, "shrink_jpeg_min_side": 256, **overrides})
+register_openers()
 
 
-def encode(array: np.ndarray, fmt: str, **options) -> bytes:
+def decoder(**overrides) -> ImageDecoder:
+    return ImageDecoder(
+        **{"max_pixels": 50_000_000, "large_decode_bytes": 48 << 20, "max_large_decodes": 1, **overrides}
+    )
+
+
+def decode(data: bytes, **overrides) -> DecodedImage:
+    image_decoder = decoder(**overrides)
+    return image_decoder.decode(image_decoder.plan(data))
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, fmt, **options)
+    image.save(buffer, fmt, **options)
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
-def test_allowed_formats_pass_unchanged(fmt):
-    data = sample_image("chelsea", fmt)
-    image = checker().check(data)
-    assert (image.format, image.width, image.height) == (fmt.lower(), 451, 300)
-    assert image.payload == data
+def pixels_of(decoded: DecodedImage) -> np.ndarray:
+    return np.frombuffer(decoded.pixels, np.uint8).reshape(MODEL_SIDE, MODEL_SIDE, 3)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
-def test_truncated_files_are_refused(fmt):
+def sideways(image: Image.Image, fmt: str = "JPEG") -> bytes:
+    """The image stored turned a quarter anticlockwise, with the EXIF orientation (6) that turns it back."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    return encode(image.transpose(Image.Transpose.ROTATE_90), fmt, exif=exif, quality=95)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_allowed_formats_decode_to_pixels_and_a_thumbnail(fmt):
+    image = decode(sample_image("chelsea", fmt))
+    assert (image.width, image.height, image.orientation) == (451, 300, 1)
+    assert image.format == {"HEIF": "heic"}.get(fmt, fmt.lower())
+    assert len(image.pixels) == MODEL_SIDE * MODEL_SIDE * 3
+    thumbnail = Image.open(io.BytesIO(image.thumbnail))
+    assert thumbnail.format == "JPEG" and image.thumbnail_format == "jpeg"
+    assert thumbnail.size == (256, 170)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_truncated_files_are_refused_with_a_message_a_person_understands(fmt):
     data = sample_image("chelsea", fmt)
-    with pytest.raises(InvalidImage, match="truncated"):
-        checker().check(data[: len(data) // 2])
+    with pytest.raises(InvalidImage, match="truncated or corrupt; upload the complete file"):
+        decode(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "HEIF"])
+def test_a_complete_image_followed_by_extra_bytes_is_decoded(fmt):
+    data = sample_image("chelsea", fmt)
+    assert decode(data + b"\x00trailing bytes" * 100).pixels == decode(data).pixels
 
 
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
         (b"", "empty"),
-        (b"hello world", "not an image"),
+        (b"hello world", "not an image in a supported format"),
         (b"MM\x00*" + bytes(32), "TIFF"),
-        (b"\x00\x00\x00\x1cftypavif" + bytes(32), "AVIF"),
         (b"%PDF-1.7", "PDF"),
     ],
 )
 def test_unsupported_data_says_what_it_is(data, fragment):
     with pytest.raises(InvalidImage, match=fragment):
-        checker().check(data)
+        decode(data)
 
 
 def test_other_pillow_formats_are_not_opened():
-    data = encode(np.zeros((8, 8, 3), np.uint8), "TIFF")
     with pytest.raises(InvalidImage, match="TIFF images are not supported"):
-        checker().check(data)
+        decode(encode(Image.new("RGB", (8, 8)), "TIFF"))
 
 
 def test_pixel_limit_is_checked_from_the_header():
     with pytest.raises(InvalidImage, match="megapixels"):
-        checker(max_pixels=451 * 300 - 1).check(sample_image("chelsea", "PNG"))
+        decoder(max_pixels=451 * 300 - 1).plan(sample_image("chelsea", "PNG"))
 
 
 def png_claiming(side: int) -> bytes:
     """A tiny PNG whose header claims side x side pixels (with a valid header checksum)."""
-    data = encode(np.zeros((1, 1), np.uint8), "PNG")
+    data = encode(Image.new("L", (1, 1)), "PNG")
     header = b"IHDR" + side.to_bytes(4, "big") * 2 + data[24:29]
     return data[:12] + header + zlib.crc32(header).to_bytes(4, "big") + data[33:]
 
@@ -72,35 +111,72 @@ def png_claiming(side: int) -> bytes:
 @pytest.mark.parametrize("side", [8000, 20000])
 def test_decompression_bomb_is_refused_before_decoding(side):
     with pytest.raises(InvalidImage, match="megapixels"):
-        checker().check(png_claiming(side))
+        decoder().plan(png_claiming(side))
 
 
-def test_jpeg_scale_keeps_the_short_side():
-    assert jpeg_scale(4000, 3000, 256) == 8
-    assert jpeg_scale(1100, 700, 256) == 2
-    assert jpeg_scale(600, 400, 256) == 1
-    assert jpeg_scale(4000, 3000, 0) == 8
+# HEIC rotation lives in the container (irot/imir), which the decoder applies itself: its pixels come upright.
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "AVIF"])
+def test_sideways_photos_are_turned_upright(fmt):
+    upright = Image.open(io.BytesIO(sample_image("chelsea", "PNG"))).convert("RGB")
+    image = decode(sideways(upright, fmt))
+    assert (image.width, image.height, image.orientation) == (451, 300, 6)
+    assert Image.open(io.BytesIO(image.thumbnail)).size == (256, 170)
+    expected = pixels_of(decode(encode(upright, fmt, quality=95)))
+    assert np.abs(pixels_of(image).astype(int) - expected).mean() < 3
 
 
-def test_large_jpeg_is_sent_predecoded_at_the_models_scale():
-    noisy = np.random.default_rng(1).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)
-    data = encode(noisy, "JPEG", quality=95)
-    image = checker().check(data)
-    decoded = Image.open(io.BytesIO(image.payload))
-    assert decoded.format == "PNG" and decoded.size == (750, 500)  # 2000 // 8 < 256, so scale 4
-    assert len(image.payload) < len(data) / 2
-    assert (image.format, image.width, image.height) == ("jpeg", 3000, 2000)
+def test_phone_jpeg_is_decoded_at_an_eighth_of_its_size():
+    photo = Image.open(io.BytesIO(sample_image("chelsea", "PNG"))).convert("RGB").resize((4032, 3024))
+    image_decoder = decoder()
+    plan = image_decoder.plan(encode(photo, "JPEG", quality=90))
+    assert (plan.dct_scale, plan.reduce_factor) == (8, 1)
+    assert not image_decoder.is_large(plan)
+    assert (image_decoder.decode(plan).width, plan.width) == (4032, 4032)
 
 
-def test_shrinking_can_be_disabled():
-    noisy = np.random.default_rng(1).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)
-    data = encode(noisy, "JPEG", quality=95)
-    assert checker(shrink_jpeg_min_side=0).check(data).payload == data
+def test_scales_keep_the_model_input_and_the_thumbnail_sharp():
+    assert shrink_factor(4032, 3024) == 13  # short side 3024 // 224; long side 4032 // 256 = 15
+    assert jpeg_scale(4032, 3024) == 8
+    assert jpeg_scale(1100, 700) == 2
+    assert jpeg_scale(451, 300) == 1
+    assert shrink_factor(7000, 7000) == 27
+
+
+def test_tiny_png_at_the_pixel_limit_is_a_large_decode_reduced_in_strips():
+    data = encode(Image.new("RGB", (7000, 7000)), "PNG", optimize=True)
+    assert len(data) < 200_000
+    image_decoder = decoder()
+    plan = image_decoder.plan(data)
+    assert image_decoder.is_large(plan) and plan.reduce_factor == 27
+    image = image_decoder.decode(plan)
+    assert (image.width, image.height) == (7000, 7000)
+    assert not pixels_of(image).any()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "I;16"])
+def test_strip_reduction_matches_reducing_the_whole_image(mode):
+    noise = Image.effect_noise((700, 1500), 80).convert("L")
+    image = Image.merge("RGB", (noise, noise.transpose(Image.Transpose.FLIP_LEFT_RIGHT), noise)).convert(mode)
+    target = "RGBA" if mode == "RGBA" else "RGB"
+    assert reduce_to_rgb(image, 3).tobytes() == image.convert(target).reduce(3).tobytes()
+
+
+def test_transparent_images_get_png_thumbnails():
+    image = decode(encode(Image.new("RGBA", (300, 200), (255, 0, 0, 0)), "PNG"))
+    assert image.thumbnail_format == "png"
+    assert Image.open(io.BytesIO(image.thumbnail)).mode == "RGBA"
 
 
 def test_cmyk_jpeg_is_converted_for_the_model():
+    rgb = Image.open(io.BytesIO(sample_image()))
+    image = decode(encode(rgb.convert("CMYK"), "JPEG"))
+    assert image.format == "jpeg" and image.thumbnail_format == "jpeg"
+    assert np.abs(pixels_of(image).astype(int) - pixels_of(decode(encode(rgb, "JPEG")))).mean() < 8
+
+
+def test_animated_gif_is_decoded_from_its_first_frame():
+    frames = [Image.new("RGB", (300, 240), color) for color in ("red", "blue")]
     buffer = io.BytesIO()
-    Image.open(io.BytesIO(sample_image())).convert("CMYK").save(buffer, "JPEG")
-    image = checker().check(buffer.getvalue())
-    assert Image.open(io.BytesIO(image.payload)).mode == "RGB"
-    assert image.format == "jpeg"
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    pixels = pixels_of(decode(buffer.getvalue()))
+    assert pixels[..., 0].min() > 200 and pixels[..., 2].max() < 50
