@@ -5,7 +5,8 @@ man-made objects are scattered and listed one by one.
 """
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 IMAGENET_CLASSES = 1000
 
@@ -230,3 +231,27 @@ class Tagger:
             for tag in (label.lower(), *words, *self._groups.get(class_id, ())):
                 tags.setdefault(tag, None)
         return list(tags)
+
+
+# Face tags (README, "People in photos"): measured with `python -m bench.faces`.
+# A face is dominant when it is at least this many times larger than any other face in the photo.
+DOMINANT_FACE_RATIO = 4.0
+# Faces counted towards a group are at least this fraction of the largest face's area: a crowd far behind a
+# portrait's subject does not make it a group photo.
+GROUP_FACE_RATIO = 0.25
+
+
+class _Sized(Protocol):
+    @property
+    def area(self) -> float: ...
+
+
+def face_tags(faces: Sequence[_Sized]) -> list[str]:
+    """person and people for any face; portrait for one dominant face; group for several faces of similar size."""
+    if not faces:
+        return []
+    areas = sorted((face.area for face in faces), reverse=True)
+    if len(areas) == 1 or areas[0] >= DOMINANT_FACE_RATIO * areas[1]:
+        return ["person", "people", "portrait"]
+    similar = sum(area >= GROUP_FACE_RATIO * areas[0] for area in areas)
+    return ["person", "people", "group"] if similar >= 2 else ["person", "people"]

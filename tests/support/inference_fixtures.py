@@ -110,9 +110,21 @@ def stop_process(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def modelserver_addr(model_base_path, tmp_path_factory) -> Iterator[str]:
-    """Address of one model server subprocess for the whole session, serving the real EfficientNet-Lite0."""
-    with start_modelserver(model_base_path, tmp_path_factory.mktemp("modelserver")) as (address, _):
+    """Address of one model server subprocess for the whole session, serving the real EfficientNet-Lite0 and the
+    BlazeFace face detector from one model config file, as TF Serving is run in production."""
+    workdir = tmp_path_factory.mktemp("modelserver")
+    config = write_model_config(model_base_path, workdir / "models.config")
+    with start_modelserver(model_base_path, workdir, "--model_config_file", str(config)) as (address, _):
         yield address
+
+
+def write_model_config(model_base_path: Path, path: Path) -> Path:
+    """A model config file listing both served models under `model_base_path`."""
+    from services.common.model_contract import SERVED_MODELS
+    from services.modelserver.config import model_config_text
+
+    path.write_text(model_config_text({name: model_base_path.resolve() / name for name in SERVED_MODELS}))
+    return path
 
 
 @pytest.fixture
