@@ -234,11 +234,9 @@ class Tagger:
 
 
 # Face tags (README, "People in photos"): measured with `python -m bench.faces`.
-# A face is dominant when it is at least this many times larger than any other face in the photo.
+# A face is dominant when its area is at least this many times any other face's (twice the width): a portrait
+# with people far behind its subject stays a portrait; two faces closer in size make a group.
 DOMINANT_FACE_RATIO = 4.0
-# Faces counted towards a group are at least this fraction of the largest face's area: a crowd far behind a
-# portrait's subject does not make it a group photo.
-GROUP_FACE_RATIO = 0.25
 
 
 class _Sized(Protocol):
@@ -247,11 +245,9 @@ class _Sized(Protocol):
 
 
 def face_tags(faces: Sequence[_Sized]) -> list[str]:
-    """person and people for any face; portrait for one dominant face; group for several faces of similar size."""
+    """person and people for any face; portrait for one dominant face, group for several faces without one."""
     if not faces:
         return []
     areas = sorted((face.area for face in faces), reverse=True)
-    if len(areas) == 1 or areas[0] >= DOMINANT_FACE_RATIO * areas[1]:
-        return ["person", "people", "portrait"]
-    similar = sum(area >= GROUP_FACE_RATIO * areas[0] for area in areas)
-    return ["person", "people", "group"] if similar >= 2 else ["person", "people"]
+    dominant = len(areas) == 1 or areas[0] >= DOMINANT_FACE_RATIO * areas[1]
+    return ["person", "people", "portrait" if dominant else "group"]

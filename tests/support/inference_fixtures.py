@@ -50,6 +50,31 @@ def sample_image(name: str = "chelsea", fmt: str = "JPEG", **save_options) -> by
     return buffer.getvalue()
 
 
+def group_photo(fmt: str = "JPEG") -> bytes:
+    """Two people side by side: scikit-image's astronaut and her mirror image, each 512x512."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    pair = Image.new("RGB", (1024, 512))
+    pair.paste(astronaut, (0, 0))
+    pair.paste(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (512, 0))
+    buffer = io.BytesIO()
+    pair.save(buffer, fmt, quality=95)
+    return buffer.getvalue()
+
+
+def sideways(data: bytes, fmt: str = "JPEG") -> bytes:
+    """The photo stored turned a quarter anticlockwise, with the EXIF orientation (6) that turns it back."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).transpose(Image.Transpose.ROTATE_90).save(buffer, fmt, exif=exif, quality=95)
+    return buffer.getvalue()
+
+
 def _parent_death_signal():
     """A pre-exec hook so the model server gets SIGTERM if the test process dies without cleaning up (Linux)."""
     try:
