@@ -40,6 +40,9 @@ class ImageRow(NewImage):
     model_version: str
     created_at: datetime
     classified_at: datetime | None
+    # [{"box": {"x", "y", "width", "height"}, "score"}]; None when faces were not analysed.
+    faces: list[dict] | None
+    face_model_version: str
 
     @property
     def tags(self) -> list[TagRow]:
@@ -58,16 +61,23 @@ class Classification:
     # Made by inference from the same decode; empty when it sent none.
     thumbnail: bytes = b""
     thumbnail_format: str = ""
+    # As ImageRow.faces; None when inference did not analyse faces (the stored faces are then kept).
+    faces: list[dict] | None = None
+    face_model_version: str = ""
 
 
 @dataclass(frozen=True)
 class ModelId:
+    """The classifier served, and the face detector's version beside it ("" when none is served)."""
+
     name: str
     version: str
+    face_version: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.name}/{self.version}"
+        faces = f"+faces/{self.face_version}" if self.face_version else ""
+        return f"{self.name}/{self.version}{faces}"
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,10 @@ _CLASSIFIED = sql.SQL(
     "status = 'classified', status_reason = '', category = %(category)s, category_score = %(category_score)s,"
     " labels = %(labels)s, model_tags = %(model_tags)s, model_name = %(model_name)s,"
     " model_version = %(model_version)s, reclassify_tried = '', attempts = 0, next_attempt_at = now(),"
-    " classified_at = now(), updated_at = now()"
+    " classified_at = now(), updated_at = now(),"
+    # A classification without faces analysed (detector unavailable) keeps the faces found before.
+    " faces = CASE WHEN %(faces_analysed)s THEN %(faces)s ELSE i.faces END,"
+    " face_model_version = CASE WHEN %(faces_analysed)s THEN %(face_model_version)s ELSE i.face_model_version END"
 )
 _APPLY = _rendered(
     sql.SQL(
@@ -152,6 +155,11 @@ def _labels_json(classification: Classification) -> Jsonb:
     )
 
 
+def _model_tags(result: Classification) -> list[tuple[str, float]]:
+    best_face = max((face["score"] for face in result.faces or ()), default=None)
+    return terms.score_model_tags(result.labels, result.tags, face_score=best_face)
+
+
 def _classified(result: Classification, model_tags: list[tuple[str, float]]) -> dict:
     """Parameters of _CLASSIFIED: the columns a classification sets."""
     return {
@@ -161,6 +169,9 @@ def _classified(result: Classification, model_tags: list[tuple[str, float]]) -> 
         "model_tags": Jsonb([[tag, score] for tag, score in model_tags]),
         "model_name": result.model_name,
         "model_version": result.model_version,
+        "faces_analysed": result.faces is not None,
+        "faces": Jsonb(result.faces) if result.faces is not None else None,
+        "face_model_version": result.face_model_version,
     }
 
 
@@ -274,7 +285,7 @@ class CatalogStore:
             query = _FINALIZE_UNCLASSIFIED
             params = {"status": outcome.status, "reason": outcome.reason, "attempts": int(outcome.status == "failed")}
         else:
-            model_tags = terms.score_model_tags(outcome.classification.labels, outcome.classification.tags)
+            model_tags = _model_tags(outcome.classification)
             tags = terms.visible_tags(model_tags, (), ())
             query = _FINALIZE_CLASSIFIED
             params = _classified(outcome.classification, model_tags) | _index(outcome.classification.labels, tags)
@@ -301,7 +312,7 @@ class CatalogStore:
         self, conn: AsyncConnection, image_id: int, result: Classification, statuses: Sequence[str]
     ) -> ImageRow | None:
         """Replaces the model's labels and tags, keeping manual and hidden tags, and rebuilds the search rows."""
-        model_tags = terms.score_model_tags(result.labels, result.tags)
+        model_tags = _model_tags(result)
         params = _classified(result, model_tags) | {"id": image_id, "statuses": list(statuses)}
         row = await self._fetch_one(conn, _APPLY, params)
         if row is not None:
@@ -360,8 +371,10 @@ class CatalogStore:
 
     # --- reclassification ------------------------------------------------------------------------
 
+    # Outdated: labelled by another classifier, or faces found by another detector version than the one served.
     _OUTDATED = (
-        "status IN ('classified', 'failed') AND (model_name <> %(name)s OR model_version <> %(version)s)"
+        "status IN ('classified', 'failed') AND (model_name <> %(name)s OR model_version <> %(version)s"
+        " OR (%(face_version)s <> '' AND face_model_version <> %(face_version)s))"
         " AND reclassify_tried <> %(key)s"
     )
 
@@ -378,15 +391,19 @@ class CatalogStore:
             " WHERE id IN (SELECT id FROM catalog.images WHERE id > %(after)s AND {outdated}"
             " AND next_attempt_at <= now() ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING {columns}"
         ).format(outdated=sql.SQL(self._OUTDATED), columns=_COLUMNS)
-        params = {"name": model.name, "version": model.version, "key": model.key, "lease": lease_seconds}
+        params = self._outdated_params(model) | {"lease": lease_seconds}
         async with self._pool.connection() as conn:
             return await self._fetch_all(conn, query, {**params, "limit": limit, "after": after_id})
 
     async def count_outdated(self, model: ModelId) -> int:
         query = sql.SQL("SELECT count(*) FROM catalog.images WHERE {outdated}").format(outdated=sql.SQL(self._OUTDATED))
         async with self._pool.connection() as conn:
-            cur = await conn.execute(query, {"name": model.name, "version": model.version, "key": model.key})
+            cur = await conn.execute(query, self._outdated_params(model))
             return (await cur.fetchone())[0]
+
+    @staticmethod
+    def _outdated_params(model: ModelId) -> dict[str, str]:
+        return {"name": model.name, "version": model.version, "face_version": model.face_version, "key": model.key}
 
     async def mark_reclassify_tried(self, image_id: int, model: ModelId, *, release_only: bool = False) -> None:
         """Ends a reclassification claim; unless `release_only`, this model is not tried on the image again."""

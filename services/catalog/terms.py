@@ -68,13 +68,23 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, stem[:-1] + chr(ord(stem[-1]) + 1)
 
 
-def score_model_tags(labels: Sequence[LabelScore], tags: Iterable[str]) -> list[tuple[str, float]]:
-    """A score for each model tag: the label it names, else the best label containing it, else the top label."""
+# Tags inference gives for faces (services/inference/taxonomy.py, face_tags).
+FACE_TAGS = frozenset({"person", "people", "portrait", "group"})
+
+
+def score_model_tags(
+    labels: Sequence[LabelScore], tags: Iterable[str], *, face_score: float | None = None
+) -> list[tuple[str, float]]:
+    """A score for each model tag: the label it names, else the best label containing it, else the top label;
+    the face tags (person, people, portrait, group) score as the best face."""
     top = max((label.score for label in labels), default=0.0)
     scored: dict[str, float] = {}
     for raw in tags:
         tag = normalize(raw)
         if not tag or len(tag) > MAX_TAG_CHARS:
+            continue
+        if tag in FACE_TAGS and face_score is not None:
+            scored[tag] = face_score
             continue
         exact = [label.score for label in labels if normalize(label.label) == tag]
         partial = [label.score for label in labels if tag in normalize(label.label).split(" ")]

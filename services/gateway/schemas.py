@@ -78,6 +78,18 @@ class Label(BaseModel):
     source: Literal["model", "user"]
 
 
+class Box(BaseModel):
+    x: float = Field(ge=0, le=1, description="Left edge, as a fraction of the upright width.")
+    y: float = Field(ge=0, le=1, description="Top edge, as a fraction of the upright height.")
+    width: float = Field(ge=0, le=1)
+    height: float = Field(ge=0, le=1)
+
+
+class Face(BaseModel):
+    box: Box
+    score: float = Field(ge=0, le=1, description="The face detector's confidence.")
+
+
 class Image(BaseModel):
     uid: str
     filename: str
@@ -101,6 +113,13 @@ class Image(BaseModel):
     created_at: datetime | None
     classified_at: datetime | None
     duplicate: bool = Field(description="True when this upload matched bytes already stored.")
+    faces: list[Face] = Field(
+        description="Faces found, best first, in fractions of the upright image; boxes only, no identities."
+    )
+    faces_analysed: bool = Field(
+        description="False when the face detector has not looked at the image: an empty faces list then means "
+        "not analysed, not no faces."
+    )
     content_url: str
     thumbnail_url: str
 
@@ -216,6 +235,13 @@ def label_from(label: catalog_pb2.Label) -> Label:
     )
 
 
+def face_from(face: catalog_pb2.Face) -> Face:
+    box = face.box
+    return Face.model_construct(
+        box=Box.model_construct(x=box.x, y=box.y, width=box.width, height=box.height), score=face.score
+    )
+
+
 def image_from(image: catalog_pb2.Image) -> Image:
     return Image.model_construct(
         uid=image.uid,
@@ -237,6 +263,8 @@ def image_from(image: catalog_pb2.Image) -> Image:
         created_at=timestamp(image.created_at, image.HasField("created_at")),
         classified_at=timestamp(image.classified_at, image.HasField("classified_at")),
         duplicate=image.duplicate,
+        faces=[face_from(face) for face in image.faces],
+        faces_analysed=image.faces_analysed,
         content_url=f"/v1/images/{image.uid}/content",
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
     )

@@ -68,6 +68,7 @@ class FaceClient:
         self._address = address
         self._model_name = model_name
         self._predict = tfserving.PREDICT.callable(channel)
+        self._metadata = tfserving.GET_MODEL_METADATA.callable(channel)
 
     @property
     def model_name(self) -> str:
@@ -93,14 +94,31 @@ class FaceClient:
         rows = [(boxes[i, : int(n)], scores[i, : int(n)]) for i, n in enumerate(counts)]
         return _Rows(rows, str(response.model_spec.version.value))
 
+    async def version(self, *, timeout: float) -> str:
+        """The version TF Serving serves now (what reclassification compares stored faces with)."""
+        request = tfserving.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = self._model_name
+        try:
+            response = await self._metadata(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise model_error(exc, self._address) from None
+        return str(response.model_spec.version.value)
+
 
 class FaceDetector:
     """Detects faces in letterboxed inputs through its own batcher, remembering results by image SHA-256."""
 
-    def __init__(self, batcher: PredictBatcher, cache: ResultCache[FaceDetection], *, model_name: str) -> None:
+    def __init__(self, client: FaceClient, batcher: PredictBatcher, cache: ResultCache[FaceDetection]) -> None:
+        self._client = client
         self._batcher = batcher
         self._cache = cache
-        self.model_name = model_name
+
+    @property
+    def model_name(self) -> str:
+        return self._client.model_name
+
+    async def version(self, *, timeout: float) -> str:
+        return await self._client.version(timeout=timeout)
 
     @property
     def batcher(self) -> PredictBatcher:

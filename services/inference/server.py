@@ -42,9 +42,7 @@ def build_face_detector(settings: Settings, channel: grpc.aio.Channel) -> FaceDe
     if not settings.face_model_name:
         return None
     client = FaceClient(channel, address=settings.tfserving_addr, model_name=settings.face_model_name)
-    return FaceDetector(
-        build_batcher(settings, client), ResultCache(settings.cache_size), model_name=settings.face_model_name
-    )
+    return FaceDetector(client, build_batcher(settings, client), ResultCache(settings.cache_size))
 
 
 def build_servicer(

@@ -91,12 +91,19 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             f"{metadata.num_classes or len(self._labels)} classes, input '{metadata.input_key}' takes uint8 RGB "
             f"[N, {MODEL_SIDE}, {MODEL_SIDE}, 3] decoded here from {DESCRIPTION} files"
         )
-        return inference_pb2.ModelInfo(
+        info = inference_pb2.ModelInfo(
             name=self._client.model_name,
             version=metadata.version,
             description=description,
             num_labels=len(self._labels),
         )
+        if self._face_detector is not None:
+            try:
+                info.face_model_version = await self._face_detector.version(timeout=self._timeout())
+                info.face_model_name = self._face_detector.model_name
+            except ModelError as exc:
+                log.warning("face detector version unknown: %s", exc.message)
+        return info
 
     async def GetLimits(
         self, request: inference_pb2.GetLimitsRequest, context: grpc.aio.ServicerContext

@@ -4,7 +4,7 @@ import io
 
 import pytest
 from PIL import Image
-from tagsmith.inference.v1 import inference_pb2_grpc
+from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.channels import open_channel
 from tests.integration.test_inference_classify import CAT_CLASSES, classify
@@ -92,3 +92,10 @@ async def test_a_missing_detector_leaves_classification_working(connect, test_ke
 async def test_a_higher_threshold_drops_weaker_faces(connect, test_keys):
     reply = await classify(await connect(face_score_threshold=0.99), test_keys, sample_image("astronaut"))
     assert reply.faces_analysed and not reply.faces and "person" not in reply.tags
+
+
+async def test_get_model_names_the_face_detector_beside_the_classifier(connect):
+    info = await (await connect()).GetModel(inference_pb2.GetModelRequest(), timeout=30)
+    assert (info.name, info.face_model_name, info.face_model_version) == ("efficientnet_lite0", "face_detector", "1")
+    off = await (await connect(face_model_name="")).GetModel(inference_pb2.GetModelRequest(), timeout=30)
+    assert (off.face_model_name, off.face_model_version) == ("", "")
