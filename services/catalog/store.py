@@ -56,7 +56,11 @@ _TOUCH = _rendered(
 
 _CLASSIFIED = sql.SQL(
     "status = 'classified', status_reason = '', category = %(category)s, category_score = %(category_score)s,"
-    " labels = %(labels)s, model_tags = %(model_tags)s, model_name = %(model_name)s,"
+    " labels = %(labels)s, model_name = %(model_name)s,"
+    # Faces not analysed this time: the face tags found before stay with the faces they came from.
+    " model_tags = CASE WHEN %(faces_analysed)s THEN %(model_tags)s ELSE %(model_tags)s || COALESCE((SELECT"
+    " jsonb_agg(kept) FROM jsonb_array_elements(i.model_tags) AS kept WHERE kept->>0 = ANY(%(face_tags)s::text[])"
+    " AND NOT kept->>0 = ANY(%(new_tags)s::text[])), '[]'::jsonb) END,"
     " model_version = %(model_version)s, reclassify_tried = '', attempts = 0, next_attempt_at = now(),"
     " classified_at = now(), updated_at = now(),"
     # A classification without faces analysed (detector unavailable) keeps the faces found before.
@@ -170,6 +174,8 @@ def _classified(result: Classification, model_tags: list[tuple[str, float]]) -> 
         "model_name": result.model_name,
         "model_version": result.model_version,
         "faces_analysed": result.faces is not None,
+        "face_tags": sorted(terms.FACE_TAGS),
+        "new_tags": [tag for tag, _ in model_tags],
         "faces": Jsonb(result.faces) if result.faces is not None else None,
         "face_model_version": result.face_model_version,
     }

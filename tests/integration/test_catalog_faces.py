@@ -7,6 +7,7 @@ import pytest
 from tagsmith.catalog.v1 import catalog_pb2
 
 from tests.integration.test_inference_faces import ASTRONAUT_FACE_CENTRE, centre
+from tests.support.catalog_fixtures import ScriptedInference
 from tests.support.inference_fixtures import group_photo, sample_image, sideways
 
 PEOPLE_TAGS = {"person", "people", "portrait", "group"}
@@ -88,3 +89,21 @@ async def test_an_unavailable_detector_keeps_the_faces_already_found(start_catal
     assert (await admin.Reclassify(catalog_pb2.ReclassifyRequest())).reclassified == 0
     kept = await alice.GetImage(catalog_pb2.GetImageRequest(uid=image.uid))
     assert kept.faces_analysed and len(kept.faces) == 1
+
+
+async def test_relabelling_without_faces_keeps_the_faces_and_their_tags(
+    start_catalog, catalog_server, scripted_inference, test_keys
+):
+    alice = (await start_catalog()).client(test_keys.token("alice"))
+    photo = sample_image("astronaut")
+    image = await alice.upload(photo, "a.jpg")
+    # A new classifier whose answers carry no faces (as when the detector is unavailable).
+    classifier, address = await scripted_inference(servicer=ScriptedInference(model_version="2"))
+    classifier.script(photo, [("bobsled", 0.5)], ["bobsled"])
+    admin = (await catalog_server(inference_addr=address)).client(test_keys.token("root", roles=("admin",)))
+    assert (await admin.Reclassify(catalog_pb2.ReclassifyRequest())).reclassified == 1
+    relabelled = await alice.GetImage(catalog_pb2.GetImageRequest(uid=image.uid))
+    assert (relabelled.model_version, relabelled.category) == ("2", "bobsled")
+    assert relabelled.faces_analysed and len(relabelled.faces) == 1
+    assert {"bobsled", "person", "people", "portrait"} <= set(relabelled.tags)
+    assert await search(alice, "portrait") == {image.uid}
