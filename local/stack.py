@@ -13,6 +13,8 @@ import grpc
 from local.children import Child, run_command
 from local.health import free_port, grpc_serving, http_ready, wait_until
 from local.postgres import EmbeddedPostgres, ensure_database
+from services.common.model_contract import SERVED_MODELS
+from services.modelserver.config import model_config_text
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +204,15 @@ class Stack:
             "--host", self.options.host,
             "--port", str(self._ports["modelserver"][0]),
             "--metrics_port", str(self._metrics["modelserver"]),
-            "--model_base_path", str(self.options.model_base_path.resolve()),
+            "--model_config_file", str(self._write_model_config()),
         ]  # fmt: skip
+
+    def _write_model_config(self) -> Path:
+        """Both models (the classifier and the face detector) listed in one config file, as TF Serving is given."""
+        base = self.options.model_base_path.resolve()
+        path = self.base_dir / "models.config"
+        path.write_text(model_config_text({name: base / name for name in SERVED_MODELS}))
+        return path
 
     def _modelserver_env(self) -> dict[str, str]:
         options = self.options

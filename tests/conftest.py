@@ -36,18 +36,31 @@ def postgres_dsn(postgres_admin_dsn) -> str:
 
 @pytest.fixture(scope="session")
 def model_base_path(tmp_path_factory) -> Path:
-    """A directory in TF Serving's layout holding the real EfficientNet-Lite0 model.
+    """A directory in TF Serving's layout holding the real EfficientNet-Lite0 classifier and BlazeFace detector.
 
-    Uses TAGSMITH_MODEL_BASE_PATH or ./models when `make model` already built it, else builds it once.
+    Uses TAGSMITH_MODEL_BASE_PATH or ./models when `make model` already built them; a model missing there is built
+    once into a temporary directory (beside a link to the one that exists).
     """
-    for candidate in (os.environ.get("TAGSMITH_MODEL_BASE_PATH"), REPO / "models"):
-        if candidate and (Path(candidate) / "efficientnet_lite0" / "1" / "saved_model.pb").exists():
-            return Path(candidate)
+    candidates = [Path(c) for c in (os.environ.get("TAGSMITH_MODEL_BASE_PATH"), REPO / "models") if c]
+    for candidate in candidates:
+        if all(_built(candidate, name) for name in BUILDS):
+            return candidate
     base = tmp_path_factory.mktemp("models")
-    subprocess.run(
-        [sys.executable, "-m", "model.build", "--output", str(base / "efficientnet_lite0" / "1")], check=True, cwd=REPO
-    )
+    for name, module in BUILDS.items():
+        existing = next((c / name for c in candidates if _built(c, name)), None)
+        if existing is not None:
+            (base / name).symlink_to(existing.resolve())
+        else:
+            subprocess.run([sys.executable, "-m", module, "--output", str(base / name / "1")], check=True, cwd=REPO)
     return base
+
+
+# Each served model and the module that builds it.
+BUILDS = {"efficientnet_lite0": "model.build", "face_detector": "model.face_detector"}
+
+
+def _built(base: Path, name: str) -> bool:
+    return (base / name / "1" / "saved_model.pb").exists()
 
 
 @pytest.fixture(scope="session")

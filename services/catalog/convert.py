@@ -35,6 +35,9 @@ def image_message(row: ImageRow, *, duplicate: bool = False, near_duplicate_of: 
         camera_make=row.camera_make,
         camera_model=row.camera_model,
         vocabulary_version=row.vocabulary_version,
+        faces=[_face(face) for face in row.faces or ()],
+        faces_analysed=row.faces is not None,
+        face_model_version=row.face_model_version,
     )
     message.created_at.FromDatetime(row.created_at)
     if row.taken_at is not None:
@@ -56,3 +59,7 @@ def _label(item: dict, row: ImageRow) -> catalog_pb2.Label:
         model_name=row.model_name,
         model_version=row.model_version,
     )
+
+
+def _face(face: dict) -> catalog_pb2.Face:
+    return catalog_pb2.Face(box=catalog_pb2.Box(**face["box"]), score=face["score"])

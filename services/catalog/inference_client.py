@@ -77,6 +77,8 @@ class InferenceClient:
             thumbnail=reply.thumbnail,
             thumbnail_format=reply.thumbnail_format,
             embedding=tuple(reply.embedding),
+            faces=[_face(face) for face in reply.faces] if reply.faces_analysed else None,
+            face_model_version=reply.face_model_version if reply.faces_analysed else "",
         )
 
     async def model(self, *, token: str, timeout: float) -> ModelId:
@@ -84,4 +86,9 @@ class InferenceClient:
             reply = await self._stub.GetModel(inference_pb2.GetModelRequest(), metadata=bearer(token), timeout=timeout)
         except grpc.aio.AioRpcError as error:
             _raise_for(error)
-        return ModelId(reply.name, reply.version)
+        return ModelId(reply.name, reply.version, reply.face_model_version)
+
+
+def _face(face: inference_pb2.Face) -> dict:
+    box = face.box
+    return {"box": {"x": box.x, "y": box.y, "width": box.width, "height": box.height}, "score": face.score}

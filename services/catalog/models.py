@@ -78,6 +78,9 @@ class ImageRow(NewImage):
     created_at: datetime
     classified_at: datetime | None
     vocabulary_version: str
+    # [{"box": {"x", "y", "width", "height"}, "score"}]; None when faces were not analysed.
+    faces: list[dict] | None
+    face_model_version: str
     # Set while the image is in the trash.
     deleted_at: datetime | None = None
 
@@ -104,16 +107,23 @@ class Classification:
     thumbnail_format: str = ""
     # What the photo looks like, for similar photos; empty when the model returns none.
     embedding: tuple[float, ...] = ()
+    # As ImageRow.faces; None when inference did not analyse faces (the stored faces are then kept).
+    faces: list[dict] | None = None
+    face_model_version: str = ""
 
 
 @dataclass(frozen=True)
 class ModelId:
+    """The classifier served, and the face detector's version beside it ("" when none is served)."""
+
     name: str
     version: str
+    face_version: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.name}/{self.version}"
+        faces = f"+faces/{self.face_version}" if self.face_version else ""
+        return f"{self.name}/{self.version}{faces}"
 
 
 @dataclass(frozen=True)

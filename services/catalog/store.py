@@ -80,10 +80,17 @@ _TOUCH = _rendered(
 
 _CLASSIFIED = sql.SQL(
     "status = 'classified', status_reason = '', category = %(category)s, category_score = %(category_score)s,"
-    " labels = %(labels)s, model_tags = %(model_tags)s, model_name = %(model_name)s,"
+    " labels = %(labels)s, model_name = %(model_name)s,"
+    # Faces not analysed this time: the face tags found before stay with the faces they came from.
+    " model_tags = CASE WHEN %(faces_analysed)s THEN %(model_tags)s ELSE %(model_tags)s || COALESCE((SELECT"
+    " jsonb_agg(kept) FROM jsonb_array_elements(i.model_tags) AS kept WHERE kept->>0 = ANY(%(face_tags)s::text[])"
+    " AND NOT kept->>0 = ANY(%(new_tags)s::text[])), '[]'::jsonb) END,"
     " model_version = %(model_version)s, vocabulary_version = %(vocabulary_version)s,"
     " reclassify_tried = '', attempts = 0, next_attempt_at = now(),"
-    " classified_at = now(), updated_at = now()"
+    " classified_at = now(), updated_at = now(),"
+    # A classification without faces analysed (detector unavailable) keeps the faces found before.
+    " faces = CASE WHEN %(faces_analysed)s THEN %(faces)s ELSE i.faces END,"
+    " face_model_version = CASE WHEN %(faces_analysed)s THEN %(face_model_version)s ELSE i.face_model_version END"
 )
 _APPLY = _rendered(
     sql.SQL(
@@ -185,6 +192,12 @@ def _labels_json(classification: Classification) -> Jsonb:
     )
 
 
+def _model_tags(result: Classification, vocabulary: Vocabulary) -> list[tuple[str, float]]:
+    """The vocabulary's tags of the labels, plus the face tags inference gave, scored as the best face."""
+    best_face = max((face["score"] for face in result.faces or ()), default=None)
+    return terms.score_model_tags(result.labels, vocabulary, face_tags=result.tags, face_score=best_face)
+
+
 def _classified(result: Classification, model_tags: list[tuple[str, float]], vocabulary: Vocabulary) -> dict:
     """Parameters of _CLASSIFIED: the columns a classification sets."""
     return {
@@ -195,6 +208,11 @@ def _classified(result: Classification, model_tags: list[tuple[str, float]], voc
         "model_tags": Jsonb([[tag, score] for tag, score in model_tags]),
         "model_name": result.model_name,
         "model_version": result.model_version,
+        "faces_analysed": result.faces is not None,
+        "face_tags": sorted(terms.FACE_TAGS),
+        "new_tags": [tag for tag, _ in model_tags],
+        "faces": Jsonb(result.faces) if result.faces is not None else None,
+        "face_model_version": result.face_model_version,
     }
 
 
@@ -435,7 +453,7 @@ class CatalogStore:
             query = _FINALIZE_UNCLASSIFIED
             params = {"status": outcome.status, "reason": outcome.reason, "attempts": int(outcome.status == "failed")}
         else:
-            model_tags = terms.score_model_tags(outcome.classification.labels, self._vocabulary)
+            model_tags = _model_tags(outcome.classification, self._vocabulary)
             tags = terms.visible_tags(model_tags, (), ())
             query = _FINALIZE_CLASSIFIED
             classified = _classified(outcome.classification, model_tags, self._vocabulary)
@@ -467,7 +485,7 @@ class CatalogStore:
         self, conn: AsyncConnection, image_id: int, result: Classification, statuses: Sequence[str]
     ) -> ImageRow | None:
         """Replaces the model's labels and tags, keeping manual and hidden tags, and rebuilds the search rows."""
-        model_tags = terms.score_model_tags(result.labels, self._vocabulary)
+        model_tags = _model_tags(result, self._vocabulary)
         params = _classified(result, model_tags, self._vocabulary) | {"id": image_id, "statuses": list(statuses)}
         row = await self._fetch_one(conn, _APPLY, params)
         if row is not None:
@@ -530,9 +548,11 @@ class CatalogStore:
 
     # --- reclassification ------------------------------------------------------------------------
 
-    # Outdated: labelled by another model, or labelled before embeddings were stored (the backfill).
+    # Outdated: labelled by another classifier, faces found by another detector version than the one served, or
+    # labelled before embeddings were stored (the similar-photo backfill).
     _OUTDATED = (
         "status IN ('classified', 'failed') AND (model_name <> %(name)s OR model_version <> %(version)s"
+        " OR (%(face_version)s <> '' AND face_model_version <> %(face_version)s)"
         " OR (status = 'classified' AND NOT EXISTS"
         " (SELECT FROM catalog.image_embeddings AS e WHERE e.image_id = images.id)))"
         " AND reclassify_tried <> %(key)s AND deleted_at IS NULL"
@@ -551,15 +571,19 @@ class CatalogStore:
             " WHERE id IN (SELECT id FROM catalog.images WHERE id > %(after)s AND {outdated}"
             " AND next_attempt_at <= now() ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING {columns}"
         ).format(outdated=sql.SQL(self._OUTDATED), columns=_COLUMNS)
-        params = {"name": model.name, "version": model.version, "key": model.key, "lease": lease_seconds}
+        params = self._outdated_params(model) | {"lease": lease_seconds}
         async with self._pool.connection() as conn:
             return await self._fetch_all(conn, query, {**params, "limit": limit, "after": after_id})
 
     async def count_outdated(self, model: ModelId) -> int:
         query = sql.SQL("SELECT count(*) FROM catalog.images WHERE {outdated}").format(outdated=sql.SQL(self._OUTDATED))
         async with self._pool.connection() as conn:
-            cur = await conn.execute(query, {"name": model.name, "version": model.version, "key": model.key})
+            cur = await conn.execute(query, self._outdated_params(model))
             return (await cur.fetchone())[0]
+
+    @staticmethod
+    def _outdated_params(model: ModelId) -> dict[str, str]:
+        return {"name": model.name, "version": model.version, "face_version": model.face_version, "key": model.key}
 
     async def mark_reclassify_tried(self, image_id: int, model: ModelId, *, release_only: bool = False) -> None:
         """Ends a reclassification claim; unless `release_only`, this model is not tried on the image again."""
@@ -786,7 +810,10 @@ class CatalogStore:
                 rows = await self._fetch_all(conn, select, (after_id, version, limit))
                 for row in rows:
                     labels = [terms.LabelScore(i["label"], i["class_id"], i["score"]) for i in row.labels]
-                    model_tags = terms.score_model_tags(labels, self._vocabulary)
+                    # Face tags come from the stored faces, not the labels: they stay, scored as the best face.
+                    best_face = max((face["score"] for face in row.faces or ()), default=None)
+                    faces = [tag for tag, _ in row.model_tags if tag in terms.FACE_TAGS]
+                    model_tags = terms.score_model_tags(labels, self._vocabulary, face_tags=faces, face_score=best_face)
                     tags = Jsonb([[tag, score] for tag, score in model_tags])
                     await self._rewrite_index(conn, await self._fetch_one(conn, update, (tags, version, row.id)))
                 return len(rows), max((row.id for row in rows), default=after_id)

@@ -73,11 +73,27 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, stem[:-1] + chr(ord(stem[-1]) + 1)
 
 
-def score_model_tags(labels: Sequence[LabelScore], vocabulary: Vocabulary) -> list[tuple[str, float]]:
+# Tags inference gives for faces (services/inference/taxonomy.py, face_tags).
+FACE_TAGS = frozenset({"person", "people", "portrait", "group"})
+
+
+def score_model_tags(
+    labels: Sequence[LabelScore],
+    vocabulary: Vocabulary,
+    *,
+    face_tags: Iterable[str] = (),
+    face_score: float | None = None,
+) -> list[tuple[str, float]]:
     """The model tags of stored labels, best first: each label's WordNet label, synonyms and hypernyms, scored by
-    the summed probability of the labels carrying it. Tags under MODEL_TAG_FLOOR are not kept."""
-    scored = vocabulary.scored_tags((label.class_id, label.label, label.score) for label in labels)
-    return [(tag, score) for tag, score in scored.items() if score >= MODEL_TAG_FLOOR and len(tag) <= MAX_TAG_CHARS]
+    the summed probability of the labels carrying it; tags under MODEL_TAG_FLOOR are not kept. The face tags among
+    `face_tags` (person, people, portrait, group) score as the best face."""
+    scored = dict(vocabulary.scored_tags((label.class_id, label.label, label.score) for label in labels))
+    if face_score is not None:
+        for tag in (normalize(raw) for raw in face_tags):
+            if tag in FACE_TAGS:
+                scored[tag] = max(scored.get(tag, 0.0), face_score)
+    kept = [(tag, score) for tag, score in scored.items() if score >= MODEL_TAG_FLOOR and len(tag) <= MAX_TAG_CHARS]
+    return sorted(kept, key=lambda item: -item[1])
 
 
 def visible_tags(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: Sequence[str]) -> list[TagRow]:

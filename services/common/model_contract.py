@@ -21,5 +21,18 @@ NUM_CLASSES = 1000
 TOP_K = 5
 EMBEDDING_SIZE = 1280
 
+# The models TF Serving serves side by side, by name (their directories under the model base path).
+CLASSIFIER_MODEL = "efficientnet_lite0"
+FACE_MODEL = "face_detector"
+SERVED_MODELS = (CLASSIFIER_MODEL, FACE_MODEL)
+
+# The face detector's serving_default signature (model/face_detector.py).
+FACE_SIGNATURE = "serving_default"
+FACE_INPUT = "pixels"  # tf.uint8 [N, FACE_INPUT_SIZE, FACE_INPUT_SIZE, 3], RGB, the upright image letterboxed
+FACE_INPUT_SIZE = 192
+FACE_BOXES_OUTPUT = "boxes"  # float32 [N, MAX_FACES, 4]: xmin, ymin, xmax, ymax in fractions of the input
+FACE_SCORES_OUTPUT = "scores"  # float32 [N, MAX_FACES]; rows past count are zero
+FACE_COUNT_OUTPUT = "count"  # int32 [N]
+
 # TF Serving's warm-up file, relative to the version directory: a TFRecord of PredictionLog messages.
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"

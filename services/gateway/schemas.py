@@ -89,6 +89,18 @@ class Label(BaseModel):
     source: Literal["model", "user"]
 
 
+class Box(BaseModel):
+    x: float = Field(ge=0, le=1, description="Left edge, as a fraction of the upright width.")
+    y: float = Field(ge=0, le=1, description="Top edge, as a fraction of the upright height.")
+    width: float = Field(ge=0, le=1)
+    height: float = Field(ge=0, le=1)
+
+
+class Face(BaseModel):
+    box: Box
+    score: float = Field(ge=0, le=1, description="The face detector's confidence.")
+
+
 class Image(BaseModel):
     uid: str
     filename: str
@@ -114,6 +126,13 @@ class Image(BaseModel):
     duplicate: bool = Field(description="True when this upload matched bytes already stored.")
     near_duplicate_of: str | None = Field(
         None, description="uid of an earlier image of yours that this one nearly duplicates (the same shot)."
+    )
+    faces: list[Face] = Field(
+        description="Faces found, best first, in fractions of the upright image; boxes only, no identities."
+    )
+    faces_analysed: bool = Field(
+        description="False when the face detector has not looked at the image: an empty faces list then means "
+        "not analysed, not no faces."
     )
     content_url: str
     thumbnail_url: str
@@ -295,6 +314,13 @@ def similar_from(found: catalog_pb2.SimilarImage) -> SimilarImage:
     return SimilarImage.model_construct(**dict(image_from(found.image)), similarity=round(found.similarity, 4))
 
 
+def face_from(face: catalog_pb2.Face) -> Face:
+    box = face.box
+    return Face.model_construct(
+        box=Box.model_construct(x=box.x, y=box.y, width=box.width, height=box.height), score=face.score
+    )
+
+
 def image_from(image: catalog_pb2.Image) -> Image:
     return Image.model_construct(
         uid=image.uid,
@@ -317,6 +343,8 @@ def image_from(image: catalog_pb2.Image) -> Image:
         classified_at=timestamp(image.classified_at, image.HasField("classified_at")),
         duplicate=image.duplicate,
         near_duplicate_of=image.near_duplicate_of or None,
+        faces=[face_from(face) for face in image.faces],
+        faces_analysed=image.faces_analysed,
         content_url=f"/v1/images/{image.uid}/content",
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
         deleted_at=timestamp(image.deleted_at, image.HasField("deleted_at")),

@@ -4,12 +4,14 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from services.common.model_contract import PIXELS_INPUT, PIXELS_SIGNATURE
+from services.common.model_contract import CLASSIFIER_MODEL, FACE_MODEL, PIXELS_INPUT, PIXELS_SIGNATURE
 from services.common.settings import ServiceSettings, TokenSettings
 
 # The label list the model is built from; container images copy it to the same place beside services/.
 DEFAULT_LABELS_FILE = Path(__file__).resolve().parents[2] / "model" / "imagenet_labels.txt"
 MIB = 1024 * 1024
+# Measured on scikit-image photos and composites (README, "People in photos").
+FACE_SCORE_THRESHOLD = 0.6
 
 
 class Settings(ServiceSettings, TokenSettings):
@@ -20,7 +22,7 @@ class Settings(ServiceSettings, TokenSettings):
     tfserving_addr: str = Field(
         "127.0.0.1:8500", description="TensorFlow Serving gRPC address: host:port, a list a:1,b:2, or dns:///name:port."
     )
-    model_name: str = Field("efficientnet_lite0", min_length=1, description="Model name sent in every ModelSpec.")
+    model_name: str = Field(CLASSIFIER_MODEL, min_length=1, description="Model name sent in every ModelSpec.")
     signature_name: str = Field(
         PIXELS_SIGNATURE, description="SavedModel signature to call; it takes uint8 RGB [N, 224, 224, 3]."
     )
@@ -28,6 +30,17 @@ class Settings(ServiceSettings, TokenSettings):
     scores_output: str = Field("scores", description="Signature output with the [N, classes] probabilities.")
     embedding_output: str = Field(
         "embedding", description="Signature output with the image embedding for similar photos; empty: not asked for."
+    )
+    face_model_name: str = Field(
+        FACE_MODEL,
+        description="Face detector served beside the classifier; empty switches face detection off (answers then "
+        "say faces were not analysed).",
+    )
+    face_score_threshold: float = Field(
+        FACE_SCORE_THRESHOLD,
+        ge=0.5,
+        le=1,
+        description="Detector score a face needs to be reported and tagged; the detector itself drops faces below 0.5.",
     )
     labels_file: Path = Field(DEFAULT_LABELS_FILE, description="Class names, one per line; line index = class id.")
     max_bytes: int = Field(25 * MIB, ge=1, description="Largest accepted upload, in bytes.")

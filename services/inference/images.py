@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES
 from services.common.imaging import orientation_of, reduce_to_rgb, register_openers, turn_upright, upright_size
 from services.common.model_contract import IMAGE_SIZE
-from services.inference.pixels import to_model_pixels
+from services.inference.pixels import Letterbox, letterbox, to_model_pixels
 
 MODEL_SIDE = IMAGE_SIZE
 THUMB_SIZE = 256
@@ -52,6 +52,9 @@ class DecodedImage:
     thumbnail: bytes
     # "jpeg", or "png" for images with transparency.
     thumbnail_format: str
+    # uint8 RGB [192, 192, 3]: the whole upright image letterboxed for the face detector, and where it sits.
+    face_pixels: bytes
+    letterbox: Letterbox
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class ImageDecoder:
         upright = turn_upright(reduced, plan.orientation)
         width, height = upright_size(plan.width, plan.height, plan.orientation)
         has_alpha = upright.mode == "RGBA"
+        face_pixels, placed = letterbox(upright)
         return DecodedImage(
             format=BY_PILLOW[image.format].name,
             width=width,
@@ -157,6 +161,8 @@ class ImageDecoder:
             pixels=to_model_pixels(upright).tobytes(),
             thumbnail=encode_thumbnail(upright, has_alpha=has_alpha),
             thumbnail_format="png" if has_alpha else "jpeg",
+            face_pixels=face_pixels,
+            letterbox=placed,
         )
 
     def _open(self, data: bytes) -> Image.Image:

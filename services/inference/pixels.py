@@ -1,4 +1,5 @@
-"""The model's pixel input made from an upright Pillow image: what the SavedModel's predict_pixels signature expects.
+"""The models' pixel inputs made from an upright Pillow image: what the classifier's predict_pixels signature
+expects, and the face detector's letterboxed square.
 
 It repeats the SavedModel's own preprocessing (model/preprocess.py) after decoding: shrink by the largest integer
 factor that keeps the short side >= IMAGE_SIZE, crop the full centre square, and resize it to IMAGE_SIZE with
@@ -8,11 +9,12 @@ serving_default, while this resize changed 2 % (model/README.md).
 """
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from services.common.model_contract import IMAGE_SIZE
+from services.common.model_contract import FACE_INPUT_SIZE, IMAGE_SIZE
 
 KEYS_A = -0.5
 
@@ -68,3 +70,24 @@ def to_model_pixels(image: Image.Image) -> np.ndarray:
     box = centre_square(*image.size)
     square = np.asarray(image.crop(box), dtype=np.float32)
     return np.clip(np.rint(resize_bicubic(square)), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where the upright image sits inside the detector's square input, in input pixels."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def letterbox(upright: Image.Image, size: int = FACE_INPUT_SIZE) -> tuple[bytes, Letterbox]:
+    """The upright image scaled to fit a size x size square, centred on black: uint8 RGB bytes and the placement."""
+    scale = size / max(upright.size)
+    width, height = max(1, round(upright.width * scale)), max(1, round(upright.height * scale))
+    canvas = Image.new("RGB", (size, size))
+    placed = Letterbox((size - width) // 2, (size - height) // 2, width, height)
+    rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
+    canvas.paste(rgb.resize((width, height), Image.Resampling.BILINEAR), (placed.left, placed.top))
+    return canvas.tobytes(), placed

@@ -14,6 +14,7 @@ from services.inference.batcher import PredictBatcher
 from services.inference.cache import ResultCache
 from services.inference.classifier import Classifier
 from services.inference.config import MIB, Settings
+from services.inference.faces import FaceClient, FaceDetector
 from services.inference.images import ImageDecoder
 from services.inference.labels import read_labels
 from services.inference.model_client import ModelClient, ModelError, open_tfserving_channel
@@ -25,10 +26,29 @@ SERVICE_NAME = "tagsmith.inference.v1.InferenceService"
 STARTUP_CHECK_TIMEOUT = 5.0
 
 
+def build_batcher(settings: Settings, client: ModelClient | FaceClient) -> PredictBatcher:
+    return PredictBatcher(
+        client,
+        max_size=settings.batch_max_size,
+        max_wait_s=settings.batch_max_wait_ms / 1000,
+        max_linger_s=settings.batch_max_linger_ms / 1000,
+        max_in_flight=settings.batch_max_in_flight,
+        max_bytes=settings.batch_max_bytes,
+    )
+
+
+def build_face_detector(settings: Settings, channel: grpc.aio.Channel) -> FaceDetector | None:
+    """The face detector's own batcher beside the classifier's, on the same channel; None when switched off."""
+    if not settings.face_model_name:
+        return None
+    client = FaceClient(channel, address=settings.tfserving_addr, model_name=settings.face_model_name)
+    return FaceDetector(client, build_batcher(settings, client), ResultCache(settings.cache_size))
+
+
 def build_servicer(
     settings: Settings, channel: grpc.aio.Channel, executor: ThreadPoolExecutor
-) -> tuple[InferenceServicer, PredictBatcher]:
-    """The servicer and its parts: model client, batcher, cache, image decoder, labels."""
+) -> tuple[InferenceServicer, list[PredictBatcher]]:
+    """The servicer and its parts: model clients, batchers, caches, image decoder, labels."""
     labels = read_labels(settings.labels_file)
     client = ModelClient(
         channel,
@@ -39,14 +59,8 @@ def build_servicer(
         scores_output=settings.scores_output,
         embedding_output=settings.embedding_output,
     )
-    batcher = PredictBatcher(
-        client,
-        max_size=settings.batch_max_size,
-        max_wait_s=settings.batch_max_wait_ms / 1000,
-        max_linger_s=settings.batch_max_linger_ms / 1000,
-        max_in_flight=settings.batch_max_in_flight,
-        max_bytes=settings.batch_max_bytes,
-    )
+    batcher = build_batcher(settings, client)
+    detector = build_face_detector(settings, channel)
     servicer = InferenceServicer(
         settings,
         labels=labels,
@@ -58,15 +72,16 @@ def build_servicer(
         classifier=Classifier(batcher, ResultCache(settings.cache_size)),
         client=client,
         executor=executor,
+        face_detector=detector,
     )
-    return servicer, batcher
+    return servicer, [batcher] + ([detector.batcher] if detector else [])
 
 
 async def create_server(settings: Settings, *, verifier: TokenVerifier | None = None) -> RunningServer:
     """Starts serving at once; TF Serving may come up later, calls then answer UNAVAILABLE until it does."""
     channel = open_tfserving_channel(settings.tfserving_addr)
     executor = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
-    servicer, batcher = build_servicer(settings, channel, executor)
+    servicer, batchers = build_servicer(settings, channel, executor)
     interceptor, auth_channel = _auth(settings, verifier)
     running = await start_server(
         settings,
@@ -79,7 +94,8 @@ async def create_server(settings: Settings, *, verifier: TokenVerifier | None = 
 
     async def close() -> None:
         check.cancel()
-        await batcher.close()
+        for batcher in batchers:
+            await batcher.close()
         await channel.close()
         if auth_channel is not None:
             await auth_channel.close()

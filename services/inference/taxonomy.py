@@ -1,6 +1,7 @@
 """Search tags for predictions: each class's label, WordNet synonyms and hypernyms (services/common/vocabulary.json)."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from services.common.vocabulary import Vocabulary, load
 
@@ -20,3 +21,23 @@ class Tagger:
         named = [(class_id, self._labels[class_id], score) for class_id, score in predictions]
         scored = self._vocabulary.scored_tags(named)
         return [tag for tag, score in scored.items() if score >= threshold]
+
+
+# Face tags (README, "People in photos"): measured with `python -m bench.faces`.
+# A face is dominant when its area is at least this many times any other face's (twice the width): a portrait
+# with people far behind its subject stays a portrait; two faces closer in size make a group.
+DOMINANT_FACE_RATIO = 4.0
+
+
+class _Sized(Protocol):
+    @property
+    def area(self) -> float: ...
+
+
+def face_tags(faces: Sequence[_Sized]) -> list[str]:
+    """person and people for any face; portrait for one dominant face, group for several faces without one."""
+    if not faces:
+        return []
+    areas = sorted((face.area for face in faces), reverse=True)
+    dominant = len(areas) == 1 or areas[0] >= DOMINANT_FACE_RATIO * areas[1]
+    return ["person", "people", "portrait" if dominant else "group"]

@@ -127,3 +127,12 @@ def load_settings(argv: Sequence[str]) -> Settings:
     if batching_file is not None:
         overrides = {**parse_batching_parameters(batching_file.read_text()), **overrides}
     return Settings(**overrides)
+
+
+def model_config_text(base_paths: dict[str, Path]) -> str:
+    """A text-format ModelServerConfig serving each named model from its directory (TF Serving reads the same)."""
+    entries = "".join(
+        f'  config {{\n    name: "{name}"\n    base_path: "{path}"\n    model_platform: "tensorflow"\n  }}\n'
+        for name, path in base_paths.items()
+    )
+    return f"model_config_list {{\n{entries}}}\n"

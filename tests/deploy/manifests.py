@@ -1,6 +1,7 @@
 """Renders the Kubernetes overlays with kubectl and indexes what the deploy tests look at."""
 
 import functools
+import re
 import shutil
 import subprocess
 import sys
@@ -109,3 +110,14 @@ def env_values(container: dict) -> dict[str, str | None]:
 
 def resolve_port(port: int | str, ports: dict[str, int]) -> int:
     return port if isinstance(port, int) else ports[port]
+
+
+def served_base_paths(docs: tuple[dict, ...], pod: dict) -> dict[str, str]:
+    """Model name -> base path, from the model config file the model server container is given (a ConfigMap)."""
+    (server,) = pod["containers"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in server["args"])
+    config_path = Path(args["model_config_file"])
+    mount = next(m for m in server["volumeMounts"] if str(config_path).startswith(m["mountPath"]))
+    config_map = next(v["configMap"]["name"] for v in pod["volumes"] if v["name"] == mount["name"])
+    text = find(docs, "ConfigMap", config_map)["data"][config_path.name]
+    return dict(re.findall(r'name:\s*"([^"]+)"\s*base_path:\s*"([^"]+)"', text))

@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.deploy.manifests import REPO, SERVICES, find, render_overlay, workloads
+from tests.deploy.manifests import REPO, SERVICES, find, render_overlay, served_base_paths, workloads
 
 IMAGES = (*SERVICES, "modelserver")
 DOCKERFILE = REPO / "services" / "Dockerfile"
@@ -283,12 +283,13 @@ def test_dockerignore_keeps_the_model_and_local_state_out():
         assert _ignored(path, REPO / ".dockerignore"), path
     model_ignore = REPO / "deploy" / "model.Dockerfile.dockerignore"
     assert not _ignored("models/efficientnet_lite0/1/saved_model.pb", model_ignore)
+    assert not _ignored("models/face_detector/1/saved_model.pb", model_ignore)
     assert _ignored("services/auth/server.py", model_ignore)
 
 
 def test_model_image_feeds_the_tfserving_init_container():
     steps = instructions(REPO / "deploy" / "model.Dockerfile")
-    assert copy_sources(steps) == ["models/efficientnet_lite0"]
+    assert copy_sources(steps) == ["models/efficientnet_lite0", "models/face_detector"]
     assert not re.search(r"\blatest\b", (REPO / "deploy" / "model.Dockerfile").read_text(), re.IGNORECASE)
     uid = [a for k, a in steps if k == "USER"][-1].split(":")[0]
     assert uid.isdigit() and int(uid) > 0
@@ -299,5 +300,7 @@ def test_model_image_feeds_the_tfserving_init_container():
     (mount,) = [m for m in init["volumeMounts"] if m["mountPath"] == target]
     (server,) = pod["containers"]
     served = next(m for m in server["volumeMounts"] if m["name"] == mount["name"])["mountPath"]
-    base_path = next(a.split("=", 1)[1] for a in server["args"] if a.startswith("--model_base_path="))
-    assert base_path == f"{served}/efficientnet_lite0", "TF Serving reads the directory the init container fills"
+    base_paths = served_base_paths(render_overlay("small"), pod)
+    assert base_paths == {name: f"{served}/{name}" for name in ("efficientnet_lite0", "face_detector")}, (
+        "TF Serving reads the directories the init container fills"
+    )

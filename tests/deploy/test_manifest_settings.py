@@ -21,6 +21,7 @@ from tests.deploy.manifests import (
     image_service,
     render_overlay,
     resolve_port,
+    served_base_paths,
     service_containers,
     workloads,
 )
@@ -246,9 +247,9 @@ def test_inference_asks_tfserving_for_its_model_in_batches_it_accepts(overlay, l
     inference = next(w for w in workloads(docs) if w.name == "inference")
     settings = load_settings(inference, inference.pod["containers"][0])
     tfserving = find(docs, "Deployment", "tfserving")["spec"]["template"]["spec"]
-    args = dict(a.removeprefix("--").split("=", 1) for a in tfserving["containers"][0]["args"])
-    assert settings.model_name == args["model_name"]
-    assert args["model_base_path"].endswith(f"/{settings.model_name}")
+    base_paths = served_base_paths(docs, tfserving)
+    assert base_paths[settings.model_name].endswith(f"/{settings.model_name}")
+    assert base_paths[settings.face_model_name].endswith(f"/{settings.face_model_name}")
     config_map = next(v["configMap"]["name"] for v in tfserving["volumes"] if "configMap" in v)
     batching = find(docs, "ConfigMap", config_map)["data"]["batching.config"]
     max_batch = int(re.search(r"max_batch_size \{ value: (\d+) \}", batching).group(1))

@@ -6,7 +6,16 @@ import kubernetes_validate
 import pytest
 
 from services.inference.config import Settings as InferenceSettings
-from tests.deploy.manifests import K8S, NAMESPACE, OVERLAYS, find, render, render_overlay, workloads
+from tests.deploy.manifests import (
+    K8S,
+    NAMESPACE,
+    OVERLAYS,
+    find,
+    render,
+    render_overlay,
+    served_base_paths,
+    workloads,
+)
 
 # Volume types the Pod Security "restricted" profile admits.
 RESTRICTED_VOLUMES = {
@@ -247,4 +256,6 @@ def test_dev_runs_the_model_server_with_flags_it_understands(tmp_path):
     assert (settings.port, settings.metrics_port) == (ports["grpc"], ports["metrics"])
     assert settings.host == "0.0.0.0"
     assert settings.num_batch_threads == settings.intra_op_threads == int(server["resources"]["limits"]["cpu"])
-    assert f"{settings.model_base_path}".endswith(f"/{settings.model_name}")
+    assert settings.model_config_file is not None
+    served = served_base_paths(docs, pod)
+    assert served == {name: f"/models/{name}" for name in ("efficientnet_lite0", "face_detector")}

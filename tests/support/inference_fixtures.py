@@ -50,6 +50,31 @@ def sample_image(name: str = "chelsea", fmt: str = "JPEG", **save_options) -> by
     return buffer.getvalue()
 
 
+def group_photo(fmt: str = "JPEG") -> bytes:
+    """Two people side by side: scikit-image's astronaut and her mirror image, each 512x512."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    pair = Image.new("RGB", (1024, 512))
+    pair.paste(astronaut, (0, 0))
+    pair.paste(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (512, 0))
+    buffer = io.BytesIO()
+    pair.save(buffer, fmt, quality=95)
+    return buffer.getvalue()
+
+
+def sideways(data: bytes, fmt: str = "JPEG") -> bytes:
+    """The photo stored turned a quarter anticlockwise, with the EXIF orientation (6) that turns it back."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).transpose(Image.Transpose.ROTATE_90).save(buffer, fmt, exif=exif, quality=95)
+    return buffer.getvalue()
+
+
 def _parent_death_signal():
     """A pre-exec hook so the model server gets SIGTERM if the test process dies without cleaning up (Linux)."""
     try:
@@ -110,9 +135,21 @@ def stop_process(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def modelserver_addr(model_base_path, tmp_path_factory) -> Iterator[str]:
-    """Address of one model server subprocess for the whole session, serving the real EfficientNet-Lite0."""
-    with start_modelserver(model_base_path, tmp_path_factory.mktemp("modelserver")) as (address, _):
+    """Address of one model server subprocess for the whole session, serving the real EfficientNet-Lite0 and the
+    BlazeFace face detector from one model config file, as TF Serving is run in production."""
+    workdir = tmp_path_factory.mktemp("modelserver")
+    config = write_model_config(model_base_path, workdir / "models.config")
+    with start_modelserver(model_base_path, workdir, "--model_config_file", str(config)) as (address, _):
         yield address
+
+
+def write_model_config(model_base_path: Path, path: Path) -> Path:
+    """A model config file listing both served models under `model_base_path`."""
+    from services.common.model_contract import SERVED_MODELS
+    from services.modelserver.config import model_config_text
+
+    path.write_text(model_config_text({name: model_base_path.resolve() / name for name in SERVED_MODELS}))
+    return path
 
 
 @pytest.fixture
