@@ -52,6 +52,8 @@ class _Rows:
 
     values: list[tuple[np.ndarray, np.ndarray]]
     version: str
+    # The detector describes no photo; PredictBatcher hands out an embedding only for the classifier.
+    embeddings: None = None
 
 
 def unletterbox(box: np.ndarray, score: float, placed: Letterbox, size: int = FACE_INPUT_SIZE) -> Face:
@@ -129,7 +131,9 @@ class FaceDetector:
         if cached is not None:
             return cached
         try:
-            (boxes, scores), version = await asyncio.wait_for(self._batcher.predict(pixels, timeout=timeout), timeout)
+            (boxes, scores), version, _ = await asyncio.wait_for(
+                self._batcher.predict(pixels, timeout=timeout), timeout
+            )
         except TimeoutError:
             raise ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
         faces = sorted(
