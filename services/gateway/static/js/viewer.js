@@ -101,6 +101,7 @@ async function loadPicture(image) {
   const picture = $("viewer-image");
   picture.alt = `${describe(image)}: ${image.filename}`;
   picture.removeAttribute("src");
+  $("viewer-faces").replaceChildren();
   thumbnailUrl(image.uid)
     .then((url) => {
       if (token === loadToken && !picture.dataset.original) picture.src = url;
