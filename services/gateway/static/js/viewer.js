@@ -19,6 +19,8 @@ export function wireViewer() {
   $("viewer-delete").addEventListener("click", remove);
   $("tag-form").addEventListener("submit", addTag);
   dialog.addEventListener("close", cleanUp);
+  $("viewer-image").addEventListener("load", drawFaces);
+  new ResizeObserver(drawFaces).observe($("viewer-stage"));
   dialog.addEventListener("keydown", onKey);
   wireSwipe($("viewer-stage"));
 }
@@ -99,6 +101,7 @@ async function loadPicture(image) {
   const picture = $("viewer-image");
   picture.alt = `${describe(image)}: ${image.filename}`;
   picture.removeAttribute("src");
+  $("viewer-faces").replaceChildren();
   thumbnailUrl(image.uid)
     .then((url) => {
       if (token === loadToken && !picture.dataset.original) picture.src = url;
@@ -132,6 +135,31 @@ function fill(image) {
   fillDetails(image);
   fillSimilar(image);
   $("tag-error").textContent = "";
+}
+
+function drawFaces() {
+  // The photo is scaled to fit the stage (object-fit: contain); boxes are fractions of the upright photo.
+  const layer = $("viewer-faces");
+  const picture = $("viewer-image");
+  const image = library.images.get(current);
+  layer.replaceChildren();
+  if (!image?.faces?.length || !picture.naturalWidth || !picture.getAttribute("src")) return;
+  const stage = $("viewer-stage");
+  const scale = Math.min(stage.clientWidth / picture.naturalWidth, stage.clientHeight / picture.naturalHeight);
+  const width = picture.naturalWidth * scale;
+  const height = picture.naturalHeight * scale;
+  const left = (stage.clientWidth - width) / 2;
+  const top = (stage.clientHeight - height) / 2;
+  for (const face of image.faces) {
+    const box = el("div", { class: "face-box" });
+    Object.assign(box.style, {
+      left: `${left + face.box.x * width}px`,
+      top: `${top + face.box.y * height}px`,
+      width: `${face.box.width * width}px`,
+      height: `${face.box.height * height}px`,
+    });
+    layer.append(box);
+  }
 }
 
 const SIMILAR_SHOWN = 6;
@@ -202,6 +230,10 @@ function fillDetails(image) {
   if (image.taken_at) rows.push(["Taken", formatDateTime(new Date(image.taken_at))]);
   if (image.created_at) rows.push(["Uploaded", formatDateTime(new Date(image.created_at))]);
   rows.push(["Size", `${image.width} × ${image.height} pixels · ${formatBytes(image.size)}`]);
+  if (image.faces_analysed) {
+    const count = image.faces.length;
+    rows.push(["Faces", count ? `${count} (outlined on the photo)` : "none found"]);
+  }
   rows.push(["Type", image.content_type.replace("image/", "").toUpperCase()]);
   $("viewer-details").replaceChildren(...rows.flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
 }
