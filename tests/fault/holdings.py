@@ -1,0 +1,122 @@
+"""What the system holds, seen from outside (the API) and from inside (the database rows and the blob directory)."""
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from tests.fault.load import Ack, User
+
+DOWNLOADERS = 4
+ORIGINALS = "objects"
+THUMBNAILS = "thumbs"
+
+
+def listed_uids(client: httpx.Client, user: User) -> set[str]:
+    """Every uid GET /v1/images shows the user, page by page."""
+    uids, token = set(), ""
+    while True:
+        reply = client.get("/v1/images", params={"page_size": 100, "page_token": token}, headers=user.headers)
+        reply.raise_for_status()
+        page = reply.json()
+        uids |= {image["uid"] for image in page["images"]}
+        if not (token := page["next_page_token"]):
+            return uids
+
+
+def lost_uploads(client: httpx.Client, users: list[User], acks: list[Ack]) -> list[str]:
+    """Acknowledged uploads that are not listed, or whose download differs from what was sent: one line each."""
+    listed = {user.username: listed_uids(client, user) for user in users}
+    headers = {user.username: user.headers for user in users}
+    lost = [f"{a.uid} ({a.photo.filename}) is not listed" for a in acks if a.uid not in listed[a.user]]
+
+    def download(ack: Ack) -> str | None:
+        reply = client.get(f"/v1/images/{ack.uid}/content", headers=headers[ack.user])
+        if reply.status_code != 200 or reply.content != ack.photo.data:
+            return f"{ack.uid} ({ack.photo.filename}) downloads as {reply.status_code}, {len(reply.content)} B"
+        return None
+
+    with ThreadPoolExecutor(DOWNLOADERS) as pool:
+        lost += [problem for problem in pool.map(download, acks) if problem]
+    return lost
+
+
+def statuses(client: httpx.Client, user: User, uids: list[str]) -> dict[str, str]:
+    """The current status (pending, classified, failed) of each image, or the HTTP status when it cannot be read."""
+    found = {}
+    for uid in uids:
+        reply = client.get(f"/v1/images/{uid}", headers=user.headers)
+        found[uid] = reply.json()["status"] if reply.status_code == 200 else f"HTTP {reply.status_code}"
+    return found
+
+
+@dataclass(frozen=True)
+class Row:
+    uid: str
+    sha256: str
+    size_bytes: int
+    status: str
+    created_at: datetime
+
+
+def rows(dsn: str) -> list[Row]:
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute("SELECT uid, sha256, size_bytes, status, created_at FROM catalog.images").fetchall()
+    return [Row(*values) for values in found]
+
+
+@dataclass(frozen=True)
+class StoredBytes:
+    """The blob directory: originals by content hash, and the content hashes thumbnails were made for."""
+
+    originals: dict[str, Path]
+    thumbnails: dict[str, Path]
+    unfinished_writes: int
+
+    @classmethod
+    def scan(cls, blob_dir: Path) -> "StoredBytes":
+        originals = {path.name: path for path in _files(blob_dir / ORIGINALS)}
+        thumbnails = {path.name.split("-", 1)[0]: path for path in _files(blob_dir / THUMBNAILS)}
+        return cls(originals, thumbnails, len(list(_files(blob_dir / ".tmp"))))
+
+    def hashes(self) -> set[str]:
+        return set(self.originals) | set(self.thumbnails)
+
+
+def _files(folder: Path):
+    return (path for path in folder.rglob("*") if path.is_file()) if folder.exists() else iter(())
+
+
+def rows_without_bytes(found: list[Row], stored: StoredBytes) -> list[str]:
+    """Visible rows whose original is missing or is not the bytes the row describes."""
+    problems = []
+    for row in found:
+        if row.status == "uploading":
+            continue
+        path = stored.originals.get(row.sha256)
+        if path is None:
+            problems.append(f"{row.uid} ({row.status}) has no bytes")
+        elif path.stat().st_size != row.size_bytes or _sha256(path) != row.sha256:
+            problems.append(f"{row.uid} ({row.status}) has bytes that do not match its hash or size")
+    return problems
+
+
+def bytes_without_rows(found: list[Row], stored: StoredBytes) -> list[Path]:
+    """Originals and thumbnails whose content hash no row names."""
+    referenced = {row.sha256 for row in found}
+    files = {**{sha: [path] for sha, path in stored.thumbnails.items()}}
+    for sha, path in stored.originals.items():
+        files.setdefault(sha, []).append(path)
+    return sorted(path for sha, paths in files.items() if sha not in referenced for path in paths)
+
+
+def written_at(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,143 @@
+"""Every component killed under upload load, one at a time (SIGKILL, and the graceful signal), then started again.
+
+The trials run in the order below, each on first use, on one system kept for the module; the tests after the
+trials check what the whole run left in the database and the blob directory.
+"""
+
+import pytest
+
+from local.children import run_command
+from tests.fault import holdings
+from tests.fault.conftest import LIMITS
+from tests.fault.system import SERVICES
+from tests.fault.trials import Spec, bad_answers, graceful
+
+MODEL = ("modelserver", "inference")
+SPECS = [Spec((component,), how) for component in SERVICES for how in ("SIGKILL", graceful(component))]
+# Auth stays down while the catalog restarts: the catalog must come back without fetching auth's keys.
+SPECS.append(Spec(("auth", "catalog"), "SIGKILL"))
+# Assertions that wait on a fix: (test, trial id) -> the point of the issue they wait on.
+WAITING: dict[tuple[str, str], str] = {}
+
+
+def trial_params(test: str, specs=SPECS) -> list:
+    params = []
+    for spec in specs:
+        reason = WAITING.get((test, spec.id))
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        params.append(pytest.param(spec, id=spec.id, marks=marks))
+    return params
+
+
+@pytest.fixture(scope="module")
+def run(trials, figures):
+    """`run(spec)` -> the Trial, run on first use; its figures go into the table."""
+
+    def result(spec: Spec):
+        fresh = spec.id not in trials.done
+        trial = trials.result(spec)
+        if fresh:
+            figures.append(trial.figures(bad_answers(trial, limits=LIMITS)))
+        return trial
+
+    return result
+
+
+@pytest.mark.parametrize("spec", trial_params("acknowledged"))
+def test_every_acknowledged_upload_is_listed_and_downloads_byte_identical(run, spec):
+    trial = run(spec)
+    assert trial.acks, "no upload was acknowledged during the trial"
+    assert trial.lost == []
+
+
+@pytest.mark.parametrize("spec", trial_params("answers"))
+def test_outage_answers_are_503_with_retry_after_or_success_never_a_hang(run, spec):
+    trial = run(spec)
+    assert trial.answers, "no request was in flight during the outage"
+    assert bad_answers(trial, limits=LIMITS) == []
+
+
+@pytest.mark.parametrize("spec", trial_params("serving"))
+def test_uploads_are_classified_again_after_the_restart(run, spec):
+    trial = run(spec)
+    assert trial.serving is not None, "no upload was acknowledged classified after the restart"
+
+
+@pytest.mark.parametrize("spec", trial_params("classified"))
+def test_uploads_stored_pending_are_classified_after_the_outage(run, spec):
+    trial = run(spec)
+    if set(spec.components) & set(MODEL):
+        assert trial.pending_acks, "no upload was stored pending while the model was down"
+    assert trial.still_pending == {}
+
+
+# ---- after every trial ----
+
+
+def test_answers_outside_outages_all_succeed(run, load):
+    outages = [(trial.killed, trial.ended) for trial in (run(spec) for spec in SPECS)]
+    calm = [
+        answer
+        for answer in load.record.answers
+        if not any(answer.finished >= start and answer.started <= end for start, end in outages)
+    ]
+    assert calm, "no request was answered outside the outages"
+    assert [a.describe() for a in calm if a.status not in (200, 201)] == []
+
+
+def test_every_acknowledged_upload_survives_every_trial(run, load, api, fault_system, figures):
+    for spec in SPECS:
+        run(spec)
+    load.stop()
+    acks = load.record.acks
+    lost = holdings.lost_uploads(api, load.users, acks)
+    figures.append({"trial": "all trials", "acknowledged": len(acks), "lost": len(lost)})
+    stored = holdings.StoredBytes.scan(fault_system.blob_dir)
+    by_uid = {row.uid: row for row in holdings.rows(fault_system.dsn)}
+    for ack in acks:
+        row = by_uid.get(ack.uid)
+        if row is None or row.status == "uploading" or row.sha256 != ack.photo.sha256:
+            lost.append(f"{ack.uid}: row {row}")
+        elif stored.originals.get(row.sha256) is None or stored.originals[row.sha256].read_bytes() != ack.photo.data:
+            lost.append(f"{ack.uid}: stored bytes differ from the upload")
+    assert lost == []
+
+
+def test_no_row_without_bytes(run, load, fault_system):
+    load.stop()
+    found = holdings.rows(fault_system.dsn)
+    assert found
+    assert holdings.rows_without_bytes(found, holdings.StoredBytes.scan(fault_system.blob_dir)) == []
+
+
+def test_no_unfinished_upload_or_bytes_without_a_row_unless_the_catalog_was_killed(run, load, fault_system):
+    """Only a catalog killed mid-upload may leave an unfinished row or bytes behind, for the sweeper to remove."""
+    load.stop()
+    killed = [run(s) for s in SPECS if "catalog" in s.components and s.how == "SIGKILL"]
+    excused = [(t.wall_started, t.wall_ended) for t in killed]
+    found = holdings.rows(fault_system.dsn)
+    unfinished = [
+        f"{row.uid} created {row.created_at:%H:%M:%S.%f}"
+        for row in found
+        if row.status == "uploading" and not any(start <= row.created_at <= end for start, end in excused)
+    ]
+    assert unfinished == []
+    orphans = holdings.bytes_without_rows(found, holdings.StoredBytes.scan(fault_system.blob_dir))
+    written = {path: holdings.written_at(path) for path in orphans}
+    assert [str(p) for p, at in written.items() if not any(start <= at <= end for start, end in excused)] == []
+
+
+def test_after_a_sweep_every_row_has_bytes_and_all_bytes_a_row(run, load, fault_system):
+    load.stop()
+    env = {
+        "TAGSMITH_POSTGRES_DSN": fault_system.dsn,
+        "TAGSMITH_BLOB_DIR": str(fault_system.blob_dir),
+        "TAGSMITH_SWEEP_GRACE_SECONDS": "0",
+        "TAGSMITH_LOG_FORMAT": "text",
+    }
+    run_command("sweep", ["-m", "services.catalog", "sweep"], env=env, log_dir=fault_system.base_dir, sink=None)
+    found = holdings.rows(fault_system.dsn)
+    stored = holdings.StoredBytes.scan(fault_system.blob_dir)
+    assert [row.uid for row in found if row.status == "uploading"] == []
+    assert holdings.rows_without_bytes(found, stored) == []
+    assert holdings.bytes_without_rows(found, stored) == []
