@@ -1,6 +1,7 @@
 """Fault-tier fixtures: one real system and one upload load per module, the trials run on them, and their figures."""
 
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -80,9 +81,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         "".join(f"{title:>{width}}" if width < 20 else f"{title:<{width}}" for _, title, width in COLUMNS)
     )
     for row in rows:
+        if row["trial"] == "all trials":
+            terminalreporter.write_line(_totals_line(row))
+            continue
         cells = []
         for key, _, width in COLUMNS:
             value = row.get(key, "")
             value = "-" if value is None else value
             cells.append(f"{value!s:<{width}}" if width >= 20 else f"{value!s:>{width}}")
         terminalreporter.write_line("".join(cells))
+
+
+def _totals_line(row: dict) -> str:
+    return (
+        f"all trials: {row.get('acknowledged', '-')} uploads acknowledged, {row.get('lost', '-')} lost, "
+        f"{row.get('answers_503', '-')} answers 503; left for the sweeper: {row.get('unfinished_uploads', '-')} "
+        f"unfinished uploads, {row.get('bytes_without_row', '-')} files without a row; "
+        f"load average {row.get('load_average', 0):.1f} on {os.cpu_count()} cores"
+    )
