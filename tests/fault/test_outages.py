@@ -74,6 +74,16 @@ def test_uploads_stored_pending_are_classified_after_the_outage(run, spec):
     assert trial.still_pending == {}
 
 
+GRACEFUL = [spec for spec in SPECS if spec.how == "SIGTERM"]
+
+
+@pytest.mark.parametrize("spec", trial_params("drained", GRACEFUL))
+def test_a_graceful_stop_lets_requests_in_flight_finish(run, spec):
+    trial = run(spec)
+    in_flight = [a for a in trial.answers if a.started < trial.killed]
+    assert [a.describe() for a in in_flight if a.status not in (200, 201)] == []
+
+
 # ---- after every trial ----
 
 
