@@ -96,6 +96,7 @@ def _totals_line(row: dict) -> str:
     return (
         f"all trials: {row.get('acknowledged', '-')} uploads acknowledged, {row.get('lost', '-')} lost, "
         f"{row.get('answers_503', '-')} answers 503; left for the sweeper: {row.get('unfinished_uploads', '-')} "
-        f"unfinished uploads, {row.get('bytes_without_row', '-')} files without a row; "
+        f"unfinished uploads, {row.get('bytes_without_row', '-')} files without a row "
+        f"(and {row.get('unfinished_writes', '-')} temporary files of unfinished writes); "
         f"load average {row.get('load_average', 0):.1f} on {os.cpu_count()} cores"
     )

@@ -12,8 +12,10 @@ import psycopg
 from tests.fault.load import Ack, User
 
 DOWNLOADERS = 4
+# The local blob store's layout (services/catalog/content.py and blobstore/local.py).
 ORIGINALS = "objects"
 THUMBNAILS = "thumbs"
+UNFINISHED = ".tmp"
 
 
 def listed_uids(client: httpx.Client, user: User) -> set[str]:
@@ -71,24 +73,20 @@ def rows(dsn: str) -> list[Row]:
 
 @dataclass(frozen=True)
 class StoredBytes:
-    """The blob directory: originals by content hash, and the content hashes thumbnails were made for."""
+    """The blob directory: originals by content hash, thumbnails, and temporary files of writes never finished."""
 
     originals: dict[str, Path]
-    thumbnails: dict[str, Path]
-    unfinished_writes: int
+    thumbnails: list[Path]
+    unfinished_writes: list[Path]
 
     @classmethod
     def scan(cls, blob_dir: Path) -> "StoredBytes":
         originals = {path.name: path for path in _files(blob_dir / ORIGINALS)}
-        thumbnails = {path.name.split("-", 1)[0]: path for path in _files(blob_dir / THUMBNAILS)}
-        return cls(originals, thumbnails, len(list(_files(blob_dir / ".tmp"))))
-
-    def hashes(self) -> set[str]:
-        return set(self.originals) | set(self.thumbnails)
+        return cls(originals, list(_files(blob_dir / THUMBNAILS)), list(_files(blob_dir / UNFINISHED)))
 
 
-def _files(folder: Path):
-    return (path for path in folder.rglob("*") if path.is_file()) if folder.exists() else iter(())
+def _files(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()] if folder.exists() else []
 
 
 def rows_without_bytes(found: list[Row], stored: StoredBytes) -> list[str]:
@@ -106,12 +104,10 @@ def rows_without_bytes(found: list[Row], stored: StoredBytes) -> list[str]:
 
 
 def bytes_without_rows(found: list[Row], stored: StoredBytes) -> list[Path]:
-    """Originals and thumbnails whose content hash no row names."""
+    """Originals and thumbnails whose content hash (the name, or the name up to "-256.jpg") no row names."""
     referenced = {row.sha256 for row in found}
-    files = {**{sha: [path] for sha, path in stored.thumbnails.items()}}
-    for sha, path in stored.originals.items():
-        files.setdefault(sha, []).append(path)
-    return sorted(path for sha, paths in files.items() if sha not in referenced for path in paths)
+    files = [*stored.originals.values(), *stored.thumbnails]
+    return sorted(path for path in files if path.name.split("-", 1)[0] not in referenced)
 
 
 def written_at(path: Path) -> datetime:

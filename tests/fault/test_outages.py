@@ -145,8 +145,13 @@ def test_no_unfinished_upload_or_bytes_without_a_row_unless_the_catalog_was_kill
     def unexcused() -> list[str]:
         found = holdings.rows(fault_system.dsn)
         unfinished = {row.uid: row.created_at for row in found if row.status == "uploading"}
-        orphans = holdings.bytes_without_rows(found, holdings.StoredBytes.scan(fault_system.blob_dir))
-        totals(figures).update(unfinished_uploads=len(unfinished), bytes_without_row=len(orphans))
+        stored = holdings.StoredBytes.scan(fault_system.blob_dir)
+        orphans = holdings.bytes_without_rows(found, stored)
+        totals(figures).update(
+            unfinished_uploads=len(unfinished),
+            bytes_without_row=len(orphans),
+            unfinished_writes=len(stored.unfinished_writes),
+        )
         leftovers = {f"row {uid}": at for uid, at in unfinished.items()}
         leftovers |= {f"file {path.name}": holdings.written_at(path) for path in orphans}
         return sorted(what for what, at in leftovers.items() if not any(a <= at <= b for a, b in excused))
