@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR := models/efficientnet_lite0/1
+FACE_MODEL_DIR := models/face_detector/1
 PROTOS := $(shell find protos -name '*.proto')
 SERVICE_REQUIREMENTS := $(wildcard services/*/requirements.txt) model/requirements.txt
 
-.PHONY: setup protos model run test lint bench clean
+.PHONY: setup protos model run test lint bench images clean grpc-client
 
 ## setup: virtual environment, dependencies, generated protos and the model
 setup: $(VENV)/.installed protos model
@@ -29,11 +30,18 @@ gen/.stamp: $(PROTOS) tools/capture_tfserving_descriptors.py $(VENV)/.installed
 	$(PY) tools/capture_tfserving_descriptors.py gen/tfserving_descriptors.binpb
 	touch $@
 
-## model: the EfficientNet-Lite0 SavedModel in TF Serving's layout under models/
-model: $(MODEL_DIR)/saved_model.pb
+## grpc-client: the generated gRPC stubs as an installable package, built into dist/ (see clients/grpc/README.md)
+grpc-client: gen/.stamp
+	$(PY) clients/grpc/build_wheel.py dist
+
+## model: the EfficientNet-Lite0 classifier and the BlazeFace face detector in TF Serving's layout under models/
+model: $(MODEL_DIR)/saved_model.pb $(FACE_MODEL_DIR)/saved_model.pb
 
 $(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt $(VENV)/.installed
 	$(PY) -m model.build --output $(MODEL_DIR)
+
+$(FACE_MODEL_DIR)/saved_model.pb: model/face_detector.py model/build.py $(VENV)/.installed
+	$(PY) -m model.face_detector --output $(FACE_MODEL_DIR)
 
 ## run: the whole system on embedded defaults (PostgreSQL, local blob store, model server)
 run: setup
@@ -42,6 +50,7 @@ run: setup
 ## test: every test CI runs
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
@@ -51,6 +60,22 @@ lint: $(VENV)/.installed
 ## bench: throughput and latency figures (slow; not part of test)
 bench: setup
 	$(PY) -m bench
+
+## images: every service's image from the one services/Dockerfile, and the model image (needs Docker)
+REGISTRY ?= tagsmith
+VERSION ?= 0.1.0
+IMAGE_SERVICES := auth catalog gateway inference modelserver
+# The ports each image listens on by default: its config.py's port and metrics port.
+PORTS_auth := 50052 9102
+PORTS_catalog := 50053 9103
+PORTS_gateway := 8080
+PORTS_inference := 50054 9104
+PORTS_modelserver := 8500 9105
+
+images: model
+	$(foreach s,$(IMAGE_SERVICES),docker build -f services/Dockerfile --build-arg SERVICE=$(s) \
+	  --build-arg "PORTS=$(PORTS_$(s))" -t $(REGISTRY)/$(s):$(VERSION) . &&) true
+	docker build -f deploy/model.Dockerfile -t $(REGISTRY)/model:$(VERSION) .
 
 clean:
 	rm -rf gen models $(VENV)

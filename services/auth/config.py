@@ -56,19 +56,38 @@ class Settings(ServiceSettings, TokenSettings):
     login_window_seconds: float = Field(
         900, gt=0, le=86_400, description="Sliding window in which failed logins are counted."
     )
-    login_max_failures_per_account: int = Field(
-        5, ge=1, le=100, description="Failed logins per username inside the window before it is locked."
+    login_max_failures_per_account_address: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Failed logins for one account from one client address inside the window before that "
+        "address is refused for that account (other addresses are not).",
     )
     login_max_failures_per_address: int = Field(
-        20, ge=1, le=10_000, description="Failed logins per client address inside the window before it is locked."
+        100,
+        ge=1,
+        le=10_000,
+        description="Failed logins from one client address on any accounts inside the window before it is refused "
+        "for accounts it never logged in to.",
     )
     login_max_failures_per_account_hour: int = Field(
-        100, ge=1, le=100, description="Hard cap on failed logins per username in any hour, whatever the window."
+        100,
+        ge=1,
+        le=100,
+        description="Failed logins for one account in any hour, from all addresses together, before addresses the "
+        "account never logged in from are refused (OWASP ASVS 2.2.1).",
+    )
+    register_window_seconds: float = Field(
+        3600, gt=0, le=7 * 86_400, description="Sliding window in which registrations per client address count."
+    )
+    register_max_per_address: int = Field(
+        10, ge=1, le=100_000, description="Registrations from one client address inside that window."
     )
     trust_forwarded_for: bool = Field(
         False,
-        description="Take the client address from the last `x-forwarded-for` entry (set by the gateway) instead of "
-        "the gRPC peer. Enable only where the gateway is the sole caller (the Kubernetes network policy).",
+        description="Believe the client address the gateway sends with logins and registrations instead of the gRPC "
+        "peer's. Enable only where the gateway and Tagsmith's services are the sole callers (the Kubernetes "
+        "network policy).",
     )
 
     @model_validator(mode="after")

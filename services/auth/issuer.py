@@ -23,7 +23,8 @@ class TokenIssuer:
         self._audience = audience
         self.ttl_seconds = ttl_seconds
 
-    def access_token(self, *, user_id: str, username: str, roles: Iterable[str]) -> str:
+    def access_token(self, *, user_id: str, username: str, roles: Iterable[str], session_id: str) -> str:
+        """A signed token; `sid` names its session, so logging out revokes it (see GetRevocations)."""
         now = int(time.time())
         claims = {
             "iss": self._issuer,
@@ -34,6 +35,7 @@ class TokenIssuer:
             "iat": now,
             "exp": now + self.ttl_seconds,
             "jti": uuid.uuid4().hex,
+            "sid": session_id,
         }
         headers = {"kid": self._keys.kid, "typ": ACCESS_TOKEN_TYPE}
         return jwt.encode(claims, self._keys.signing_key, algorithm=ALGORITHM, headers=headers)

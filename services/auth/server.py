@@ -12,13 +12,13 @@ from services.auth.config import Settings
 from services.auth.issuer import TokenIssuer
 from services.auth.keys import KeySet, load_keyset
 from services.auth.passwords import HashParameters, PasswordHasher
-from services.auth.ratelimit import LoginLimiter, LoginLimits
+from services.auth.ratelimit import LoginLimiter, LoginLimits, RegisterLimits
 from services.auth.servicer import OPEN_METHODS, SERVICE_NAME, AuthServicer, Dependencies
 from services.auth.store import AuthStore
 from services.common.db import check_schema, open_pool
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server
-from services.common.tokens import TokenVerifier
+from services.common.tokens import Revocations, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,23 @@ def hash_parameters(settings: Settings) -> HashParameters:
     return HashParameters(settings.hash_memory_kib, settings.hash_time_cost, settings.hash_parallelism)
 
 
-def own_verifier(settings: Settings, keys: KeySet) -> TokenVerifier:
-    """Verifies tokens against this server's own key set, without a network call to itself."""
+def own_verifier(settings: Settings, keys: KeySet, store: AuthStore) -> TokenVerifier:
+    """Verifies tokens against this server's own key set and revocations, without a network call to itself."""
+
+    async def revocations() -> Revocations:
+        listed = await store.revocations()
+        return Revocations(
+            sessions={entry.subject_id: entry.revoked_at for entry in listed if entry.kind == "session"},
+            users={entry.subject_id: entry.revoked_at for entry in listed if entry.kind == "user"},
+        )
+
     return TokenVerifier(
-        jwks_source=keys.jwks_source, issuer=settings.jwt_issuer, audience=settings.jwt_audience, min_refresh_seconds=0
+        jwks_source=keys.jwks_source,
+        revocation_source=revocations,
+        revocation_refresh_seconds=settings.revocations_refresh_seconds,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        min_refresh_seconds=0,
     )
 
 
@@ -48,14 +61,13 @@ async def create_server(
     try:
         await check_schema(pool, schema=SCHEMA, directory=MIGRATIONS)
         await hasher.warm_up()
-        running = await _start(
-            settings, _dependencies(settings, keys, pool, hasher), verifier or own_verifier(settings, keys)
-        )
+        deps = _dependencies(settings, keys, pool, hasher)
+        running = await _start(settings, deps, verifier or own_verifier(settings, keys, deps.store))
     except BaseException:
         hasher.close()
         await pool.close()
         raise
-    pruner = asyncio.create_task(_prune_forever(AuthStore(pool), LoginLimiter(pool, login_limits(settings))))
+    pruner = asyncio.create_task(_prune_forever(deps.store, deps.limiter))
     running.on_stop(lambda: _close(pool, hasher, pruner))
     return running
 
@@ -72,7 +84,7 @@ async def _start(settings: Settings, deps: Dependencies, verifier: TokenVerifier
 
 def _dependencies(settings: Settings, keys: KeySet, pool: AsyncConnectionPool, hasher: PasswordHasher) -> Dependencies:
     return Dependencies(
-        store=AuthStore(pool),
+        store=AuthStore(pool, token_lifetime_seconds=settings.access_token_ttl_seconds),
         hasher=hasher,
         issuer=TokenIssuer(
             keys,
@@ -80,7 +92,7 @@ def _dependencies(settings: Settings, keys: KeySet, pool: AsyncConnectionPool, h
             audience=settings.jwt_audience,
             ttl_seconds=settings.access_token_ttl_seconds,
         ),
-        limiter=LoginLimiter(pool, login_limits(settings)),
+        limiter=LoginLimiter(pool, login_limits(settings), register_limits(settings)),
         keys=keys,
         refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
         trust_forwarded_for=settings.trust_forwarded_for,
@@ -90,9 +102,15 @@ def _dependencies(settings: Settings, keys: KeySet, pool: AsyncConnectionPool, h
 def login_limits(settings: Settings) -> LoginLimits:
     return LoginLimits(
         window_seconds=settings.login_window_seconds,
-        per_account=settings.login_max_failures_per_account,
+        per_account_address=settings.login_max_failures_per_account_address,
         per_address=settings.login_max_failures_per_address,
         per_account_hour=settings.login_max_failures_per_account_hour,
+    )
+
+
+def register_limits(settings: Settings) -> RegisterLimits:
+    return RegisterLimits(
+        window_seconds=settings.register_window_seconds, per_address=settings.register_max_per_address
     )
 
 

@@ -27,7 +27,9 @@ from services.common.context import current_principal
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
-OPEN_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("Register", "Login", "Refresh", "GetPublicKeys"))
+OPEN_METHODS = frozenset(
+    f"/{SERVICE_NAME}/{name}" for name in ("Register", "Login", "Refresh", "GetPublicKeys", "GetRevocations")
+)
 INVALID_LOGIN = "invalid username or password"
 # NFKC can shorten a string, but never to a quarter; longer input cannot be a valid password.
 _LOGIN_PASSWORD_INPUT_MAX = 4 * PASSWORD_MAX
@@ -63,6 +65,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             password = check_password(request.password)
         except InvalidCredentials as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        address = self._client_address(request, context)
+        if request.public_api:
+            await self._admit_registration(address, context)
         if await self._deps.store.user_by_username(username) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username {username!r} is taken")
         password_hash = await self._deps.hasher.hash(password)
@@ -70,27 +75,42 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             user = await self._deps.store.create_user(username=username, password_hash=password_hash, roles=["user"])
         except UsernameTaken:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"username {username!r} is taken")
-        log.info("registered a user", extra={"user_id": user.id})
+        if request.public_api:
+            await self._deps.limiter.remember(user_id=user.id, address=address)
+        log.info("registered a user", extra={"user_id": user.id, "client": address})
         return user_message(user)
 
     async def Login(self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> auth_pb2.TokenPair:
         username = _valid_username(request.username)
         account = username_key(username) if username else _unusable_name_key(request.username)
-        address = self._client_address(context)
+        address = self._client_address(request, context)
+        user = await self._deps.store.user_by_username(username) if username else None
         try:
-            attempt = await self._deps.limiter.begin(account=account, address=address)
+            attempt = await self._deps.limiter.begin(
+                account=account, address=address, user_id=user.id if user else None, public=request.public_api
+            )
         except Throttled as exc:
             log.warning("login throttled", extra={"client": address, "retry_after": exc.retry_after})
-            await _abort_throttled(context, exc.retry_after)
-        user = await self._deps.store.user_by_username(username) if username else None
+            await _abort_throttled(context, exc, "too many failed logins for this account from your address")
+        if request.public_api and user is not None and "service" in user.roles:
+            user = None  # service identities never log in through the public API: answered as an unknown name
         password = normalize_password(request.password[:_LOGIN_PASSWORD_INPUT_MAX])
         if not await self._deps.hasher.verify(user.password_hash if user else None, password):
             log.info("login failed", extra={"client": address})
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, INVALID_LOGIN)
-        await self._deps.limiter.succeeded(attempt)
+        if user.disabled:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this account is disabled; ask an administrator")
+        await self._deps.limiter.succeeded(attempt, user_id=user.id, address=address)
         await self._rehash_if_needed(user, password)
         log.info("logged in", extra={"user_id": user.id})
         return await self._new_session(user)
+
+    async def _admit_registration(self, address: str, context: grpc.aio.ServicerContext) -> None:
+        try:
+            await self._deps.limiter.admit_registration(address)
+        except Throttled as exc:
+            log.warning("registration throttled", extra={"client": address, "retry_after": exc.retry_after})
+            await _abort_throttled(context, exc, "too many accounts were registered from your address")
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: grpc.aio.ServicerContext) -> auth_pb2.TokenPair:
         if not request.refresh_token:
@@ -105,7 +125,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             log.warning("refresh token reused; its session is revoked", extra={"user_id": rotation.user.id})
         if rotation.outcome is not RefreshOutcome.ROTATED:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFRESH_FAILURES[rotation.outcome])
-        return self._token_pair(rotation.user, new_token)
+        return self._token_pair(rotation.user, new_token, rotation.session_id)
 
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: grpc.aio.ServicerContext
@@ -130,11 +150,17 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.PublicKeys:
         return auth_pb2.PublicKeys(jwks_json=self._jwks_json)
 
-    def _client_address(self, context: grpc.aio.ServicerContext) -> str:
-        forwarded = [v for k, v in context.invocation_metadata() or () if k == "x-forwarded-for"]
-        return client_address(
-            context.peer(), forwarded[-1] if forwarded else None, trust_forwarded_for=self._deps.trust_forwarded_for
-        )
+    async def GetRevocations(
+        self, request: auth_pb2.GetRevocationsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.Revocations:
+        reply = auth_pb2.Revocations()
+        for entry in await self._deps.store.revocations():
+            listed = reply.sessions if entry.kind == "session" else reply.users
+            listed.add(id=entry.subject_id, revoked_at=entry.revoked_at, expires_at=entry.expires_at)
+        return reply
+
+    def _client_address(self, request: auth_pb2.LoginRequest | auth_pb2.RegisterRequest, context) -> str:
+        return client_address(context.peer(), request.client_address, trust_claimed=self._deps.trust_forwarded_for)
 
     async def _rehash_if_needed(self, user: User, password: str) -> None:
         if self._deps.hasher.needs_rehash(user.password_hash):
@@ -143,15 +169,16 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def _new_session(self, user: User) -> auth_pb2.TokenPair:
         refresh_token = new_refresh_token()
-        await self._deps.store.start_family(
+        session_id = await self._deps.store.start_family(
             user_id=user.id, token_hash=refresh_token_hash(refresh_token), ttl_seconds=self._deps.refresh_ttl_seconds
         )
-        return self._token_pair(user, refresh_token)
+        return self._token_pair(user, refresh_token, session_id)
 
-    def _token_pair(self, user: User, refresh_token: str) -> auth_pb2.TokenPair:
+    def _token_pair(self, user: User, refresh_token: str, session_id: str) -> auth_pb2.TokenPair:
         issuer = self._deps.issuer
+        token = issuer.access_token(user_id=user.id, username=user.username, roles=user.roles, session_id=session_id)
         return auth_pb2.TokenPair(
-            access_token=issuer.access_token(user_id=user.id, username=user.username, roles=user.roles),
+            access_token=token,
             token_type="Bearer",
             expires_in=issuer.ttl_seconds,
             refresh_token=refresh_token,
@@ -179,10 +206,9 @@ def user_message(user: User) -> auth_pb2.User:
     return auth_pb2.User(id=user.id, username=user.username, roles=user.roles, created_at=created_at)
 
 
-async def _abort_throttled(context: grpc.aio.ServicerContext, retry_after: int) -> None:
-    metadata = (*(context.trailing_metadata() or ()), ("retry-after", str(retry_after)))
+async def _abort_throttled(context: grpc.aio.ServicerContext, throttled: Throttled, reason: str) -> None:
+    metadata = (*(context.trailing_metadata() or ()), ("retry-after", str(throttled.retry_after)))
+    minutes = f"{throttled.minutes} minute{'s' if throttled.minutes != 1 else ''}"
     await context.abort(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"too many failed logins; try again in {retry_after} seconds",
-        trailing_metadata=metadata,
+        grpc.StatusCode.RESOURCE_EXHAUSTED, f"{reason}; try again in {minutes}", trailing_metadata=metadata
     )

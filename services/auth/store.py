@@ -2,6 +2,7 @@
 
 import enum
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,9 @@ from services.auth.passwords import username_key
 log = logging.getLogger(__name__)
 
 ROLES = ("user", "admin", "service")
-_USER_COLUMNS = "id::text AS id, username, password_hash, roles, created_at"
+_USER_COLUMNS = "id::text AS id, username, password_hash, roles, created_at, disabled_at IS NOT NULL AS disabled"
+# Revocation entries outlive the tokens they cover by the verifiers' clock leeway.
+REVOCATION_MARGIN_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class User:
     password_hash: str = field(repr=False)
     roles: list[str]
     created_at: datetime
+    disabled: bool = False
 
 
 class UsernameTaken(Exception):
@@ -41,17 +45,33 @@ class RefreshOutcome(enum.Enum):
 
 @dataclass(frozen=True)
 class Rotation:
-    """The result of presenting a refresh token: the outcome, and the user when it was rotated."""
+    """The result of presenting a refresh token: the outcome, and the user and session when it was rotated."""
 
     outcome: RefreshOutcome
     user: User | None = None
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """A session or user whose access tokens issued up to `revoked_at` (Unix seconds) are refused."""
+
+    kind: str
+    subject_id: str
+    revoked_at: int
+    expires_at: int
 
 
 class AuthStore:
-    """Users, refresh-token families and refresh tokens, on a shared connection pool."""
+    """Users, refresh-token families and refresh tokens, and the revocation list, on a shared connection pool.
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    `token_lifetime_seconds` is the access tokens' lifetime: a revocation is listed that long (plus a margin),
+    after which every token it covers has expired anyway.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, *, token_lifetime_seconds: int = 86_400) -> None:
         self._pool = pool
+        self._revocation_seconds = token_lifetime_seconds + REVOCATION_MARGIN_SECONDS
 
     async def create_user(self, *, username: str, password_hash: str, roles: list[str]) -> User:
         query = f"INSERT INTO auth.users (username, password_hash, roles) VALUES (%s, %s, %s) RETURNING {_USER_COLUMNS}"
@@ -98,12 +118,13 @@ class AuthStore:
                 (role, user_id, role),
             )
 
-    async def start_family(self, *, user_id: str, token_hash: bytes, ttl_seconds: int) -> None:
-        """Records the first refresh token of a new login session."""
+    async def start_family(self, *, user_id: str, token_hash: bytes, ttl_seconds: int) -> str:
+        """Records the first refresh token of a new login session; returns the session id."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute("INSERT INTO auth.refresh_families (user_id) VALUES (%s) RETURNING id", (user_id,))
             (family_id,) = await cur.fetchone()
             await _insert_token(conn, family_id, token_hash, ttl_seconds)
+        return str(family_id)
 
     async def rotate(self, *, old_hash: bytes, new_hash: bytes, ttl_seconds: int) -> Rotation:
         """Spends a refresh token and records its successor; a spent token presented again revokes its family.
@@ -124,26 +145,80 @@ class AuthStore:
             )
             used, expired = await cur.fetchone()
             if used:
-                await conn.execute("UPDATE auth.refresh_families SET revoked_at = now() WHERE id = %s", (family_id,))
+                await self._revoke_families(conn, "id = %s", family_id)
                 return Rotation(RefreshOutcome.REUSED, await _user(conn, user_id))
-            if expired:
-                return Rotation(RefreshOutcome.EXPIRED)
+            user = await _user(conn, user_id)
+            if expired or user.disabled:
+                return Rotation(RefreshOutcome.EXPIRED if expired else RefreshOutcome.REVOKED)
             await conn.execute("UPDATE auth.refresh_tokens SET used_at = now() WHERE token_hash = %s", (old_hash,))
             await _insert_token(conn, family_id, new_hash, ttl_seconds)
-            return Rotation(RefreshOutcome.ROTATED, await _user(conn, user_id))
+            return Rotation(RefreshOutcome.ROTATED, user, str(family_id))
 
     async def revoke_family(self, *, token_hash: bytes, user_id: str) -> bool:
         """Ends the session the refresh token belongs to, if it is this user's; True if one was revoked now."""
         if not _is_uuid(user_id):
             return False
+        async with self._pool.connection() as conn, conn.transaction():
+            revoked = await self._revoke_families(
+                conn,
+                "id = (SELECT family_id FROM auth.refresh_tokens WHERE token_hash = %s) AND user_id = %s",
+                token_hash,
+                user_id,
+            )
+            return revoked > 0
+
+    async def _revoke_families(self, conn: psycopg.AsyncConnection, where: str, *params) -> int:
+        """Revokes the matching live sessions and lists them as revoked; returns how many."""
+        cur = await conn.execute(
+            f"UPDATE auth.refresh_families SET revoked_at = now() WHERE revoked_at IS NULL AND {where} RETURNING id",
+            params,
+        )
+        sessions = [row[0] for row in await cur.fetchall()]
+        for session_id in sessions:
+            await self._list_revoked(conn, "session", session_id)
+        return len(sessions)
+
+    async def _list_revoked(self, conn: psycopg.AsyncConnection, kind: str, subject_id) -> None:
+        """Lists a session or user as revoked now. "Now" is this host's clock, the one tokens' `iat` comes from,
+        not the database's, so a clock difference between the two cannot let a token issued before through."""
+        now = time.time()
+        await conn.execute(
+            "INSERT INTO auth.revocations (kind, subject_id, revoked_at, expires_at)"
+            " VALUES (%(kind)s, %(id)s, to_timestamp(%(now)s), to_timestamp(%(until)s))"
+            " ON CONFLICT (kind, subject_id) DO UPDATE SET revoked_at = EXCLUDED.revoked_at,"
+            " expires_at = EXCLUDED.expires_at",
+            {"kind": kind, "id": subject_id, "now": now, "until": now + self._revocation_seconds},
+        )
+
+    async def delete_user(self, user_id: str) -> None:
+        """Deletes the user with everything cascading from it, and lists the user as revoked."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM auth.users WHERE id = %s", (user_id,))
+            await self._list_revoked(conn, "user", user_id)
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> None:
+        """Disables a user (its sessions end, its tokens are listed as revoked) or enables it again."""
+        async with self._pool.connection() as conn, conn.transaction():
+            if not disabled:
+                await conn.execute(
+                    "UPDATE auth.users SET disabled_at = NULL, updated_at = now() WHERE id = %s", (user_id,)
+                )
+                return
+            await conn.execute(
+                "UPDATE auth.users SET disabled_at = coalesce(disabled_at, now()), updated_at = now() WHERE id = %s",
+                (user_id,),
+            )
+            await self._revoke_families(conn, "user_id = %s", user_id)
+            await self._list_revoked(conn, "user", user_id)
+
+    async def revocations(self) -> list[Revoked]:
+        """Every revocation still covering a token that has not expired."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "UPDATE auth.refresh_families SET revoked_at = now()"
-                " WHERE id = (SELECT family_id FROM auth.refresh_tokens WHERE token_hash = %s)"
-                " AND user_id = %s AND revoked_at IS NULL",
-                (token_hash, user_id),
+                "SELECT kind, subject_id::text, floor(extract(epoch FROM revoked_at))::bigint,"
+                " ceil(extract(epoch FROM expires_at))::bigint FROM auth.revocations WHERE expires_at > now()"
             )
-            return cur.rowcount > 0
+            return [Revoked(*row) for row in await cur.fetchall()]
 
     async def prune(self) -> int:
         """Deletes expired refresh tokens and the families left empty; returns the rows deleted."""
@@ -153,7 +228,8 @@ class AuthStore:
                 "DELETE FROM auth.refresh_families f WHERE NOT EXISTS"
                 " (SELECT 1 FROM auth.refresh_tokens t WHERE t.family_id = f.id)"
             )
-            return tokens.rowcount + families.rowcount
+            revocations = await conn.execute("DELETE FROM auth.revocations WHERE expires_at <= now()")
+            return tokens.rowcount + families.rowcount + revocations.rowcount
 
 
 async def _lock_family(conn: psycopg.AsyncConnection, token_hash: bytes) -> tuple | None:

@@ -6,7 +6,7 @@ import io
 import logging
 import math
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import BinaryIO
 
 import grpc
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MAX_CATEGORY_CHARS = 200
 MAX_RECLASSIFY_BATCH = 1000
+# Digests one FindDigests call may ask about.
+MAX_DIGESTS = 1000
+_HEX = frozenset("0123456789abcdef")
 # Thumbnails rendered at once; decoding large originals is CPU- and memory-heavy.
 _RENDER_SLOTS = 2
 
@@ -86,7 +89,7 @@ def _streaming(method):
 
 def _uid(value: str) -> str:
     if not is_valid_uid(value):
-        raise invalid("uid must be the 22-character id returned by UploadImage")
+        raise invalid("this is not an image id: ids are the 22 characters returned when the image was uploaded")
     return value
 
 
@@ -318,3 +321,24 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             remaining=result.remaining,
             model_version=result.model_version,
         )
+
+    # --- digests (bulk import) -------------------------------------------------------------------
+
+    @_unary
+    async def FindDigests(
+        self, request: catalog_pb2.FindDigestsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.FindDigestsResponse:
+        known = await self._store.known_digests(current_principal().subject, _digests(request.sha256))
+        return catalog_pb2.FindDigestsResponse(
+            known=[catalog_pb2.KnownDigest(sha256=sha, uid=uid, category=category) for sha, uid, category in known]
+        )
+
+
+def _digests(values: Sequence[str]) -> set[str]:
+    if len(values) > MAX_DIGESTS:
+        raise invalid(f"send at most {MAX_DIGESTS} digests per request")
+    digests = {value.lower() for value in values}
+    for digest in digests:
+        if len(digest) != 64 or not _HEX.issuperset(digest):
+            raise invalid(f"{digest[:80]!r} is not a SHA-256 digest (64 hexadecimal characters)")
+    return digests

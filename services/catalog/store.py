@@ -583,3 +583,15 @@ class CatalogStore:
             finally:
                 if acquired:
                     await _unlock(conn, "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", name)
+
+    # --- digests (bulk import) -------------------------------------------------------------------
+
+    async def known_digests(self, owner: str, hashes: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(sha256, uid, category) of the owner's visible images whose bytes hash to one of `hashes`."""
+        async with self._single_statements() as conn:
+            cur = await conn.execute(
+                "SELECT sha256, uid, category FROM catalog.images"
+                " WHERE owner_id = %s AND sha256 = ANY(%s) AND status <> 'uploading'",
+                (owner, list(hashes)),
+            )
+            return [(row[0], row[1], row[2]) for row in await cur.fetchall()]

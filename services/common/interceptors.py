@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.context import principal_var, set_deadline_from
 from services.common.logging import request_id_var
-from services.common.tokens import InvalidToken, TokenVerifier
+from services.common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal_var.set(await self._verifier.verify(token))
         except InvalidToken as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except KeysUnavailable as exc:
+            # Auth cannot be asked about the token's key: a retry may succeed, a new login would not help.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
 
 def _bearer_token(header: str) -> str | None:

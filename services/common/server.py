@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from services.common.channels import MAX_MESSAGE_BYTES, open_channel
 from services.common.interceptors import AuthInterceptor, ObservabilityInterceptor, RpcMetrics
 from services.common.settings import ServiceSettings, TokenSettings
-from services.common.tokens import TokenVerifier, grpc_jwks_source
+from services.common.tokens import auth_verifier
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,7 @@ def token_verification(
     Returns the channel used to fetch the keys so the caller can close it on shutdown.
     """
     channel = open_channel(settings.auth_addr, default_timeout=5.0)
-    verifier = TokenVerifier(
-        jwks_source=grpc_jwks_source(channel),
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        min_refresh_seconds=settings.jwks_min_refresh_seconds,
-    )
-    return AuthInterceptor(verifier, open_methods=open_methods), channel
+    return AuthInterceptor(auth_verifier(settings, channel), open_methods=open_methods), channel
 
 
 async def serve_until_signalled(running: RunningServer, *, grace: float) -> None:

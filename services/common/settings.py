@@ -1,6 +1,7 @@
 """Typed settings read from TAGSMITH_* environment variables; each service subclasses ServiceSettings."""
 
 import sys
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field, ValidationError
@@ -34,6 +35,18 @@ class TokenSettings(BaseSettings):
     jwt_audience: str = Field("tagsmith", description="Required `aud` claim.")
     jwks_min_refresh_seconds: float = Field(
         10.0, ge=0, description="Unknown `kid`s refetch the keys at most this often."
+    )
+    revocations_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=30,
+        description="How often the revocation list (logged-out sessions, disabled and deleted users) is refetched; "
+        "a revoked token stops working within twice this.",
+    )
+    auth_cache_dir: Path | None = Field(
+        None,
+        description="Directory where the last keys and revocation list fetched from auth are kept, so a restart "
+        "while auth is down still accepts valid tokens; unset keeps them in memory only.",
     )
 
 

@@ -19,7 +19,7 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 class AuthClient:
-    """Users and tokens; login carries the client address so auth can rate-limit per address."""
+    """Users and tokens; registrations and public logins carry the client address, so auth limits per address."""
 
     service_name = "tagsmith.auth.v1.AuthService"
 
@@ -27,12 +27,21 @@ class AuthClient:
         self.channel = channel
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
 
-    async def register(self, username: str, password: str) -> auth_pb2.User:
-        return await self._stub.Register(auth_pb2.RegisterRequest(username=username, password=password))
+    async def register(self, username: str, password: str, *, client_address: str | None) -> auth_pb2.User:
+        """A registration from the public API, limited per client address."""
+        request = auth_pb2.RegisterRequest(
+            username=username, password=password, client_address=client_address or "", public_api=True
+        )
+        return await self._stub.Register(request)
 
-    async def login(self, username: str, password: str, *, client_address: str | None) -> auth_pb2.TokenPair:
-        metadata = (("x-forwarded-for", client_address),) if client_address else ()
-        return await self._stub.Login(auth_pb2.LoginRequest(username=username, password=password), metadata=metadata)
+    async def login(
+        self, username: str, password: str, *, client_address: str | None, public_api: bool = True
+    ) -> auth_pb2.TokenPair:
+        """A login; `public_api` False only for the gateway's own anonymous user, whom strangers must not lock."""
+        request = auth_pb2.LoginRequest(
+            username=username, password=password, client_address=client_address or "", public_api=public_api
+        )
+        return await self._stub.Login(request)
 
     async def refresh(self, refresh_token: str) -> auth_pb2.TokenPair:
         return await self._stub.Refresh(auth_pb2.RefreshRequest(refresh_token=refresh_token))
@@ -140,6 +149,10 @@ class CatalogClient:
     async def set_tags(self, token: str, uid: str, tags: list[str]) -> catalog_pb2.Image:
         request = catalog_pb2.UpdateTagsRequest(uid=uid, add=tags, replace=True)
         return await self._stub.UpdateTags(request, metadata=bearer(token))
+
+    async def find_digests(self, token: str, digests: list[str]) -> catalog_pb2.FindDigestsResponse:
+        request = catalog_pb2.FindDigestsRequest(sha256=digests)
+        return await self._stub.FindDigests(request, metadata=bearer(token))
 
 
 @dataclass

@@ -62,6 +62,8 @@ async def legacy_optional_token(request: Request) -> str | None:
 
 
 def client_address(request: Request) -> str | None:
+    """The end user's address: uvicorn has already replaced the peer by the X-Forwarded-For entry that the
+    proxies in TAGSMITH_TRUSTED_PROXIES vouch for, and ignores the header from anyone else."""
     return request.client.host if request.client else None
 
 

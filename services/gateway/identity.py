@@ -51,7 +51,8 @@ class AnonymousSession:
 
     async def _login(self) -> None:
         try:
-            pair = await self._auth.login(self._username, self._password, client_address=None)
+            # Not a public login: strangers' failed guesses at this name never lock the gateway's own login out.
+            pair = await self._auth.login(self._username, self._password, client_address=None, public_api=False)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, overrides={grpc.StatusCode.UNAUTHENTICATED: 503}) from None
         self._token = pair.access_token

@@ -9,14 +9,19 @@ router = APIRouter(tags=["auth"])
 
 
 @router.post("/v1/auth/register", status_code=201, response_model=schemas.User)
-async def register(body: schemas.Credentials, backends: BackendsDep) -> schemas.User:
-    """Creates an account: 3 to 32 letters, digits, '.', '_' or '-', and a password of 8 to 256 characters."""
-    return schemas.user_from(await backends.auth.register(body.username, body.password))
+async def register(body: schemas.Credentials, request: Request, backends: BackendsDep) -> schemas.User:
+    """Creates an account: 3 to 32 letters, digits, '.', '_' or '-', and a password of 8 to 256 characters.
+
+    Registrations per client address are limited (429 with Retry-After beyond it)."""
+    user = await backends.auth.register(body.username, body.password, client_address=client_address(request))
+    return schemas.user_from(user)
 
 
 @router.post("/v1/auth/login", response_model=schemas.TokenPair)
 async def login(body: schemas.Credentials, request: Request, backends: BackendsDep) -> schemas.TokenPair:
-    """Exchanges username and password for an access token and a refresh token."""
+    """Exchanges username and password for an access token and a refresh token.
+
+    Repeated failures for one account from one address answer 429 with Retry-After, whatever the password."""
     pair = await backends.auth.login(body.username, body.password, client_address=client_address(request))
     return schemas.tokens_from(pair)
 

@@ -70,8 +70,8 @@ async def post_file(uid: Uid, request: Request, token: LegacyToken, backends: Ba
     return await stream_image(backends.catalog, request, token, uid)
 
 
-@router.get("/categories", response_model=dict[str, int])
-async def categories(token: LegacyToken, backends: BackendsDep) -> dict[str, int]:
-    """Number of images per category."""
+@router.get("/categories", response_model=dict[str, str])
+async def categories(token: LegacyToken, backends: BackendsDep) -> dict[str, str]:
+    """Number of images per category; the counts are strings, as the original API sent them."""
     reply = await backends.catalog.categories(token)
-    return {c.category: c.count for c in reply.categories}
+    return {c.category: str(c.count) for c in reply.categories}

@@ -53,6 +53,15 @@ async def upload(request: Request, token: Token, backends: BackendsDep, settings
     return schemas.json_response(batch, status_code=201)
 
 
+@router.post("/images/digests", response_model=schemas.DigestMatches)
+async def find_digests(body: schemas.DigestQuery, token: Token, backends: BackendsDep) -> schemas.DigestMatches:
+    """Which of these SHA-256 digests the caller's images already have, so a client skips them before uploading."""
+    reply = await backends.catalog.find_digests(token, body.sha256)
+    return schemas.DigestMatches(
+        known=[schemas.KnownDigest(sha256=k.sha256, uid=k.uid, category=k.category) for k in reply.known]
+    )
+
+
 @router.get("/images", response_model=schemas.ImagePage)
 async def list_images(
     token: Token,

@@ -1,7 +1,7 @@
 """The JSON shapes of the REST API, and their translation from the backends' messages."""
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Response
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -118,6 +118,22 @@ class UploadBatch(BaseModel):
 
 class TagsUpdate(BaseModel):
     tags: list[str] = Field(max_length=100, description="The image's manual tags from now on.")
+
+
+class DigestQuery(BaseModel):
+    sha256: list[Annotated[str, Field(pattern="^[0-9a-fA-F]{64}$")]] = Field(
+        max_length=1000, description="Hex SHA-256 digests of whole files; at most 1000."
+    )
+
+
+class KnownDigest(BaseModel):
+    sha256: str
+    uid: str = Field(description="The caller's image with those bytes.")
+    category: str
+
+
+class DigestMatches(BaseModel):
+    known: list[KnownDigest] = Field(description="The digests the caller's images already have; others are absent.")
 
 
 class CategoryCount(BaseModel):

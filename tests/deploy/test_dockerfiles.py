@@ -16,16 +16,27 @@ from packaging.utils import canonicalize_name
 from tests.deploy.manifests import REPO, SERVICES, find, render_overlay, workloads
 
 IMAGES = (*SERVICES, "modelserver")
+DOCKERFILE = REPO / "services" / "Dockerfile"
 PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
-# What an image may copy besides services/<name>: the shared package and the generated protos.
-SHARED_SOURCES = {"services/__init__.py", "services/common", "gen/tagsmith"}
-EXTRA_SOURCES = {"inference": {"gen/tfserving_descriptors.binpb", "model/imagenet_labels.txt"}}
+# What an image may copy besides services/<name>: the shared package, what the protobuf code is generated from,
+# and the class names.
+SHARED_SOURCES = {
+    "services/__init__.py",
+    "services/common",
+    "services/common/requirements.txt",
+    "protos",
+    "protos/requirements.txt",
+    "tools/capture_tfserving_descriptors.py",
+    "model/imagenet_labels.txt",
+}
 FIRST_PARTY = {"services", "tagsmith", "model", "tools", "local", "tests", "bench"}
 
 
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(KEYWORD, arguments) per instruction, continuation lines joined, comments dropped."""
+def instructions(path: Path, *, service: str | None = None) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction, continuation lines joined, comments dropped; ${SERVICE} filled in."""
     text = re.sub(r"\\\n", " ", path.read_text())
+    if service:
+        text = text.replace("${SERVICE}", service)
     lines = [line.strip() for line in text.splitlines()]
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines if line and line[0] != "#"]
 
@@ -45,24 +56,33 @@ def copy_sources(steps: list[tuple[str, str]]) -> list[str]:
     return sources
 
 
-def dockerfile(service: str) -> Path:
-    return REPO / "services" / service / "Dockerfile"
+def image_ports(service: str) -> set[int]:
+    """The PORTS build argument `make images` passes for the service."""
+    (ports,) = re.findall(rf"^PORTS_{service} := (.*)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    return {int(port) for port in ports.split()}
 
 
-@pytest.mark.parametrize("service", IMAGES)
-def test_base_image_is_pinned_and_the_build_multi_stage(service):
-    steps = instructions(dockerfile(service))
+def test_one_recipe_for_every_service():
+    assert not list(REPO.glob("services/*/Dockerfile")), "services/Dockerfile is the only service image recipe"
+    makefile = (REPO / "Makefile").read_text()
+    (listed,) = re.findall(r"^IMAGE_SERVICES := (.*)$", makefile, re.MULTILINE)
+    assert set(listed.split()) == set(IMAGES), "`make images` builds every service"
+    for readme in (REPO / "README.md", REPO / "deploy" / "k8s" / "README.md"):
+        assert not re.search(r"services/\$\w+/Dockerfile", readme.read_text()), f"{readme} builds old recipes"
+
+
+def test_base_image_is_pinned_and_the_build_multi_stage():
+    steps = instructions(DOCKERFILE)
     args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
     assert PINNED_PYTHON.match(args["PYTHON_IMAGE"]), "python 3.11 slim bookworm, exact version and digest"
     stages = [a for k, a in steps if k == "FROM"]
     assert len(stages) >= 2
     assert all(stage.split()[0] == "${PYTHON_IMAGE}" for stage in stages)
-    assert not re.search(r"\blatest\b", dockerfile(service).read_text(), re.IGNORECASE)
+    assert not re.search(r"\blatest\b", DOCKERFILE.read_text(), re.IGNORECASE)
 
 
-@pytest.mark.parametrize("service", IMAGES)
-def test_runs_as_a_numeric_non_root_user(service):
-    users = [a for k, a in final_stage(instructions(dockerfile(service))) if k == "USER"]
+def test_runs_as_a_numeric_non_root_user():
+    users = [a for k, a in final_stage(instructions(DOCKERFILE)) if k == "USER"]
     assert users, "the final stage sets USER"
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) > 0 and gid.isdigit() and int(gid) > 0, users[-1]
@@ -70,7 +90,7 @@ def test_runs_as_a_numeric_non_root_user(service):
 
 @pytest.mark.parametrize("service", IMAGES)
 def test_kubernetes_runs_the_image_as_its_own_user(service):
-    uid, _, gid = [a for k, a in final_stage(instructions(dockerfile(service))) if k == "USER"][-1].partition(":")
+    uid, _, gid = [a for k, a in final_stage(instructions(DOCKERFILE)) if k == "USER"][-1].partition(":")
     overlay = "dev" if service == "modelserver" else "small"
     running = [
         w
@@ -85,18 +105,21 @@ def test_kubernetes_runs_the_image_as_its_own_user(service):
 
 @pytest.mark.parametrize("service", IMAGES)
 def test_entry_point_and_environment(service):
-    steps = final_stage(instructions(dockerfile(service)))
+    steps = final_stage(instructions(DOCKERFILE, service=service))
     (entrypoint,) = [a for k, a in steps if k == "ENTRYPOINT"]
-    assert json.loads(entrypoint) == ["python", "-m", f"services.{service}"]
-    assert (REPO / "services" / service / "__main__.py").is_file()
+    shell, flag, script, name = json.loads(entrypoint)
+    assert (shell, flag, name) == ("/bin/sh", "-c", "--")
+    assert script == 'exec python -m "$SERVICE_MODULE" "$@"', "exec: signals go to Python, not to a shell"
     env = " ".join(a for k, a in steps if k == "ENV")
+    assert re.search(rf"\bSERVICE_MODULE=services\.{service}$", env) or f"SERVICE_MODULE=services.{service} " in env
+    assert (REPO / "services" / service / "__main__.py").is_file()
     assert re.search(r"\bPYTHONPATH=/app/gen:/app\b", env)
     assert re.search(r"\bPYTHONDONTWRITEBYTECODE=1\b", env), "the root filesystem is read-only"
 
 
 @pytest.mark.parametrize("service", IMAGES)
 def test_installs_the_services_pinned_requirements(service):
-    runs = " ".join(a for k, a in instructions(dockerfile(service)) if k == "RUN")
+    runs = " ".join(a for k, a in instructions(DOCKERFILE, service=service) if k == "RUN")
     assert f"pip install -r services/{service}/requirements.txt" in runs
     lines = (REPO / "services" / service / "requirements.txt").read_text().splitlines()
     assert lines[0] == "-r ../common/requirements.txt"
@@ -104,36 +127,49 @@ def test_installs_the_services_pinned_requirements(service):
     assert all("==" in line for line in pins), f"exact pins only: {pins}"
 
 
+def test_generates_the_protobuf_code_with_the_pinned_compiler():
+    steps = instructions(DOCKERFILE)
+    runs = " ".join(a for k, a in steps if k == "RUN")
+    assert "grpc_tools.protoc -I protos" in runs and "capture_tfserving_descriptors.py" in runs
+    assert any(k == "COPY" and "--from=protos" in a and a.endswith("/app/gen") for k, a in steps)
+    pins = {
+        Requirement(line).name: str(Requirement(line).specifier)
+        for line in _requirement_lines(REPO / "protos" / "requirements.txt")
+    }
+    dev = {
+        Requirement(line).name: str(Requirement(line).specifier)
+        for line in _requirement_lines(REPO / "requirements-dev.txt")
+    }
+    for name, specifier in pins.items():
+        assert specifier.startswith("=="), f"exact pins only: {name}"
+        assert dev.get(name) == specifier, f"images generate code with the {name} that `make protos` uses"
+
+
 @pytest.mark.parametrize("service", IMAGES)
 def test_copies_only_the_services_own_code(service):
     allowed = {*SHARED_SOURCES, f"services/{service}", f"services/{service}/requirements.txt"}
-    allowed |= {"services/common/requirements.txt"} | EXTRA_SOURCES.get(service, set())
-    sources = copy_sources(instructions(dockerfile(service)))
+    sources = copy_sources(instructions(DOCKERFILE, service=service))
     assert set(sources) <= allowed, f"copies more than its own code: {set(sources) - allowed}"
-    assert {f"services/{service}", "services/common", "gen/tagsmith"} <= set(sources)
-    makefile = (REPO / "Makefile").read_text()
+    assert {f"services/{service}", "services/common", "protos"} <= set(sources)
     for source in sources:
-        if source.startswith("gen/"):
-            assert source.split("/")[1] in makefile, f"{source} is generated by `make protos`"
-        else:
-            assert (REPO / source).exists(), source
+        assert (REPO / source).exists(), source
         assert not _ignored(source, REPO / ".dockerignore"), f".dockerignore keeps {source} out of the build context"
 
 
 @pytest.mark.parametrize("service", IMAGES)
 def test_exposes_the_services_default_ports(service):
-    exposed = {int(p) for k, a in instructions(dockerfile(service)) if k == "EXPOSE" for p in a.split()}
+    assert [a for k, a in final_stage(instructions(DOCKERFILE)) if k == "EXPOSE"] == ["${PORTS}"]
     defaults = importlib.import_module(f"services.{service}.config").Settings.model_fields
-    assert defaults["port"].default in exposed
+    assert defaults["port"].default in image_ports(service)
     if defaults["metrics_port"].default is not None:
-        assert defaults["metrics_port"].default in exposed
+        assert defaults["metrics_port"].default in image_ports(service)
 
 
 @pytest.mark.parametrize("service", IMAGES)
 def test_everything_the_service_imports_is_in_its_image(service):
-    """Follows imports from services/<name>/__main__.py: first-party modules must be copied into the image,
-    third-party ones installed by its requirements (directly or as a dependency)."""
-    copied = copy_sources(instructions(dockerfile(service)))
+    """Follows imports from services/<name>/__main__.py: first-party modules must be copied into the image
+    (the protobuf code is generated into gen/), third-party ones installed by its requirements."""
+    copied = [*copy_sources(instructions(DOCKERFILE, service=service)), "gen/tagsmith"]
     installed = requirement_closure(REPO / "services" / service / "requirements.txt")
     distributions = importlib.metadata.packages_distributions()
     for top, module in third_party_and_first_party_imports(service):
@@ -221,7 +257,7 @@ def _requirement_lines(path: Path) -> list[str]:
         line = raw.split("#", 1)[0].strip()
         if line.startswith("-r "):
             lines.extend(_requirement_lines((path.parent / line[3:].strip()).resolve()))
-        elif line:
+        elif line and not line.startswith("-"):  # options such as an editable local package (-e) name no pin
             lines.append(line)
     return lines
 

@@ -1,4 +1,4 @@
-"""The auth command line: migrate, create-admin, create-service-account, key commands, and serving."""
+"""The auth command line: migrate, create-admin, promote-admin, user commands, service accounts, keys, serving."""
 
 import asyncio
 import io
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -74,16 +75,63 @@ async def test_server_refuses_an_unmigrated_database(postgres_admin_dsn, tmp_pat
         await create_server(settings)
 
 
-async def test_create_admin_creates_then_grants(command_env, monkeypatch, auth_harness, capsys):
+async def test_create_admin_creates_a_new_admin_with_the_operators_password(command_env, monkeypatch, capsys):
     monkeypatch.setenv("TAGSMITH_ADMIN_PASSWORD", PASSWORD)
     assert await _run_async(["create-admin", "root"]) == 0
     assert "created admin root" in capsys.readouterr().out
     assert await _roles_after_login(command_env, "root", PASSWORD) == ["admin", "user"]
-    await auth_harness.user_token(command_env, "carol", "carols password")
-    monkeypatch.setenv("TAGSMITH_ADMIN_PASSWORD", "ignored for existing users")
-    assert await _run_async(["create-admin", "Carol"]) == 0
-    assert "granted admin" in capsys.readouterr().out
-    assert await _roles_after_login(command_env, "carol", "carols password") == ["admin", "user"]
+    assert await _run_async(["create-admin", "ROOT"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+async def test_create_admin_refuses_a_name_somebody_registered(command_env, monkeypatch, auth_harness, capsys):
+    # An outsider registers the name the operator is about to make admin, with a password of their own.
+    await auth_harness.user_token(command_env, "carol", "outsiders password")
+    monkeypatch.setenv("TAGSMITH_ADMIN_PASSWORD", PASSWORD)
+    assert await _run_async(["create-admin", "Carol"]) == 1
+    error = capsys.readouterr().err
+    assert "'carol' already exists and keeps its own password" in error
+    assert "promote-admin carol" in error
+    assert await _roles_after_login(command_env, "carol", "outsiders password") == ["user"]
+    with pytest.raises(grpc.aio.AioRpcError):
+        await _roles_after_login(command_env, "carol", PASSWORD)
+
+
+async def test_promote_admin_grants_an_existing_person_admin_on_their_own_password(
+    command_env, monkeypatch, auth_harness, capsys
+):
+    await auth_harness.user_token(command_env, "dora", "doras password")
+    monkeypatch.setenv("TAGSMITH_ADMIN_PASSWORD", "never read by promote-admin")
+    assert await _run_async(["promote-admin", "Dora"]) == 0
+    assert "promoted existing user dora" in capsys.readouterr().out
+    assert await _roles_after_login(command_env, "dora", "doras password") == ["admin", "user"]
+    assert await _run_async(["promote-admin", "dora"]) == 0
+    assert "already an admin; nothing changed" in capsys.readouterr().out
+    assert await _run_async(["promote-admin", "nobody"]) == 1
+    assert "no user is named 'nobody'" in capsys.readouterr().err
+    monkeypatch.setenv("TAGSMITH_SERVICE_PASSWORD", PASSWORD)
+    assert await _run_async(["create-service-account", "worker"]) == 0
+    assert await _run_async(["promote-admin", "worker"]) == 1
+    assert "service accounts cannot be admins" in capsys.readouterr().err
+
+
+async def test_disable_enable_and_delete_user(command_env, auth_harness, capsys):
+    await auth_harness.user_token(command_env, "erin", PASSWORD)
+    assert await _run_async(["disable-user", "erin"]) == 0
+    assert "disabled user erin" in capsys.readouterr().out
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _roles_after_login(command_env, "erin", PASSWORD)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await _run_async(["enable-user", "erin"]) == 0
+    await asyncio.sleep(1)  # tokens issued in the second of the revocation are refused with it
+    assert await _roles_after_login(command_env, "erin", PASSWORD) == ["user"]
+    assert await _run_async(["delete-user", "erin"]) == 0
+    assert "deleted user erin" in capsys.readouterr().out
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await _roles_after_login(command_env, "erin", PASSWORD)
+    assert gone.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert await _run_async(["delete-user", "erin"]) == 1
+    assert "no user is named 'erin'" in capsys.readouterr().err
 
 
 async def test_create_service_account_and_rotate_its_password(command_env, monkeypatch, auth_harness):

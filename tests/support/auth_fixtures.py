@@ -25,7 +25,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
-from services.auth.__main__ import create_account
+from services.auth.__main__ import change_user, create_account
 from services.auth.config import Settings
 from services.auth.server import MIGRATIONS, SCHEMA, create_server
 from services.common.channels import open_channel
@@ -179,6 +179,14 @@ class AuthHarness:
     async def admin(self, address: str, name: str = "admin", password: str = DEFAULT_PASSWORD) -> Credentials:
         """Creates (like `create-admin`) an admin and logs it in."""
         return await self._account(address, name, "admin", password)
+
+    async def set_disabled(self, address: str, name: str, disabled: bool) -> None:
+        """Disables or enables a user, like `disable-user` / `enable-user`."""
+        await change_user(self._settings[address], name, "disable" if disabled else "enable")
+
+    async def delete_user(self, address: str, name: str) -> None:
+        """Deletes a user, like `delete-user`."""
+        await change_user(self._settings[address], name, "delete")
 
     async def _account(self, address: str, name: str, role: str, password: str) -> Credentials:
         await create_account(self._settings[address], name, role, lambda: password)

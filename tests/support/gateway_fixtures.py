@@ -31,6 +31,8 @@ class Recorded:
     """What the fake backends saw, for tests to assert on."""
 
     metadata: list[dict] = field(default_factory=list)
+    # Register and Login requests as the fake auth received them.
+    auth_requests: list = field(default_factory=list)
     upload_chunks: list[int] = field(default_factory=list)
     # The fake catalog's size limit; tests of multi-chunk streaming raise it.
     max_bytes: int = FAKE_MAX_BYTES
@@ -48,6 +50,7 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
         self.keys, self.recorded, self.users = keys, recorded, {}
 
     async def Register(self, request, context):
+        self.recorded.auth_requests.append(request)
         if request.username in self.users:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "that username is taken")
         self.users[request.username] = request.password
@@ -55,6 +58,7 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
 
     async def Login(self, request, context):
         self.recorded.note(context)
+        self.recorded.auth_requests.append(request)
         if request.username == "locked":
             context.set_trailing_metadata((("retry-after", "42"),))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many failed logins; wait")

@@ -111,7 +111,7 @@ def test_extra_keys_file_without_public_keys_is_refused(tmp_path):
 def test_access_token_header_and_claims():
     keyset = KeySet(Ed25519PrivateKey.generate())
     issuer = TokenIssuer(keyset, issuer="tagsmith-auth", audience="tagsmith", ttl_seconds=900)
-    token = issuer.access_token(user_id="u-1", username="alice", roles=["user", "admin"])
+    token = issuer.access_token(user_id="u-1", username="alice", roles=["user", "admin"], session_id="s-1")
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "EdDSA", "kid": keyset.kid, "typ": "at+jwt"}
     claims = jwt.decode(token, keyset.signing_key.public_key(), algorithms=["EdDSA"], audience="tagsmith")
@@ -123,6 +123,7 @@ def test_access_token_header_and_claims():
         ["admin", "user"],
     )
     assert len(claims["jti"]) == 32
+    assert claims["sid"] == "s-1"
 
 
 def test_refresh_tokens_are_random_and_hashed():

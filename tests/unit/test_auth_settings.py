@@ -17,6 +17,8 @@ def test_defaults(monkeypatch):
     assert settings.refresh_token_ttl_seconds == 30 * 86400
     assert settings.max_concurrent_hashes == 4
     assert not settings.trust_forwarded_for
+    assert (settings.login_max_failures_per_account_address, settings.login_max_failures_per_account_hour) == (5, 100)
+    assert (settings.register_max_per_address, settings.register_window_seconds) == (10, 3600)
 
 
 @pytest.mark.parametrize(
@@ -24,7 +26,8 @@ def test_defaults(monkeypatch):
     [
         {"hash_memory_kib": 19455},
         {"hash_time_cost": 1},
-        {"login_max_failures_per_account": 101},
+        {"login_max_failures_per_account_address": 101},
+        {"register_max_per_address": 0},
         {"login_max_failures_per_account_hour": 101},
         {"max_concurrent_hashes": 0},
         {"access_token_ttl_seconds": 0},
@@ -57,4 +60,4 @@ def test_settings_come_from_the_environment(monkeypatch):
     ],
 )
 def test_client_address(peer, forwarded, trust, expected):
-    assert client_address(peer, forwarded, trust_forwarded_for=trust) == expected
+    assert client_address(peer, forwarded, trust_claimed=trust) == expected

@@ -1,4 +1,4 @@
-"""The shared TokenVerifier's hardening: odd headers and claims, clock skew, and key-set refresh."""
+"""The shared TokenVerifier: odd headers and claims, clock skew, key refresh, outages, the key cache, revocations."""
 
 import asyncio
 import base64
@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from services.common.tokens import InvalidToken, TokenVerifier
+from services.common.tokens import InvalidToken, KeysUnavailable, Revocations, TokenVerifier
 from tests.support.keys import AUDIENCE, ISSUER, TestKeys
 
 
@@ -125,3 +125,111 @@ async def test_remembered_token_stops_counting_when_its_key_is_withdrawn():
     await verifier.verify(new.token())  # an unknown kid refetches the set, which no longer lists "old"
     with pytest.raises(InvalidToken, match="unknown key"):
         await verifier.verify(token)
+
+
+async def _down() -> dict:
+    raise ConnectionError("auth is down")
+
+
+async def test_an_unknown_key_while_auth_is_unreachable_is_unavailable_not_invalid():
+    keys = TestKeys("k1")
+    verifier = TokenVerifier(jwks_source=_down, issuer=ISSUER, audience=AUDIENCE, min_refresh_seconds=0)
+    with pytest.raises(KeysUnavailable, match="unreachable"):
+        await verifier.verify(keys.token())
+    reachable = TokenVerifier(jwks_source=TestKeys("other").jwks_source, issuer=ISSUER, audience=AUDIENCE)
+    with pytest.raises(InvalidToken, match="unknown key"):
+        await reachable.verify(keys.token())
+
+
+async def test_the_key_cache_lets_a_restart_verify_tokens_while_auth_is_down(tmp_path):
+    keys, cache = TestKeys("k1"), tmp_path / "cache" / "auth-keys.json"
+    first = TokenVerifier(jwks_source=keys.jwks_source, issuer=ISSUER, audience=AUDIENCE, cache_file=cache)
+    await first.verify(keys.token())
+    assert json.loads(cache.read_text())["jwks"] == keys.jwks()
+    assert not list(cache.parent.glob(".*.tmp")), "no staging file is left behind"
+    restarted = TokenVerifier(
+        jwks_source=_down, issuer=ISSUER, audience=AUDIENCE, cache_file=cache, min_refresh_seconds=0
+    )
+    assert (await restarted.verify(keys.token())).subject == "user-1"
+    with pytest.raises(InvalidToken, match="invalid token"):
+        await restarted.verify(keys.token()[:-4] + "AAAA")  # known key, bad signature: really invalid
+    with pytest.raises(KeysUnavailable):
+        await restarted.verify(TestKeys("k2").token())
+
+
+@pytest.mark.parametrize("content", ["", "not json", '{"jwks": 5}', '["a"]'])
+async def test_an_unreadable_key_cache_is_ignored(tmp_path, content):
+    cache = tmp_path / "auth-keys.json"
+    cache.write_text(content)
+    keys = TestKeys("k1")
+    verifier = TokenVerifier(jwks_source=keys.jwks_source, issuer=ISSUER, audience=AUDIENCE, cache_file=cache)
+    assert (await verifier.verify(keys.token())).subject == "user-1"
+    assert json.loads(cache.read_text())["jwks"] == keys.jwks()
+
+
+def _listing(published: dict):
+    async def source() -> Revocations:
+        return published["list"]
+
+    return source
+
+
+async def test_revoked_sessions_and_users_are_refused_once_the_list_is_refreshed():
+    keys = TestKeys("k1")
+    now = int(time.time())
+    published = {"list": Revocations()}
+    verifier = TokenVerifier(
+        jwks_source=keys.jwks_source,
+        revocation_source=_listing(published),
+        revocation_refresh_seconds=0.1,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+    )
+    session_token = keys.token("u-1", sid="s-1", iat=now - 5)
+    user_token = keys.token("u-2", sid="s-2", iat=now - 5)
+    later_token = keys.token("u-2", sid="s-3", iat=now + 1)
+    for token in (session_token, user_token, later_token):
+        await verifier.verify(token)
+    published["list"] = Revocations(sessions={"s-1": now}, users={"u-2": now})
+    await asyncio.sleep(0.25)  # past twice the refresh interval: the next call waits for the new list
+    for token in (session_token, user_token):
+        with pytest.raises(InvalidToken, match="log in again"):
+            await verifier.verify(token)
+    assert (await verifier.verify(later_token)).subject == "u-2", "tokens issued after the revocation still work"
+    assert (await verifier.verify(keys.token("u-1", sid="s-9"))).session_id == "s-9"
+
+
+async def test_an_unreachable_revocation_list_keeps_the_last_one_and_does_not_stall_calls():
+    keys = TestKeys("k1")
+    now = int(time.time())
+    calls = []
+
+    async def flaky() -> Revocations:
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            await asyncio.sleep(0.05)
+            raise ConnectionError("auth is down")
+        return Revocations(users={"u-2": now})
+
+    verifier = TokenVerifier(
+        jwks_source=keys.jwks_source,
+        revocation_source=flaky,
+        revocation_refresh_seconds=0.1,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+    )
+    revoked = keys.token("u-2", iat=now - 5)
+    started = time.monotonic()
+    for _ in range(20):
+        with pytest.raises(InvalidToken, match="log in again"):
+            await verifier.verify(revoked)
+        assert (await verifier.verify(keys.token("u-1"))).subject == "u-1"
+        await asyncio.sleep(0.02)
+    intervals = (time.monotonic() - started) / 0.1
+    assert 2 <= len(calls) <= intervals + 2, "retried about once per interval, not on every call"
+
+
+@pytest.mark.parametrize("claims", [{"sid": 5}, {"sid": ["a"]}, {"iat": "yesterday"}])
+async def test_malformed_session_claims_are_rejected(test_keys, claims):
+    with pytest.raises(InvalidToken):
+        await test_keys.verifier().verify(_with_claims(test_keys, **claims))

@@ -28,7 +28,9 @@ async def test_register_login_me(gateway, fake_backends):
     me = await gateway.get("/v1/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
     assert (me.status_code, me.json()["id"]) == (200, "id-ada")
     _, recorded = fake_backends
-    assert recorded.metadata[0]["x-forwarded-for"] == "203.0.113.7"
+    register, login = recorded.auth_requests
+    assert (register.client_address, register.public_api) == ("203.0.113.7", True)
+    assert (login.client_address, login.public_api) == ("203.0.113.7", True)
 
 
 async def test_duplicate_username_is_409(gateway):

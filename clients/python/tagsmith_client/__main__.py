@@ -1,0 +1,7 @@
+"""`python -m tagsmith_client` runs the `tagsmith` command."""
+
+import sys
+
+from tagsmith_client.cli import main
+
+sys.exit(main())
