@@ -16,11 +16,18 @@ from tests.fault.trials import Spec, bad_answers, graceful, wait_for
 
 MODEL = ("modelserver", "inference")
 SETTLE_SECONDS = 10.0
+# How long before a graceful stop a request must have been sent to count as in flight at the service: a request
+# sent at the very moment may reach it after it stopped taking new calls.
+IN_FLIGHT_SECONDS = 0.5
 SPECS = [Spec((component,), how) for component in SERVICES for how in ("SIGKILL", graceful(component))]
 # Auth stays down while the catalog restarts: the catalog must come back without fetching auth's keys.
 SPECS.append(Spec(("auth", "catalog"), "SIGKILL"))
 # Assertions that wait on a fix: (test, trial id) -> the point of the issue they wait on.
-WAITING: dict[tuple[str, str], str] = {}
+DATABASE_OUTAGE = "issue 10, point 6: a database outage answers 503 with Retry-After within about 2 s (today 504)"
+WAITING: dict[tuple[str, str], str] = {
+    ("answers", "postgres-SIGKILL"): DATABASE_OUTAGE,
+    ("answers", "postgres-SIGINT"): DATABASE_OUTAGE,
+}
 
 
 def trial_params(test: str, specs=SPECS) -> list:
@@ -79,9 +86,11 @@ GRACEFUL = [spec for spec in SPECS if spec.how == "SIGTERM"]
 
 @pytest.mark.parametrize("spec", trial_params("drained", GRACEFUL))
 def test_a_graceful_stop_lets_requests_in_flight_finish(run, spec):
+    """Requests sent a moment before the signal have reached the service: they are answered, not cut off."""
     trial = run(spec)
-    in_flight = [a for a in trial.answers if a.started < trial.killed]
-    assert [a.describe() for a in in_flight if a.status not in (200, 201)] == []
+    in_flight = [a for a in trial.answers if a.started < trial.killed - IN_FLIGHT_SECONDS]
+    cut_off = [a for a in in_flight if a.status not in (200, 201)]
+    assert [f"sent {trial.killed - a.started:.2f}s before: {a.describe()}" for a in cut_off] == []
 
 
 # ---- after every trial ----
