@@ -18,23 +18,23 @@ THUMBNAILS = "thumbs"
 UNFINISHED = ".tmp"
 
 
-def listed_uids(client: httpx.Client, user: User) -> set[str]:
-    """Every uid GET /v1/images shows the user, page by page."""
-    uids, token = set(), ""
+def listed(client: httpx.Client, user: User) -> dict[str, str]:
+    """uid -> status of every image GET /v1/images shows the user, page by page."""
+    found, token = {}, ""
     while True:
         reply = client.get("/v1/images", params={"page_size": 100, "page_token": token}, headers=user.headers)
         reply.raise_for_status()
         page = reply.json()
-        uids |= {image["uid"] for image in page["images"]}
+        found |= {image["uid"]: image["status"] for image in page["images"]}
         if not (token := page["next_page_token"]):
-            return uids
+            return found
 
 
 def lost_uploads(client: httpx.Client, users: list[User], acks: list[Ack]) -> list[str]:
     """Acknowledged uploads that are not listed, or whose download differs from what was sent: one line each."""
-    listed = {user.username: listed_uids(client, user) for user in users}
+    shown = {user.username: listed(client, user) for user in users}
     headers = {user.username: user.headers for user in users}
-    lost = [f"{a.uid} ({a.photo.filename}) is not listed" for a in acks if a.uid not in listed[a.user]]
+    lost = [f"{a.uid} ({a.photo.filename}) is not listed" for a in acks if a.uid not in shown[a.user]]
 
     def download(ack: Ack) -> str | None:
         reply = client.get(f"/v1/images/{ack.uid}/content", headers=headers[ack.user])
@@ -45,15 +45,6 @@ def lost_uploads(client: httpx.Client, users: list[User], acks: list[Ack]) -> li
     with ThreadPoolExecutor(DOWNLOADERS) as pool:
         lost += [problem for problem in pool.map(download, acks) if problem]
     return lost
-
-
-def statuses(client: httpx.Client, user: User, uids: list[str]) -> dict[str, str]:
-    """The current status (pending, classified, failed) of each image, or the HTTP status when it cannot be read."""
-    found = {}
-    for uid in uids:
-        reply = client.get(f"/v1/images/{uid}", headers=user.headers)
-        found[uid] = reply.json()["status"] if reply.status_code == 200 else f"HTTP {reply.status_code}"
-    return found
 
 
 @dataclass(frozen=True)

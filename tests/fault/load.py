@@ -16,7 +16,7 @@ from PIL import Image
 
 PASSWORD = "correct horse battery staple"
 UPLOADERS = 3
-# Pause between one client's uploads: steady load that leaves the two-core test machine room to restart services.
+# Pause between one client's requests: steady load that leaves a two-core machine room to restart services.
 PACE_SECONDS = 0.25
 # Pause after a failed request, so clients keep probing an outage without spinning.
 BACKOFF_SECONDS = 0.2
@@ -215,6 +215,7 @@ class Load:
                 self.record.add(answer)
                 if answer.status == 200 and (images := reply.json()["images"]):
                     self._download_one(client, user, random.choice(images))
+                self._stop.wait(PACE_SECONDS)
                 self._pause_after(answer)
 
     def _download_one(self, client: httpx.Client, user: User, image: dict) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from tests.fault.holdings import lost_uploads, statuses
+from tests.fault.holdings import listed, lost_uploads
 from tests.fault.load import Ack, Answer, Load
 from tests.fault.system import POSTGRES, FaultSystem
 
@@ -191,11 +191,10 @@ class TrialRunner:
         trial.lost = lost_uploads(self.client, self.load.users, trial.acks)
 
     def _unclassified(self, acks: list[Ack]) -> dict[str, str]:
-        found = {}
-        for username in {a.user for a in acks}:
-            uids = [a.uid for a in acks if a.user == username]
-            found |= statuses(self.client, self.load.user(username), uids)
-        return {uid: status for uid, status in found.items() if status != "classified"}
+        """uid -> status (or "not listed") of the uploads among `acks` that are not classified now."""
+        shown = {username: listed(self.client, self.load.user(username)) for username in {a.user for a in acks}}
+        now = {a.uid: shown[a.user].get(a.uid, "not listed") for a in acks}
+        return {uid: status for uid, status in now.items() if status != "classified"}
 
 
 def bad_answers(trial: Trial, *, limits: dict[str, float]) -> list[str]:
