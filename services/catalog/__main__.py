@@ -66,9 +66,19 @@ async def reclassify(settings: Settings, batch_size: int) -> int:
 async def sweep(settings: Settings) -> int:
     runtime = await open_runtime(settings)
     try:
-        sweeper = Sweeper(store=runtime.store, contents=runtime.contents, grace_seconds=settings.sweep_grace_seconds)
+        sweeper = Sweeper(
+            store=runtime.store,
+            contents=runtime.contents,
+            grace_seconds=settings.sweep_grace_seconds,
+            trash_retention_seconds=settings.trash_retention_seconds,
+        )
         report = await sweeper.sweep_once()
-        log.info("sweep: %d unfinished uploads and %d orphaned contents removed", report.uploads, report.contents)
+        log.info(
+            "sweep: %d expired trashed images, %d unfinished uploads and %d orphaned contents removed",
+            report.trash,
+            report.uploads,
+            report.contents,
+        )
         return 0
     finally:
         await runtime.close()

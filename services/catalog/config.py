@@ -60,6 +60,10 @@ class Settings(ServiceSettings, TokenSettings):
         3600.0, ge=0, description="Age after which bytes without a row, and unfinished uploads, are removed."
     )
 
+    trash_retention_days: int = Field(
+        30, ge=1, le=3650, description="Days a deleted image stays restorable in the trash before it is purged."
+    )
+
     reclassify_batch_size: int = Field(100, ge=1, le=1000, description="Images per reclassification batch.")
     reclassify_concurrency: int = Field(4, ge=1, le=64, description="Classifications in flight during a batch.")
 
@@ -83,3 +87,7 @@ class Settings(ServiceSettings, TokenSettings):
         if bool(self.service_username) != bool(self.service_password.get_secret_value()):
             raise ValueError("set both TAGSMITH_SERVICE_USERNAME and TAGSMITH_SERVICE_PASSWORD, or neither")
         return self
+
+    @property
+    def trash_retention_seconds(self) -> float:
+        return self.trash_retention_days * 86400.0

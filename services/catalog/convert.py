@@ -34,6 +34,8 @@ def image_message(row: ImageRow, *, duplicate: bool = False) -> catalog_pb2.Imag
     message.created_at.FromDatetime(row.created_at)
     if row.classified_at is not None:
         message.classified_at.FromDatetime(row.classified_at)
+    if row.deleted_at is not None:
+        message.deleted_at.FromDatetime(row.deleted_at)
     return message
 
 

@@ -38,6 +38,8 @@ class ImageRow(NewImage):
     model_version: str
     created_at: datetime
     classified_at: datetime | None
+    # Set while the image is in the trash.
+    deleted_at: datetime | None = None
 
     @property
     def tags(self) -> list[TagRow]:

@@ -114,7 +114,12 @@ def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Callable
         worker = PendingWorker(store=runtime.store, classifier=runtime.classifier, tokens=tokens, policy=policy)
         jobs.append(worker.run)
     if settings.sweeper_enabled:
-        sweeper = Sweeper(store=runtime.store, contents=runtime.contents, grace_seconds=settings.sweep_grace_seconds)
+        sweeper = Sweeper(
+            store=runtime.store,
+            contents=runtime.contents,
+            grace_seconds=settings.sweep_grace_seconds,
+            trash_retention_seconds=settings.trash_retention_seconds,
+        )
         jobs.append(lambda: sweeper.run(settings.sweep_interval_seconds))
     return jobs
 
@@ -167,6 +172,7 @@ async def _start(
         ),
         reclassifier=runtime.reclassifier,
         reclassify_batch_size=settings.reclassify_batch_size,
+        trash_retention_days=settings.trash_retention_days,
     )
     running = await start_server(
         settings,

@@ -7,6 +7,7 @@ import logging
 import math
 import tempfile
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from typing import BinaryIO
 
 import grpc
@@ -142,6 +143,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         uploader: Uploader,
         reclassifier: Reclassifier,
         reclassify_batch_size: int,
+        trash_retention_days: int = 30,
     ) -> None:
         self._store = store
         self._contents = contents
@@ -149,9 +151,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self._reclassifier = reclassifier
         self._reclassify_batch = reclassify_batch_size
         self._render_slots = asyncio.Semaphore(_RENDER_SLOTS)
+        self._trash_retention_days = trash_retention_days
 
-    async def _visible(self, uid: str, caller: Principal) -> ImageRow:
-        row = await self._store.get(_uid(uid), owner=None if caller.is_admin else caller.subject)
+    async def _visible(self, uid: str, caller: Principal, *, trashed: bool = False) -> ImageRow:
+        row = await self._store.get(_uid(uid), owner=None if caller.is_admin else caller.subject, trashed=trashed)
         if row is None:
             raise not_found()
         return row
@@ -185,7 +188,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def GetThumbnail(
         self, request: catalog_pb2.GetThumbnailRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
-        row = await self._visible(request.uid, current_principal())
+        # The trash shows thumbnails of what it holds.
+        row = await self._visible(request.uid, current_principal(), trashed=True)
         key = thumbnail_key(row.sha256, row.thumb_format)
         try:
             reader = await self._contents.blobs.open(key)
@@ -320,6 +324,47 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             failed=result.failed,
             remaining=result.remaining,
             model_version=result.model_version,
+        )
+
+    # --- trash -------------------------------------------------------------------------------------
+
+    def _trashed(self, row: ImageRow) -> catalog_pb2.Image:
+        message = image_message(row)
+        if row.deleted_at is not None:
+            message.purge_at.FromDatetime(row.deleted_at + timedelta(days=self._trash_retention_days))
+        return message
+
+    @_unary
+    async def TrashImage(
+        self, request: catalog_pb2.TrashImageRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Image:
+        row = await self._store.trash(_uid(request.uid), owner=current_principal().subject)
+        if row is None:
+            raise not_found()
+        return self._trashed(row)
+
+    @_unary
+    async def RestoreImage(
+        self, request: catalog_pb2.RestoreImageRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Image:
+        row = await self._store.restore(_uid(request.uid), owner=current_principal().subject)
+        if row is None:
+            raise CatalogError(grpc.StatusCode.NOT_FOUND, "the image is not in the trash")
+        return image_message(row)
+
+    @_unary
+    async def ListTrash(
+        self, request: catalog_pb2.ListTrashRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.ListTrashResponse:
+        caller = current_principal()
+        size = pagination.page_size(request.page_size)
+        query = pagination.fingerprint("trash", caller.subject)
+        cursor = pagination.decode(request.page_token, query, (int, int))
+        page = await self._store.list_trash(owner=caller.subject, before=cursor, limit=size)
+        return catalog_pb2.ListTrashResponse(
+            images=[self._trashed(row) for row in page.rows],
+            next_page_token=pagination.encode(query, page.next_cursor) if page.next_cursor else "",
+            retention_days=self._trash_retention_days,
         )
 
     # --- digests (bulk import) -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -63,6 +64,7 @@ _CLASSIFIED = sql.SQL(
 _APPLY = _rendered(
     sql.SQL(
         "UPDATE catalog.images AS i SET {classified} WHERE id = %(id)s AND status = ANY(%(statuses)s)"
+        " AND deleted_at IS NULL"
         " RETURNING {columns}"
     ).format(classified=_CLASSIFIED, columns=_COLUMNS)
 )
@@ -96,6 +98,34 @@ _FINALIZE_UNCLASSIFIED = _rendered(
         " updated_at = now() WHERE id = %(id)s AND status = 'uploading' RETURNING {columns}"
     ).format(columns=_COLUMNS)
 )
+
+_TRASH = _rendered(
+    sql.SQL(
+        "UPDATE catalog.images AS i SET deleted_at = now(), updated_at = now()"
+        " WHERE uid = %s AND owner_id = %s AND status <> 'uploading' AND deleted_at IS NULL RETURNING {columns}"
+    ).format(columns=_COLUMNS)
+)
+_UNTRASH = _rendered(
+    sql.SQL(
+        "UPDATE catalog.images AS i SET deleted_at = NULL, updated_at = now() WHERE id = %s RETURNING {columns}"
+    ).format(columns=_COLUMNS)
+)
+# Keyset on (deleted_at, id); the cursor's microseconds are added to the epoch exactly (below 2^53).
+_TRASH_PAGE = _rendered(
+    sql.SQL(
+        "SELECT {columns} FROM catalog.images AS i WHERE owner_id = %(owner)s AND deleted_at IS NOT NULL"
+        " AND (%(us)s::bigint IS NULL OR (deleted_at, id)"
+        " < (timestamptz 'epoch' + %(us)s::bigint * interval '1 microsecond', %(id)s::bigint))"
+        " ORDER BY deleted_at DESC, id DESC LIMIT %(limit)s"
+    ).format(columns=_COLUMNS)
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (a float timestamp would round)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
 
 # Distinct terms under the prefix, then each term's best rows; NOT EXISTS keeps a row only when it is its image's
 # best match under the prefix, so an image appears once, at its best weight, on every page.
@@ -263,7 +293,11 @@ class CatalogStore:
             row = await self._fetch_one(conn, _INSERT, values)
             if row is not None:
                 return row, True
-            return await self._fetch_one(conn, _TOUCH, values), False
+            row = await self._fetch_one(conn, _TOUCH, values)
+            if row.deleted_at is not None:
+                # Uploading a trashed photo again brings it back.
+                row = await self._untrash(conn, row.id)
+            return row, False
 
     async def finalize(self, image_id: int, outcome: Outcome) -> ImageRow | None:
         """Makes an `uploading` row visible with its outcome; None when another upload finished it first.
@@ -326,6 +360,7 @@ class CatalogStore:
         query = sql.SQL(
             "UPDATE catalog.images AS i SET next_attempt_at = now() + make_interval(secs => %(lease)s)"
             " WHERE id IN (SELECT id FROM catalog.images WHERE status = 'pending' AND next_attempt_at <= now()"
+            " AND deleted_at IS NULL"
             " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING {columns}"
         ).format(columns=_COLUMNS)
         async with self._pool.connection() as conn:
@@ -362,7 +397,7 @@ class CatalogStore:
 
     _OUTDATED = (
         "status IN ('classified', 'failed') AND (model_name <> %(name)s OR model_version <> %(version)s)"
-        " AND reclassify_tried <> %(key)s"
+        " AND reclassify_tried <> %(key)s AND deleted_at IS NULL"
     )
 
     async def claim_outdated(
@@ -399,14 +434,14 @@ class CatalogStore:
 
     # --- reads -----------------------------------------------------------------------------------
 
-    async def get(self, uid: str, *, owner: str | None) -> ImageRow | None:
-        """A visible image by uid; `owner` None means any owner (admin reads)."""
+    async def get(self, uid: str, *, owner: str | None, trashed: bool = False) -> ImageRow | None:
+        """A visible image by uid (or, with `trashed`, one in the trash too); `owner` None means any owner."""
         query = sql.SQL(
             "SELECT {columns} FROM catalog.images AS i WHERE uid = %s AND status <> 'uploading'"
-            " AND (%s::text IS NULL OR owner_id = %s)"
+            " AND (%s OR deleted_at IS NULL) AND (%s::text IS NULL OR owner_id = %s)"
         ).format(columns=_COLUMNS)
         async with self._pool.connection() as conn:
-            return await self._fetch_one(conn, query, (uid, owner, owner))
+            return await self._fetch_one(conn, query, (uid, trashed, owner, owner))
 
     async def get_by_id(self, image_id: int) -> ImageRow | None:
         query = sql.SQL("SELECT {columns} FROM catalog.images AS i WHERE id = %s").format(columns=_COLUMNS)
@@ -417,7 +452,7 @@ class CatalogStore:
         self, *, owner: str | None, category: str, tag: str, min_score: float, before_id: int | None, limit: int
     ) -> Page:
         """Newest first; keyset on the id, so concurrent uploads never shift a page."""
-        where, params = [sql.SQL("i.status <> 'uploading'")], {"limit": limit + 1}
+        where, params = [sql.SQL("i.status <> 'uploading' AND i.deleted_at IS NULL")], {"limit": limit + 1}
         source, order = sql.SQL("catalog.images AS i"), sql.SQL("i.id")
         if tag:
             source = sql.SQL("catalog.tags AS t JOIN catalog.images AS i ON i.id = t.image_id")
@@ -501,7 +536,7 @@ class CatalogStore:
     ) -> ImageRow | None:
         select = sql.SQL(
             "SELECT {columns} FROM catalog.images AS i WHERE uid = %s AND owner_id = %s AND status <> 'uploading'"
-            " FOR UPDATE"
+            " AND deleted_at IS NULL FOR UPDATE"
         ).format(columns=_COLUMNS)
         update = sql.SQL(
             "UPDATE catalog.images AS i SET manual_tags = %s, hidden_tags = %s, updated_at = now() WHERE id = %s"
@@ -546,6 +581,75 @@ class CatalogStore:
                 await remove_bytes(found[0])
             return cur.rowcount > 0
 
+    # --- trash -----------------------------------------------------------------------------------
+
+    async def trash(self, uid: str, *, owner: str) -> ImageRow | None:
+        """Hides a visible image in the trash; its tag and search rows go (counts follow), row and bytes stay."""
+
+        async def attempt() -> ImageRow | None:
+            async with self._pool.connection() as conn, conn.transaction():
+                row = await self._fetch_one(conn, _TRASH, (uid, owner))
+                if row is not None:
+                    await conn.execute(_DELETE_INDEX, {"id": row.id})
+                return row
+
+        return await _retrying(attempt)
+
+    async def restore(self, uid: str, *, owner: str) -> ImageRow | None:
+        """Brings a trashed image back as it was, tags and search rows included; None when not in the trash."""
+
+        async def attempt() -> ImageRow | None:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT id FROM catalog.images WHERE uid = %s AND owner_id = %s AND deleted_at IS NOT NULL"
+                    " FOR UPDATE",
+                    (uid, owner),
+                )
+                found = await cur.fetchone()
+                return None if found is None else await self._untrash(conn, found[0])
+
+        return await _retrying(attempt)
+
+    async def _untrash(self, conn: AsyncConnection, image_id: int) -> ImageRow:
+        row = await self._fetch_one(conn, _UNTRASH, (image_id,))
+        await self._rewrite_index(conn, row)
+        return row
+
+    async def list_trash(self, *, owner: str, before: tuple[int, int] | None, limit: int) -> Page:
+        """The owner's trashed images, most recently deleted first; the cursor is (deleted_at in µs, id)."""
+        micros, image_id = before or (None, None)
+        async with self._pool.connection() as conn:
+            rows = await self._fetch_all(
+                conn, _TRASH_PAGE, {"owner": owner, "us": micros, "id": image_id, "limit": limit + 1}
+            )
+        if len(rows) <= limit:
+            return Page(rows)
+        last = rows[limit - 1]
+        return Page(rows[:limit], (epoch_micros(last.deleted_at), last.id))
+
+    async def expired_trash(self, *, older_than_seconds: float, limit: int = 1000) -> list[tuple[int, str]]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, sha256 FROM catalog.images WHERE deleted_at < now() - make_interval(secs => %s)"
+                " ORDER BY deleted_at LIMIT %s",
+                (older_than_seconds, limit),
+            )
+            return [tuple(row) for row in await cur.fetchall()]
+
+    async def purge_trashed(
+        self, image_id: int, sha256: str, *, older_than_seconds: float, remove_bytes: RemoveBytes
+    ) -> bool:
+        """Deletes a trashed image for good (rechecked under the content lock: it may have been restored)."""
+        async with self.content_lock(sha256) as conn:
+            cur = await conn.execute(
+                "DELETE FROM catalog.images WHERE id = %s AND deleted_at < now() - make_interval(secs => %s)",
+                (image_id, older_than_seconds),
+            )
+            await conn.commit()
+            if cur.rowcount and not await self._referenced(conn, sha256):
+                await remove_bytes(sha256)
+            return cur.rowcount > 0
+
     # --- sweeping --------------------------------------------------------------------------------
 
     async def stale_uploads(self, *, older_than_seconds: float, limit: int = 1000) -> list[tuple[int, str]]:
@@ -587,11 +691,12 @@ class CatalogStore:
     # --- digests (bulk import) -------------------------------------------------------------------
 
     async def known_digests(self, owner: str, hashes: Sequence[str]) -> list[tuple[str, str, str]]:
-        """(sha256, uid, category) of the owner's visible images whose bytes hash to one of `hashes`."""
+        """(sha256, uid, category) of the owner's visible images whose bytes hash to one of `hashes`. Trashed images
+        are not listed, so a bulk import sends them again, which takes them out of the trash."""
         async with self._single_statements() as conn:
             cur = await conn.execute(
                 "SELECT sha256, uid, category FROM catalog.images"
-                " WHERE owner_id = %s AND sha256 = ANY(%s) AND status <> 'uploading'",
+                " WHERE owner_id = %s AND sha256 = ANY(%s) AND status <> 'uploading' AND deleted_at IS NULL",
                 (owner, list(hashes)),
             )
             return [(row[0], row[1], row[2]) for row in await cur.fetchall()]

@@ -1,4 +1,4 @@
-"""The sweeper: removes unfinished uploads and bytes no row refers to, once they are older than a grace period."""
+"""The sweeper: purges expired trash, and removes unfinished uploads and unreferenced bytes after a grace period."""
 
 import asyncio
 import logging
@@ -12,12 +12,14 @@ log = logging.getLogger(__name__)
 
 _LOCK_NAME = "catalog-sweeper"
 _BATCH = 500
+THIRTY_DAYS = 30 * 86400.0
 
 
 @dataclass(frozen=True)
 class SweepReport:
     uploads: int = 0
     contents: int = 0
+    trash: int = 0
     # False when another replica was sweeping at the same time.
     ran: bool = True
 
@@ -25,10 +27,18 @@ class SweepReport:
 class Sweeper:
     """One replica at a time sweeps (a PostgreSQL try-lock); each removal rechecks under the content lock."""
 
-    def __init__(self, *, store: CatalogStore, contents: ContentBytes, grace_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        store: CatalogStore,
+        contents: ContentBytes,
+        grace_seconds: float,
+        trash_retention_seconds: float = THIRTY_DAYS,
+    ) -> None:
         self._store = store
         self._contents = contents
         self._grace = grace_seconds
+        self._trash_retention = trash_retention_seconds
 
     async def run(self, interval_seconds: float) -> None:
         while True:
@@ -38,14 +48,28 @@ class Sweeper:
             except Exception:
                 log.exception("sweep failed; trying again next interval")
                 continue
-            if report.uploads or report.contents:
-                log.info("swept %d unfinished uploads and %d orphaned contents", report.uploads, report.contents)
+            if report.uploads or report.contents or report.trash:
+                log.info(
+                    "swept %d expired trashed images, %d unfinished uploads and %d orphaned contents",
+                    report.trash,
+                    report.uploads,
+                    report.contents,
+                )
 
     async def sweep_once(self) -> SweepReport:
         async with self._store.exclusive(_LOCK_NAME) as mine:
             if not mine:
                 return SweepReport(ran=False)
-            return SweepReport(uploads=await self._unfinished_uploads(), contents=await self._orphans())
+            trash = await self._expired_trash()
+            return SweepReport(uploads=await self._unfinished_uploads(), contents=await self._orphans(), trash=trash)
+
+    async def _expired_trash(self) -> int:
+        removed = 0
+        for image_id, sha256 in await self._store.expired_trash(older_than_seconds=self._trash_retention):
+            removed += await self._store.purge_trashed(
+                image_id, sha256, older_than_seconds=self._trash_retention, remove_bytes=self._contents.remove
+            )
+        return removed
 
     async def _unfinished_uploads(self) -> int:
         removed = 0

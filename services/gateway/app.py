@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from services.gateway import errors, routes_auth, routes_legacy, routes_system, routes_v1, schemas
+from services.gateway import errors, routes_auth, routes_legacy, routes_library, routes_system, routes_v1, schemas
 from services.gateway.clients import Backends
 from services.gateway.config import Settings
 from services.gateway.identity import AnonymousSession
@@ -48,7 +48,13 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     if backends is not None:
         _attach(app, backends, settings)
     errors.install(app)
-    for router in (routes_auth.router, routes_v1.model_router, routes_v1.router, routes_legacy.router):
+    for router in (
+        routes_auth.router,
+        routes_v1.model_router,
+        routes_v1.router,
+        routes_library.router,
+        routes_legacy.router,
+    ):
         app.include_router(router, responses={status: {"model": schemas.ErrorResponse} for status in COMMON_ERRORS})
     app.include_router(routes_system.health_router)
     app.include_router(routes_system.router)

@@ -154,6 +154,16 @@ class CatalogClient:
         request = catalog_pb2.FindDigestsRequest(sha256=digests)
         return await self._stub.FindDigests(request, metadata=bearer(token))
 
+    # Trash: delete moves an image there; restore brings it back; the catalog purges it after the retention period.
+    async def trash(self, token: str, uid: str) -> catalog_pb2.Image:
+        return await self._stub.TrashImage(catalog_pb2.TrashImageRequest(uid=uid), metadata=bearer(token))
+
+    async def restore(self, token: str, uid: str) -> catalog_pb2.Image:
+        return await self._stub.RestoreImage(catalog_pb2.RestoreImageRequest(uid=uid), metadata=bearer(token))
+
+    async def list_trash(self, token: str, **page) -> catalog_pb2.ListTrashResponse:
+        return await self._stub.ListTrash(catalog_pb2.ListTrashRequest(**page), metadata=bearer(token))
+
 
 @dataclass
 class Backends:

@@ -121,8 +121,8 @@ async def thumbnail(uid: Uid, request: Request, token: Token, backends: Backends
 
 @router.delete("/images/{uid}", status_code=204, response_class=Response)
 async def delete_image(uid: Uid, token: Token, backends: BackendsDep) -> Response:
-    """Deletes the image and its bytes."""
-    await backends.catalog.delete(token, uid)
+    """Moves the image to the trash (see GET /v1/trash); POST /v1/images/{uid}/restore undoes it."""
+    await backends.catalog.trash(token, uid)
     return Response(status_code=204)
 
 

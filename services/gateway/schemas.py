@@ -99,11 +99,21 @@ class Image(BaseModel):
     duplicate: bool = Field(description="True when this upload matched bytes already stored.")
     content_url: str
     thumbnail_url: str
+    deleted_at: datetime | None = Field(None, description="When it was moved to the trash; only in the trash.")
+    purge_at: datetime | None = Field(None, description="When the trash deletes it for good; only in the trash.")
 
 
 class ImagePage(BaseModel):
     images: list[Image]
     next_page_token: str = Field(description="Pass as page_token for the next page; empty on the last one.")
+
+
+class TrashPage(ImagePage):
+    retention_days: int = Field(description="Days a deleted image stays in the trash before it is deleted for good.")
+
+
+class ArchiveRequest(BaseModel):
+    uids: list[str] = Field(min_length=1, max_length=100, description="The images to put in the ZIP, 1 to 100.")
 
 
 class UploadFailure(BaseModel):
@@ -234,4 +244,6 @@ def image_from(image: catalog_pb2.Image) -> Image:
         duplicate=image.duplicate,
         content_url=f"/v1/images/{image.uid}/content",
         thumbnail_url=f"/v1/images/{image.uid}/thumbnail",
+        deleted_at=timestamp(image.deleted_at, image.HasField("deleted_at")),
+        purge_at=timestamp(image.purge_at, image.HasField("purge_at")),
     )

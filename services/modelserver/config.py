@@ -63,6 +63,9 @@ class Settings(ServiceSettings):
         ge=0,
         description="TensorFlow threads running ops side by side; default one per CPU; 0 lets TensorFlow choose.",
     )
+    enable_model_warmup: bool = Field(
+        True, description="Run each version's assets.extra/tf_serving_warmup_requests before serving it."
+    )
     port_file: Path | None = Field(None, description="Write the bound gRPC port here once serving (for --port 0).")
 
 
@@ -92,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--num_batch_threads", type=int, help="batches run at once per model version")
     add("--tensorflow_intra_op_parallelism", dest="intra_op_threads", type=int, help="TensorFlow intra-op threads")
     add("--tensorflow_inter_op_parallelism", dest="inter_op_threads", type=int, help="TensorFlow inter-op threads")
+    add("--enable_model_warmup", type=_flag_bool, nargs="?", const=True, help="run the SavedModel's warm-up file")
     add("--metrics_port", type=int, help="Prometheus /metrics port")
     # Accepted so TF Serving command lines run unchanged; this server has no REST API and loads models once.
     add("--rest_api_port", type=int, dest="ignored_rest_api_port", help="accepted and ignored (no REST API)")

@@ -12,6 +12,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from services.modelserver import warmup
 from services.modelserver.config import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Servable:
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
     # The loaded SavedModel object: keeps its variables alive as long as the servable.
     module: object = field(default=None, repr=False)
+    warmup_requests: int = 0  # how many requests of the SavedModel's warm-up file ran at load
 
     def signature(self, name: str) -> Signature:
         try:
@@ -109,7 +111,8 @@ def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
     raise ValueError(f"{path} has no MetaGraph tagged '{SERVE_TAG}'")
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
+def load_servable(name: str, version: int, path: Path, *, run_warmup: bool = True) -> Servable:
+    """Loads one version and, unless told not to, runs its warm-up requests (a failing one fails the load)."""
     loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
     signature_defs = read_signature_defs(path)
     signatures = {
@@ -118,6 +121,11 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
         if key != INTERNAL_SIGNATURE
     }
     servable = Servable(name, version, path, signatures, signature_defs, module=loaded)
+    if run_warmup:
+        try:
+            servable.warmup_requests = warmup.warm_up(path, signatures)
+        except ValueError as exc:
+            raise ValueError(f"model {name} version {version} failed its warm-up: {exc}") from None
     log.info("loaded model %s version %d from %s", name, version, path)
     return servable
 
@@ -176,14 +184,16 @@ class ModelRepository:
         self._servables = servables
 
     @classmethod
-    def load(cls, sources: list[ModelSource]) -> "ModelRepository":
+    def load(cls, sources: list[ModelSource], *, run_warmup: bool = True) -> "ModelRepository":
         servables: dict[str, dict[int, Servable]] = {}
         for source in sources:
             available = version_dirs(source.base_path)
             chosen = select_versions(source, available)
             if not chosen:
                 raise ValueError(f"model {source.name}: no version found under {source.base_path}")
-            servables[source.name] = {v: load_servable(source.name, v, available[v]) for v in chosen}
+            servables[source.name] = {
+                v: load_servable(source.name, v, available[v], run_warmup=run_warmup) for v in chosen
+            }
             unknown = {label: v for label, v in source.labels.items() if v not in servables[source.name]}
             if unknown:
                 raise ValueError(f"model {source.name}: version labels point at versions not served: {unknown}")

@@ -5,7 +5,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from services.common.server import RunningServer, start_server
@@ -41,19 +41,32 @@ def batching_options(settings: Settings) -> dict | None:
     }
 
 
-async def create_server(settings: Settings, *, repository: ModelRepository | None = None) -> RunningServer:
-    """Loads the models (unless given), then binds and starts; health turns SERVING only once every model is ready."""
-    if repository is None:
-        configure_tensorflow_threads(settings)
-        repository = ModelRepository.load(configured_sources(settings))
-    registry = CollectorRegistry()
-    batch_sizes = Histogram(
+def model_metrics(registry: CollectorRegistry, repository: ModelRepository) -> Histogram:
+    """The per-model metrics: warm-up requests run at load (set now) and the batch size histogram (returned)."""
+    warmed = Gauge(
+        "modelserver_warmup_requests",
+        "Requests of the SavedModel's warm-up file run when the version loaded, by model and version.",
+        ["model", "version"],
+        registry=registry,
+    )
+    for servable in repository.servables():
+        warmed.labels(servable.name, str(servable.version)).set(servable.warmup_requests)
+    return Histogram(
         "modelserver_batch_size",
         "Examples per model call, by model and version.",
         ["model", "version"],
         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         registry=registry,
     )
+
+
+async def create_server(settings: Settings, *, repository: ModelRepository | None = None) -> RunningServer:
+    """Loads the models (unless given), then binds and starts; health turns SERVING only once every model is ready."""
+    if repository is None:
+        configure_tensorflow_threads(settings)
+        repository = ModelRepository.load(configured_sources(settings), run_warmup=settings.enable_model_warmup)
+    registry = CollectorRegistry()
+    batch_sizes = model_metrics(registry, repository)
     executor = ThreadPoolExecutor(max_workers=max(2, settings.num_batch_threads), thread_name_prefix="model")
     runner = Runner(executor, batching=batching_options(settings), batch_sizes=batch_sizes)
 

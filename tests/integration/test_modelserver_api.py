@@ -1,13 +1,19 @@
 """The model server answers TF Serving's gRPC API like TF Serving: Predict, GetModelMetadata, GetModelStatus."""
 
+import asyncio
+import io
+
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
 
+from services.common import model_contract as contract
 from services.common import tfserving
 from tests.support.inference_fixtures import MODEL_NAME, sample_image
 
 ESPRESSO = 967
+DT_UINT8 = 4  # tensorflow.DataType
 
 
 @pytest.fixture
@@ -23,6 +29,28 @@ def predict_request(images, *, name=MODEL_NAME, version=None, key="images", **fi
     if version is not None:
         request.model_spec.version.value = version
     request.inputs[key].CopyFrom(tfserving.string_tensor(images))
+    return request
+
+
+def uint8_tensor(array: np.ndarray):
+    """A DT_UINT8 TensorProto packed in tensor_content, as TF Serving clients send pixels."""
+    tensor = tfserving.TensorProto(dtype=DT_UINT8, tensor_content=np.ascontiguousarray(array, np.uint8).tobytes())
+    for size in array.shape:
+        tensor.tensor_shape.dim.add(size=size)
+    return tensor
+
+
+def model_pixels(name: str) -> np.ndarray:
+    from services.inference.pixels import to_model_pixels
+
+    return to_model_pixels(Image.open(io.BytesIO(sample_image(name, "PNG"))))
+
+
+def pixels_request(array: np.ndarray, **fields):
+    request = tfserving.PredictRequest(**fields)
+    request.model_spec.name = MODEL_NAME
+    request.model_spec.signature_name = contract.PIXELS_SIGNATURE
+    request.inputs[contract.PIXELS_INPUT].CopyFrom(uint8_tensor(array))
     return request
 
 
@@ -47,6 +75,50 @@ async def test_predict_classifies_a_batch(channel):
     assert 281 <= top[1, 0] <= 285
     assert (reply.model_spec.name, reply.model_spec.version.value) == (MODEL_NAME, 1)
     assert reply.model_spec.signature_name == "serving_default"
+
+
+async def test_predict_pixels_classifies_a_batch_like_serving_default(channel):
+    names = ["coffee", "chelsea"]
+    reply = await predict(channel, pixels_request(np.stack([model_pixels(name) for name in names])))
+    assert reply.model_spec.signature_name == contract.PIXELS_SIGNATURE
+    assert set(reply.outputs) == {"scores", "top_k_scores", "top_k_classes"}
+    encoded = await predict(channel, predict_request([sample_image(name, "PNG") for name in names]))
+    for key in reply.outputs:
+        assert reply.outputs[key].dtype == encoded.outputs[key].dtype
+        assert tfserving.tensor_shape(reply.outputs[key]) == tfserving.tensor_shape(encoded.outputs[key])
+    top = tfserving.to_numpy(reply.outputs["top_k_classes"])
+    encoded_top = tfserving.to_numpy(encoded.outputs["top_k_classes"])
+    assert top[0, 0] == ESPRESSO and 281 <= top[1, 0] <= 285  # chelsea: tabby and Egyptian cat nearly tie
+    assert all(len(set(a) & set(b)) >= 4 for a, b in zip(top, encoded_top, strict=True))
+    scores = tfserving.to_numpy(reply.outputs["scores"])
+    np.testing.assert_allclose(scores, tfserving.to_numpy(encoded.outputs["scores"]), atol=0.08)
+
+
+async def test_concurrent_calls_on_both_signatures_each_get_their_own_answer(channel):
+    pixels = [predict(channel, pixels_request(model_pixels("coffee")[None])) for _ in range(4)]
+    encoded = [predict(channel, predict_request([sample_image("chelsea")])) for _ in range(4)]
+    replies = await asyncio.gather(*pixels, *encoded)
+    tops = [tfserving.to_numpy(reply.outputs["top_k_classes"])[0, 0] for reply in replies]
+    assert tops[:4] == [ESPRESSO] * 4 and all(281 <= top <= 285 for top in tops[4:])
+
+
+@pytest.mark.parametrize(
+    ("tensor", "fragment"),
+    [
+        (tfserving.TensorProto(dtype=tfserving.DT_FLOAT, float_val=[0.0] * 224 * 224 * 3), "to be uint8 but float"),
+        (uint8_tensor(np.zeros((1, 256, 256, 3), np.uint8)), "shape"),
+        (uint8_tensor(np.zeros((224, 224, 3), np.uint8)), "shape"),
+    ],
+    ids=["float pixels", "wrong size", "no batch dimension"],
+)
+async def test_bad_pixels_are_invalid_argument(channel, tensor, fragment):
+    request = pixels_request(np.zeros((1, 224, 224, 3), np.uint8))
+    if tensor.dtype == tfserving.DT_FLOAT:
+        for size in (1, 224, 224, 3):
+            tensor.tensor_shape.dim.add(size=size)
+    request.inputs[contract.PIXELS_INPUT].CopyFrom(tensor)
+    details = await expect_error(predict(channel, request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert fragment in details
 
 
 async def test_output_filter_returns_only_the_named_outputs(channel):
@@ -112,6 +184,14 @@ async def test_get_model_metadata_lists_signature_defs(channel):
     assert serving.inputs["images"].dtype == tfserving.DT_STRING
     assert [d.size for d in serving.inputs["images"].tensor_shape.dim] == [-1]
     assert [d.size for d in serving.outputs["scores"].tensor_shape.dim] == [-1, 1000]
+    pixels = signatures[contract.PIXELS_SIGNATURE]
+    assert pixels.method_name == "tensorflow/serving/predict"
+    assert list(pixels.inputs) == [contract.PIXELS_INPUT]
+    assert pixels.inputs[contract.PIXELS_INPUT].dtype == DT_UINT8
+    size = contract.IMAGE_SIZE
+    assert [d.size for d in pixels.inputs[contract.PIXELS_INPUT].tensor_shape.dim] == [-1, size, size, 3]
+    for key, output in serving.outputs.items():
+        assert (pixels.outputs[key].dtype, pixels.outputs[key].tensor_shape) == (output.dtype, output.tensor_shape)
     assert (reply.model_spec.name, reply.model_spec.version.value) == (MODEL_NAME, 1)
 
 

@@ -38,6 +38,8 @@ class Recorded:
     max_bytes: int = FAKE_MAX_BYTES
     images: dict[str, catalog_pb2.Image] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
+    trash: dict[str, catalog_pb2.Image] = field(default_factory=dict)
+    logouts: list[str] = field(default_factory=list)
 
     def note(self, context: grpc.aio.ServicerContext) -> None:
         self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
@@ -65,14 +67,19 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
         if self.users.get(request.username) != request.password:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong username or password")
         token = self.keys.token(f"id-{request.username}", name=request.username)
-        return auth_pb2.TokenPair(access_token=token, token_type="Bearer", expires_in=300, refresh_token="r-1")
+        return auth_pb2.TokenPair(
+            access_token=token, token_type="Bearer", expires_in=300, refresh_token="r-1", refresh_expires_in=3600
+        )
 
     async def Refresh(self, request, context):
         if request.refresh_token != "r-1":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown refresh token")
-        return auth_pb2.TokenPair(access_token=self.keys.token("id-ada"), token_type="Bearer", refresh_token="r-2")
+        return auth_pb2.TokenPair(
+            access_token=self.keys.token("id-ada"), token_type="Bearer", refresh_token="r-2", refresh_expires_in=3600
+        )
 
     async def Logout(self, request, context):
+        self.recorded.logouts.append(request.refresh_token)
         return auth_pb2.LogoutResponse()
 
     async def GetMe(self, request, context):
@@ -200,6 +207,25 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
         del image.manual_tags[:]
         image.manual_tags.extend(request.add)
         return image
+
+    async def TrashImage(self, request, context):
+        image = await self._own(request.uid, context)
+        self.recorded.trash[request.uid] = self.recorded.images.pop(request.uid)
+        image.deleted_at.GetCurrentTime()
+        return image
+
+    async def RestoreImage(self, request, context):
+        image = self.recorded.trash.get(request.uid)
+        if image is None or image.owner_id != current_principal().subject:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "the image is not in the trash")
+        image.ClearField("deleted_at")
+        self.recorded.images[request.uid] = self.recorded.trash.pop(request.uid)
+        return image
+
+    async def ListTrash(self, request, context):
+        owner = current_principal().subject
+        images = [image for image in self.recorded.trash.values() if image.owner_id == owner]
+        return catalog_pb2.ListTrashResponse(images=images, retention_days=30)
 
 
 @pytest.fixture

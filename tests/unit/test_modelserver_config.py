@@ -13,6 +13,12 @@ def test_defaults_match_tf_serving(monkeypatch):
     assert settings.port == 8500
     assert settings.model_base_path == Path("models")
     assert settings.enable_batching is True
+    assert settings.enable_model_warmup is True
+
+
+def test_model_warmup_flag_as_tf_serving_spells_it():
+    assert load_settings(["--enable_model_warmup=false"]).enable_model_warmup is False
+    assert load_settings(["--enable_model_warmup"]).enable_model_warmup is True
 
 
 def test_tf_serving_flags(tmp_path):

@@ -1,0 +1,214 @@
+// The photo viewer: the original scaled to the screen, next and previous by arrow keys, buttons or swipe, Escape to
+// close; labels with scores, tags to add and remove, dates and size; download and delete.
+import { api } from "./api.js";
+import { describe, downloadImages, library, orderedUids, removeImages, thumbnailUrl, updateTile } from "./gallery.js";
+import { $, el, formatBytes, formatDateTime, sentence } from "./ui.js";
+
+const SWIPE_PX = 50;
+let current = "";
+let originalUrl = "";
+let opener = null;
+let loadToken = 0;
+
+export function wireViewer() {
+  const dialog = $("viewer");
+  $("viewer-close").addEventListener("click", close);
+  $("viewer-prev").addEventListener("click", () => step(-1));
+  $("viewer-next").addEventListener("click", () => step(1));
+  $("viewer-download").addEventListener("click", () => downloadImages([current]));
+  $("viewer-delete").addEventListener("click", remove);
+  $("tag-form").addEventListener("submit", addTag);
+  dialog.addEventListener("close", cleanUp);
+  dialog.addEventListener("keydown", onKey);
+  wireSwipe($("viewer-stage"));
+}
+
+export function openViewer(uid) {
+  const dialog = $("viewer");
+  opener = document.activeElement;
+  show(uid);
+  if (!dialog.open) dialog.showModal();
+  $("viewer-close").focus();
+}
+
+function close() {
+  $("viewer").close();
+}
+
+function cleanUp() {
+  if (originalUrl) URL.revokeObjectURL(originalUrl);
+  originalUrl = "";
+  $("viewer-image").removeAttribute("src");
+  const tile = current && document.querySelector(`.tile-item[data-uid="${CSS.escape(current)}"] .tile`);
+  (tile || opener)?.focus();
+  current = "";
+}
+
+function onKey(event) {
+  if (event.target.closest("input, textarea")) return;
+  if (event.key === "ArrowLeft") step(-1);
+  else if (event.key === "ArrowRight") step(1);
+  else if (event.key === "Delete") remove();
+  else return;
+  event.preventDefault();
+}
+
+function wireSwipe(stage) {
+  let startX = null;
+  let startY = 0;
+  stage.addEventListener("pointerdown", (event) => {
+    startX = event.clientX;
+    startY = event.clientY;
+  });
+  stage.addEventListener("pointerup", (event) => {
+    if (startX === null) return;
+    const dx = event.clientX - startX;
+    const dy = event.clientY - startY;
+    startX = null;
+    if (Math.abs(dx) > SWIPE_PX && Math.abs(dx) > Math.abs(dy)) step(dx < 0 ? 1 : -1);
+  });
+  stage.addEventListener("pointercancel", () => {
+    startX = null;
+  });
+}
+
+function neighbours() {
+  const order = orderedUids();
+  const index = order.indexOf(current);
+  return { order, index };
+}
+
+function step(delta) {
+  const { order, index } = neighbours();
+  const target = order[index + delta];
+  if (target) show(target);
+}
+
+function show(uid) {
+  current = uid;
+  const image = library.images.get(uid);
+  const { order, index } = neighbours();
+  $("viewer-prev").hidden = index <= 0;
+  $("viewer-next").hidden = index < 0 || index >= order.length - 1;
+  fill(image);
+  loadPicture(image);
+}
+
+async function loadPicture(image) {
+  const token = ++loadToken;
+  const picture = $("viewer-image");
+  picture.alt = `${describe(image)}: ${image.filename}`;
+  picture.removeAttribute("src");
+  thumbnailUrl(image.uid)
+    .then((url) => {
+      if (token === loadToken && !picture.dataset.original) picture.src = url;
+    })
+    .catch(() => {});
+  picture.dataset.original = "";
+  try {
+    const blob = await (await api(`/v1/images/${encodeURIComponent(image.uid)}/content`)).blob();
+    if (token !== loadToken) return;
+    if (originalUrl) URL.revokeObjectURL(originalUrl);
+    originalUrl = URL.createObjectURL(blob);
+    picture.dataset.original = "1";
+    picture.src = originalUrl;
+  } catch (err) {
+    if (token === loadToken) note(err.message);
+  }
+}
+
+function note(text) {
+  $("viewer-note").textContent = text;
+  $("viewer-note").hidden = !text;
+}
+
+function fill(image) {
+  $("viewer-title").textContent = describe(image);
+  $("viewer-file").textContent = image.filename;
+  note(statusNote(image));
+  $("viewer-labels").replaceChildren(...image.labels.slice(0, 5).map(labelItem));
+  if (!image.labels.length) $("viewer-labels").append(el("li", { class: "muted" }, "No labels yet."));
+  fillTags(image);
+  fillDetails(image);
+  $("tag-error").textContent = "";
+}
+
+function statusNote(image) {
+  if (image.status === "pending") return "This photo is still being labelled. Its labels appear in a moment.";
+  if (image.status === "failed") {
+    return "This photo could not be labelled: the file may be damaged or incomplete. You can still add tags yourself.";
+  }
+  return "";
+}
+
+function labelItem(label) {
+  const percent = Math.round(label.score * 100);
+  const bar = el("span", { class: "bar", "aria-hidden": "true" }, el("span"));
+  bar.firstChild.style.width = `${Math.max(2, percent)}%`;
+  return el(
+    "li",
+    {},
+    el("span", { class: "label-name", textContent: label.label }),
+    el("span", { class: "score", textContent: percent < 1 ? "under 1%" : `${percent}%` }),
+    bar,
+  );
+}
+
+function fillTags(image) {
+  // Your own tags can be removed; the labeller's are shown for searching, and change when it relabels.
+  const items = image.tags.map((tag) => {
+    if (!image.manual_tags.includes(tag)) return el("li", { class: "tag" }, el("span", { textContent: tag }));
+    const remove = el("button", { type: "button", class: "tag-remove", "aria-label": `Remove tag ${tag}` }, "✕");
+    remove.addEventListener("click", () => changeTags(image, { remove: tag }));
+    return el("li", { class: "tag own" }, el("span", { textContent: tag }), remove);
+  });
+  $("viewer-tags").replaceChildren(...items);
+  if (!items.length) $("viewer-tags").append(el("li", { class: "muted" }, "No tags yet."));
+}
+
+function fillDetails(image) {
+  const rows = [];
+  if (image.taken_at) rows.push(["Taken", formatDateTime(new Date(image.taken_at))]);
+  if (image.created_at) rows.push(["Uploaded", formatDateTime(new Date(image.created_at))]);
+  rows.push(["Size", `${image.width} × ${image.height} pixels · ${formatBytes(image.size)}`]);
+  rows.push(["Type", image.content_type.replace("image/", "").toUpperCase()]);
+  $("viewer-details").replaceChildren(...rows.flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
+}
+
+function addTag(event) {
+  event.preventDefault();
+  const input = $("tag-input");
+  const tag = input.value.trim().toLowerCase();
+  if (!tag) return;
+  const image = library.images.get(current);
+  changeTags(image, { add: tag }).then((ok) => {
+    if (ok) input.value = "";
+  });
+}
+
+/** Your tags are replaced as a whole (PUT), so an edit sends the full list. */
+async function changeTags(image, { add, remove }) {
+  let manual = [...image.manual_tags];
+  if (add && !manual.includes(add)) manual.push(add);
+  if (remove) manual = manual.filter((tag) => tag !== remove);
+  try {
+    const reply = await api(`/v1/images/${encodeURIComponent(image.uid)}/tags`, { method: "PUT", json: { tags: manual } });
+    const updated = await reply.json();
+    updateTile(updated);
+    if (updated.uid === current) fill(updated);
+    return true;
+  } catch (err) {
+    $("tag-error").textContent = sentence(err.message);
+    return false;
+  }
+}
+
+async function remove() {
+  const uid = current;
+  const { order, index } = neighbours();
+  const next = order[index + 1] || order[index - 1];
+  const gone = await removeImages([uid]);
+  if (!gone.length) return;
+  if (next && library.images.has(next)) show(next);
+  else close();
+}
