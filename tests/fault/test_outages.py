@@ -22,21 +22,10 @@ IN_FLIGHT_SECONDS = 0.5
 SPECS = [Spec((component,), how) for component in SERVICES for how in ("SIGKILL", graceful(component))]
 # Auth stays down while the catalog restarts: the catalog must come back without fetching auth's keys.
 SPECS.append(Spec(("auth", "catalog"), "SIGKILL"))
-# Assertions that wait on a fix: (test, trial id) -> the point of the issue they wait on.
-DATABASE_OUTAGE = "issue 10, point 6: a database outage answers 503 with Retry-After within about 2 s (today 504)"
-WAITING: dict[tuple[str, str], str] = {
-    ("answers", "postgres-SIGKILL"): DATABASE_OUTAGE,
-    ("answers", "postgres-SIGINT"): DATABASE_OUTAGE,
-}
 
 
-def trial_params(test: str, specs=SPECS) -> list:
-    params = []
-    for spec in specs:
-        reason = WAITING.get((test, spec.id))
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        params.append(pytest.param(spec, id=spec.id, marks=marks))
-    return params
+def trial_params(specs=SPECS) -> list:
+    return [pytest.param(spec, id=spec.id) for spec in specs]
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +42,27 @@ def run(trials, figures):
     return result
 
 
-@pytest.mark.parametrize("spec", trial_params("acknowledged"))
+@pytest.mark.parametrize("spec", trial_params())
 def test_every_acknowledged_upload_is_listed_and_downloads_byte_identical(run, spec):
     trial = run(spec)
     assert trial.acks, "no upload was acknowledged during the trial"
     assert trial.lost == []
 
 
-@pytest.mark.parametrize("spec", trial_params("answers"))
+@pytest.mark.parametrize("spec", trial_params())
 def test_outage_answers_are_503_with_retry_after_or_success_never_a_hang(run, spec):
     trial = run(spec)
     assert trial.answers, "no request was in flight during the outage"
     assert bad_answers(trial, limits=LIMITS) == []
 
 
-@pytest.mark.parametrize("spec", trial_params("serving"))
+@pytest.mark.parametrize("spec", trial_params())
 def test_uploads_are_classified_again_after_the_restart(run, spec):
     trial = run(spec)
     assert trial.serving is not None, "no upload was acknowledged classified after the restart"
 
 
-@pytest.mark.parametrize("spec", trial_params("classified"))
+@pytest.mark.parametrize("spec", trial_params())
 def test_uploads_stored_pending_are_classified_after_the_outage(run, spec):
     trial = run(spec)
     if set(spec.components) & set(MODEL):
@@ -84,7 +73,7 @@ def test_uploads_stored_pending_are_classified_after_the_outage(run, spec):
 GRACEFUL = [spec for spec in SPECS if spec.how == "SIGTERM"]
 
 
-@pytest.mark.parametrize("spec", trial_params("drained", GRACEFUL))
+@pytest.mark.parametrize("spec", trial_params(GRACEFUL))
 def test_a_graceful_stop_lets_requests_in_flight_finish(run, spec):
     """Requests sent a moment before the signal have reached the service: they are answered, not cut off."""
     trial = run(spec)
