@@ -61,7 +61,7 @@ async def stream_image(
     first = await call.read()
     if first is grpc.aio.EOF or not first.HasField("image"):
         call.cancel()
-        raise ApiError(503, "the catalog sent no image metadata; try again")
+        raise ApiError(503, "the catalog sent no image metadata; try again", headers={"Retry-After": "1"})
     image = first.image
     headers = {
         "Content-Length": str(image.size_bytes),
