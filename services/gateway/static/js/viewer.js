@@ -163,6 +163,9 @@ function drawFaces() {
 }
 
 const SIMILAR_SHOWN = 6;
+// Below this the nearest photos of a small library are merely the least different (unrelated photos measured up to
+// 0.51, re-taken shots from 0.77): the viewer shows only photos that really look alike.
+const SIMILAR_MIN = 0.6;
 
 async function fillSimilar(image) {
   // Photos of yours that look alike (the API never compares across users); quietly absent until analysed.
@@ -172,7 +175,7 @@ async function fillSimilar(image) {
   let found = [];
   try {
     const reply = await api(`/v1/images/${encodeURIComponent(image.uid)}/similar?page_size=${SIMILAR_SHOWN}`);
-    found = (await reply.json()).images;
+    found = (await reply.json()).images.filter((image) => image.similarity >= SIMILAR_MIN);
   } catch {
     return;
   }
