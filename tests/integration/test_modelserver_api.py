@@ -81,7 +81,7 @@ async def test_predict_pixels_classifies_a_batch_like_serving_default(channel):
     names = ["coffee", "chelsea"]
     reply = await predict(channel, pixels_request(np.stack([model_pixels(name) for name in names])))
     assert reply.model_spec.signature_name == contract.PIXELS_SIGNATURE
-    assert set(reply.outputs) == {"scores", "top_k_scores", "top_k_classes"}
+    assert set(reply.outputs) == {"scores", "top_k_scores", "top_k_classes", "embedding"}
     encoded = await predict(channel, predict_request([sample_image(name, "PNG") for name in names]))
     for key in reply.outputs:
         assert reply.outputs[key].dtype == encoded.outputs[key].dtype

@@ -56,16 +56,17 @@ CREATE TRIGGER search_terms_count AFTER INSERT OR DELETE ON search_terms FOR EAC
 INSERT INTO term_counts (owner_id, term, images)
 SELECT owner_id, term, count(*) FROM search_terms WHERE weight >= count_threshold() GROUP BY owner_id, term;
 
--- Categories now count only images whose top label reaches the default threshold, as search does.
+-- Categories now count only images whose top label reaches the default threshold, as search does (and, as since
+-- 0003, none in the trash).
 CREATE OR REPLACE FUNCTION count_categories() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'classified' AND OLD.category <> ''
-            AND OLD.category_score >= catalog.count_threshold() THEN
+            AND OLD.category_score >= catalog.count_threshold() AND OLD.deleted_at IS NULL THEN
         UPDATE catalog.category_counts SET images = images - 1
         WHERE owner_id = OLD.owner_id AND category = OLD.category;
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.status = 'classified' AND NEW.category <> ''
-            AND NEW.category_score >= catalog.count_threshold() THEN
+            AND NEW.category_score >= catalog.count_threshold() AND NEW.deleted_at IS NULL THEN
         INSERT INTO catalog.category_counts AS c (owner_id, category, images) VALUES (NEW.owner_id, NEW.category, 1)
         ON CONFLICT (owner_id, category) DO UPDATE SET images = c.images + 1;
     END IF;
@@ -75,11 +76,11 @@ $$;
 
 DROP TRIGGER images_count_categories ON images;
 CREATE TRIGGER images_count_categories
-    AFTER INSERT OR DELETE OR UPDATE OF status, category, category_score ON images
+    AFTER INSERT OR DELETE OR UPDATE OF status, category, category_score, deleted_at ON images
     FOR EACH ROW EXECUTE FUNCTION count_categories();
 
 TRUNCATE category_counts;
 INSERT INTO category_counts (owner_id, category, images)
 SELECT owner_id, category, count(*) FROM images
-WHERE status = 'classified' AND category <> '' AND category_score >= count_threshold()
+WHERE status = 'classified' AND category <> '' AND category_score >= count_threshold() AND deleted_at IS NULL
 GROUP BY owner_id, category;
