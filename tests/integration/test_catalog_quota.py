@@ -87,7 +87,9 @@ async def test_concurrent_uploads_cannot_overshoot(catalog_server, catalog_dsn, 
     catalog = await catalog_server(quota_images=3, postgres_pool_size=8)
     alice = catalog.client(test_keys.token("alice"))
     results = await asyncio.gather(
-        *(alice.upload(image_bytes(color=(i, 7, 7))) for i in range(12)), return_exceptions=True
+        # Colours far apart: JPEG makes nearly equal solid colours byte-identical, and a duplicate costs no quota.
+        *(alice.upload(image_bytes(color=(i * 20, 7, 7))) for i in range(12)),
+        return_exceptions=True,
     )
     stored = [r for r in results if isinstance(r, catalog_pb2.Image)]
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
