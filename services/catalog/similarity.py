@@ -51,12 +51,12 @@ _SIMILAR = sql.SQL(
 
 _HAS_EMBEDDING = sql.SQL("SELECT EXISTS (SELECT FROM catalog.image_embeddings WHERE image_id = %s)")
 
-_NEAREST_EARLIER = sql.SQL(
+_NEAREST_OTHER = sql.SQL(
     f"""
     SELECT e.image_id, i.uid, 1 - (e.embedding {_DISTANCE} %(embedding)s::public.halfvec) AS similarity
     FROM catalog.image_embeddings AS e
     JOIN catalog.images AS i ON i.id = e.image_id AND i.deleted_at IS NULL
-    WHERE e.owner_id = %(owner)s AND e.image_id < %(id)s
+    WHERE e.owner_id = %(owner)s AND e.image_id <> %(id)s
     ORDER BY e.embedding {_DISTANCE} %(embedding)s::public.halfvec
     LIMIT 1
     """
@@ -113,7 +113,7 @@ async def _scan_iteratively(conn: AsyncConnection) -> None:
 
 
 def _groups(links: list[tuple[int, int]]) -> list[list[int]]:
-    """Connected groups of (image, earlier image) links, each newest first, groups by their newest image."""
+    """Connected groups of (image, image it nearly duplicates) links, each newest first, newest group first."""
     parent: dict[int, int] = {}
 
     def root(image_id: int) -> int:
@@ -122,8 +122,8 @@ def _groups(links: list[tuple[int, int]]) -> list[list[int]]:
             image_id = parent[image_id]
         return image_id
 
-    for image_id, earlier in links:
-        parent[root(image_id)] = root(earlier)
+    for image_id, other in links:
+        parent[root(image_id)] = root(other)
     groups: dict[int, list[int]] = {}
     for image_id in parent:
         groups.setdefault(root(image_id), []).append(image_id)
@@ -132,11 +132,12 @@ def _groups(links: list[tuple[int, int]]) -> list[list[int]]:
 
 
 async def save_embedding(conn: AsyncConnection, *, image_id: int, owner: str, embedding: Sequence[float]) -> str | None:
-    """Stores the image's embedding, in the caller's transaction, and links the image to the earlier image of the
-    same owner it nearly duplicates; returns that image's uid, or None."""
+    """Stores the image's embedding, in the caller's transaction, and links the image to the other image of the
+    same owner it nearly duplicates; returns that image's uid, or None. Any other image, not only earlier ones: in a
+    bulk import the later upload may be analysed first, and the pair must still end up linked."""
     vector = as_vector(embedding)
     await _scan_iteratively(conn)
-    cur = await conn.execute(_NEAREST_EARLIER, {"embedding": vector, "owner": owner, "id": image_id})
+    cur = await conn.execute(_NEAREST_OTHER, {"embedding": vector, "owner": owner, "id": image_id})
     nearest = await cur.fetchone()
     near = nearest if nearest is not None and nearest[2] >= NEAR_DUPLICATE_SIMILARITY else None
     await conn.execute(_SAVE, {"embedding": vector, "near": near and near[0], "id": image_id})

@@ -15,7 +15,7 @@ ALTER TABLE image_embeddings ALTER COLUMN embedding SET STORAGE PLAIN;
 CREATE INDEX image_embeddings_nearest ON image_embeddings USING hnsw (embedding public.halfvec_cosine_ops);
 CREATE INDEX image_embeddings_owner ON image_embeddings (owner_id);
 
--- The earlier image of the same owner this one nearly duplicates (the same shot re-encoded, resized, cropped a
+-- Another image of the same owner this one nearly duplicates (the same shot re-encoded, resized, cropped a
 -- little or taken a moment apart), found when its embedding is stored.
 ALTER TABLE images ADD COLUMN near_duplicate_of bigint REFERENCES images (id) ON DELETE SET NULL;
 CREATE INDEX images_near_duplicates ON images (owner_id, near_duplicate_of) WHERE near_duplicate_of IS NOT NULL;
