@@ -1,6 +1,7 @@
 """Calls TensorFlow Serving (or the local model server) over gRPC, with TF Serving's own messages."""
 
 import json
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -9,6 +10,8 @@ import numpy as np
 from services.common import tfserving
 from services.common.channels import grpc_target
 from services.inference.images import MODEL_SIDE
+
+log = logging.getLogger(__name__)
 
 # TF Serving accepts requests up to 2 GiB; a batch of images can pass gRPC's 4 MiB default.
 MAX_MESSAGE_BYTES = 2**31 - 1
@@ -123,13 +126,26 @@ class ModelClient:
         try:
             response = await self._predict(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            raise model_error(exc, self._address) from None
+            if not self._lacks_embedding(exc):
+                raise model_error(exc, self._address) from None
+            # A model built before embeddings (or another model): classify on without similar photos.
+            log.warning("model %s has no %r output; similar photos need one", self._model_name, wanted[1])
+            self._embedding_output = ""
+            return await self.predict(images, timeout=timeout)
         if self._scores_output not in response.outputs:
             raise ModelError(grpc.StatusCode.INTERNAL, f"TensorFlow Serving returned no '{self._scores_output}'")
         values = tfserving.to_numpy(response.outputs[self._scores_output])
         if values.ndim != 2 or values.shape[0] != len(images):
             raise ModelError(grpc.StatusCode.INTERNAL, f"unexpected scores shape {values.shape}")
         return Scores(values, str(response.model_spec.version.value), self._embeddings(response, len(images)))
+
+    def _lacks_embedding(self, exc: grpc.aio.AioRpcError) -> bool:
+        """TF Serving's answer when an output filter names an output the signature does not have."""
+        return (
+            bool(self._embedding_output)
+            and exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and f"alias not found in signature: {self._embedding_output}" in (exc.details() or "")
+        )
 
     def _embeddings(self, response, count: int) -> np.ndarray | None:
         if not self._embedding_output or self._embedding_output not in response.outputs:
