@@ -125,7 +125,12 @@ def screenshot(page, name: str, *, full_page: bool = False) -> None:
     page.screenshot(path=ARTIFACTS / name, full_page=full_page)
 
 
+# Colours cross-fade for 0.15 s after a colour-scheme switch; contrast is judged on the settled page.
+ANIMATIONS_SETTLED = "document.getAnimations().every((animation) => animation.playState !== 'running')"
+
+
 def assert_accessible(page, where: str) -> None:
+    page.wait_for_function(ANIMATIONS_SETTLED)
     results = Axe().run(page)
     serious = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
     described = [f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes, e.g. {v['nodes'][0]['target']})" for v in serious]
