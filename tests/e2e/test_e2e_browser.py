@@ -126,7 +126,7 @@ def screenshot(page, name: str, *, full_page: bool = False) -> None:
 
 
 # Colours cross-fade for 0.15 s after a colour-scheme switch; contrast is judged on the settled page.
-ANIMATIONS_SETTLED = "document.getAnimations().every((animation) => animation.playState !== 'running')"
+ANIMATIONS_SETTLED = "() => document.getAnimations().every((animation) => animation.playState !== 'running')"
 
 
 def assert_accessible(page, where: str) -> None:
@@ -162,7 +162,11 @@ def test_sign_up_upload_and_the_viewer_by_click_and_keyboard(page, tmp_path):
     viewer = page.locator("#viewer")
     expect(viewer).to_be_visible()
     expect(page.locator("#viewer-title")).to_have_text("espresso")
-    expect(page.locator("#viewer-labels li").first).to_contain_text("%")
+    expect(page.locator("#viewer-labels li").first).to_contain_text(re.compile(r"espresso\s*\d+%"))
+    # Labels under the search threshold (0.12 by default) are guesses, listed apart: none of them says "under 1%"
+    # among the labels that search uses.
+    expect(page.locator("#viewer-labels")).not_to_contain_text("under 1%")
+    expect(page.locator("#viewer-guesses summary")).to_contain_text("Less likely")
     expect(page.locator("#viewer-details")).to_contain_text("Uploaded")
     expect(page.locator("#viewer-details")).to_contain_text("600 \u00d7 400 pixels")
     expect(page.locator("#viewer-image")).to_have_attribute("src", re.compile(r"^blob:"))

@@ -44,6 +44,7 @@ function cleanUp() {
   const tile = current && document.querySelector(`.tile-item[data-uid="${CSS.escape(current)}"] .tile`);
   (tile || opener)?.focus();
   current = "";
+  searchThreshold = null; // asked again next time: the settings may change, or another person sign in
 }
 
 function onKey(event) {
@@ -129,8 +130,7 @@ function fill(image) {
   $("viewer-title").textContent = describe(image);
   $("viewer-file").textContent = image.filename;
   note(statusNote(image));
-  $("viewer-labels").replaceChildren(...image.labels.slice(0, 5).map(labelItem));
-  if (!image.labels.length) $("viewer-labels").append(el("li", { class: "muted" }, "No labels yet."));
+  fillLabels(image);
   fillTags(image);
   fillDetails(image);
   fillSimilar(image);
@@ -201,6 +201,38 @@ function statusNote(image) {
     return "This photo could not be labelled: the file may be damaged or incomplete. You can still add tags yourself.";
   }
   return "";
+}
+
+// The user's search threshold (GET /v1/me/settings), fetched once per opening: labels below it find nothing, so the viewer
+// lists them apart as guesses instead of beside the labels that search uses.
+let searchThreshold = null;
+function threshold() {
+  searchThreshold ??= api("/v1/me/settings")
+    .then((reply) => reply.json())
+    .then((settings) => settings.min_score)
+    .catch(() => 0);
+  return searchThreshold;
+}
+
+async function fillLabels(image) {
+  const list = $("viewer-labels");
+  const guesses = $("viewer-guesses");
+  list.replaceChildren();
+  guesses.hidden = true;
+  if (!image.labels.length) {
+    list.append(el("li", { class: "muted" }, "No labels yet."));
+    return;
+  }
+  const minScore = await threshold();
+  if (current !== image.uid) return;
+  const top = image.labels.slice(0, 5);
+  const sure = top.filter((label) => label.score >= minScore);
+  const unsure = top.filter((label) => label.score < minScore);
+  list.replaceChildren(...sure.map(labelItem));
+  if (!sure.length) list.append(el("li", { class: "muted" }, "Not sure what this shows."));
+  $("viewer-guesses-list").replaceChildren(...unsure.map(labelItem));
+  $("viewer-guesses-count").textContent = unsure.length;
+  guesses.hidden = !unsure.length;
 }
 
 function labelItem(label) {
