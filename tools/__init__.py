@@ -1,1 +1,1 @@
-"""Developer tools: protobuf descriptor capture and README generation."""
+"""Developer tools: protobuf descriptors, the search vocabulary, the settings tables of docs/configuration.md."""

@@ -1,4 +1,4 @@
-"""Writes README.md's configuration tables from each service's Settings class (`python tools/settings_table.py`)."""
+"""Writes docs/configuration.md's settings tables from each Settings class (`python tools/settings_table.py`)."""
 
 import importlib
 import re
@@ -9,6 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
 SERVICES = ("gateway", "auth", "catalog", "inference")
+DOCUMENT = REPO / "docs" / "configuration.md"
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 
@@ -36,15 +37,14 @@ def tables() -> str:
     return "\n".join(f"### {service}\n\n{table(service)}\n" for service in SERVICES)
 
 
-def with_tables(readme: str) -> str:
-    """README text with the block between the settings markers replaced by fresh tables."""
+def with_tables(text: str) -> str:
+    """The document's text with the block between the settings markers replaced by fresh tables."""
     block = f"{BEGIN}\n{tables()}{END}"
-    return re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
+    return re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
 
 
 def main() -> None:
-    readme = REPO / "README.md"
-    readme.write_text(with_tables(readme.read_text()))
+    DOCUMENT.write_text(with_tables(DOCUMENT.read_text()))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from services.common.settings import ServiceSettings, TokenSettings
 # The label list the model is built from; container images copy it to the same place beside services/.
 DEFAULT_LABELS_FILE = Path(__file__).resolve().parents[2] / "model" / "imagenet_labels.txt"
 MIB = 1024 * 1024
-# Measured on scikit-image photos and composites (README, "People in photos").
+# Measured on scikit-image photos and composites (docs/images-and-search.md, "People in photos").
 FACE_SCORE_THRESHOLD = 0.6
 
 

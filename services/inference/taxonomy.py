@@ -23,7 +23,7 @@ class Tagger:
         return [tag for tag, score in scored.items() if score >= threshold]
 
 
-# Face tags (README, "People in photos"): measured with `python -m bench.faces`.
+# Face tags (docs/images-and-search.md, "People in photos"): measured with `python -m bench.faces`.
 # A face is dominant when its area is at least this many times any other face's (twice the width): a portrait
 # with people far behind its subject stays a portrait; two faces closer in size make a group.
 DOMINANT_FACE_RATIO = 4.0

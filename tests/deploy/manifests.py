@@ -13,6 +13,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
+# Where the manifests are documented: the Secrets to create, the images to build.
+DEPLOYMENT_GUIDE = REPO / "docs" / "deployment.md"
 OVERLAYS = ("small", "production", "dev")
 NAMESPACE = "tagsmith"
 # The Python services built from this repository, each with services/<name>/config.py and a Dockerfile.

@@ -67,7 +67,7 @@ def test_one_recipe_for_every_service():
     makefile = (REPO / "Makefile").read_text()
     (listed,) = re.findall(r"^IMAGE_SERVICES := (.*)$", makefile, re.MULTILINE)
     assert set(listed.split()) == set(IMAGES), "`make images` builds every service"
-    for readme in (REPO / "README.md", REPO / "deploy" / "k8s" / "README.md"):
+    for readme in (REPO / "README.md", REPO / "docs" / "deployment.md", REPO / "docs" / "development.md"):
         assert not re.search(r"services/\$\w+/Dockerfile", readme.read_text()), f"{readme} builds old recipes"
 
 

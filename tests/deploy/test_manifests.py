@@ -7,6 +7,7 @@ import pytest
 
 from services.inference.config import Settings as InferenceSettings
 from tests.deploy.manifests import (
+    DEPLOYMENT_GUIDE,
     K8S,
     NAMESPACE,
     OVERLAYS,
@@ -206,14 +207,14 @@ def test_tfserving_gets_the_model_from_an_init_container_and_batches(overlay):
 def test_secrets_are_referenced_never_committed(overlay):
     docs = render_overlay(overlay)
     assert not [d for d in docs if d["kind"] == "Secret"]
-    documented = (K8S / "README.md").read_text()
+    documented = DEPLOYMENT_GUIDE.read_text()
     for name, key in _secret_references(docs):
         if key is None:
             assert f"kubectl -n {NAMESPACE} create secret tls {name} " in documented, f"TLS Secret {name}"
             continue
         # The command may continue over several lines ending in a backslash.
         command = rf"kubectl -n {NAMESPACE} create secret generic {name}\b[^\n]*(\\\n[^\n]*)*--from-\w+={key}="
-        assert re.search(command, documented), f"deploy/k8s/README.md shows how to create Secret {name} with {key}"
+        assert re.search(command, documented), f"docs/deployment.md shows how to create Secret {name} with {key}"
 
 
 def _secret_references(docs: tuple[dict, ...]) -> set[tuple[str, str | None]]:

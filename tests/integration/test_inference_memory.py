@@ -2,7 +2,7 @@
 
 The worst uploads the limits allow are tiny files that decode to the full 50 megapixels: a 150 KB PNG of black pixels,
 and a two-frame GIF of the same size. Eight of them at once (the bench's concurrency) must neither fail nor push the
-process's peak resident memory (VmHWM) past the limit deploy/k8s sets, nor past the worst case the README states.
+process's peak resident memory (VmHWM) past the limit deploy/k8s sets nor past the worst case in docs/deployment.md.
 """
 
 import asyncio
@@ -21,7 +21,7 @@ from tests.support.inference_fixtures import INFERENCE_SERVICE, classify_request
 
 CONCURRENT_UPLOADS = 8
 SIDE = 7000  # 49 megapixels, just under the 50-megapixel limit
-# What the README states as inference's worst case; the manifest's limit is 1 GiB.
+# What docs/deployment.md states as inference's worst case; the manifest's limit is 1 GiB.
 STATED_WORST_MIB = 600
 MANIFEST_LIMIT_MIB = 1024
 
