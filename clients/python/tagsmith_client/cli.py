@@ -268,7 +268,7 @@ def parser() -> argparse.ArgumentParser:
     sub = command("ls", _with_client(list_images), "list your images, newest first")
     sub.add_argument("--category", help="exact category, e.g. tabby")
     sub.add_argument("--tag", help="exact tag, e.g. dog")
-    command("search", _with_client(search), "images with a tag or label starting with QUERY").add_argument("query")
+    command("search", _with_client(search), "images matching every word of QUERY").add_argument("query")
     command("show", _with_client(show), "one image's details").add_argument("uid")
     sub = command("get", _with_client(get), "download an original")
     sub.add_argument("uid")

@@ -296,7 +296,7 @@ class Client:
         return self._pages("/v1/images", {k: v for k, v in params.items() if v}, page_size)
 
     def search(self, query: str, *, min_score: float = 0.0, page_size: int = PAGE_SIZE) -> Iterator[Image]:
-        """Images with a tag or label starting with `query`, best match first, page after page."""
+        """Images matching every word of `query` (any case, singular or plural), best first, page by page."""
         params: dict[str, Any] = {"q": query}
         if min_score:
             params["min_score"] = min_score
