@@ -1,4 +1,4 @@
-"""Session fixtures: one SavedModel build (or TAGSMITH_MODEL_DIR) shared by all model tests."""
+"""Session fixtures: the classifier SavedModel every tier uses (`make model`'s, TAGSMITH_MODEL_DIR, or one build)."""
 
 import os
 from pathlib import Path
@@ -10,13 +10,13 @@ from model import build
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
+def model_dir(model_base_path) -> Path:
     existing = os.environ.get("TAGSMITH_MODEL_DIR")
     if existing and (Path(existing) / "saved_model.pb").is_file():
         return Path(existing)
-    output = tmp_path_factory.mktemp("models") / build.MODEL_NAME / build.MODEL_VERSION
-    build.save(output)
-    return output
+    # The build the other tiers serve: built once per session at most (see model_base_path), so its own tests here
+    # check the very model the services use.
+    return model_base_path / build.MODEL_NAME / build.MODEL_VERSION
 
 
 @pytest.fixture(scope="session")

@@ -192,16 +192,6 @@ def test_jpeg_ratio_keeps_short_side_at_least_the_crop_source():
 # -- builder --------------------------------------------------------------------------------------
 
 
-def test_build_replaces_output_and_leaves_no_temp_dirs(tmp_path):
-    output = tmp_path / "efficientnet_lite0" / "1"
-    output.mkdir(parents=True)
-    (output / "stale.txt").write_text("old build")
-    build.main(["--output", str(output)])
-    assert not (output / "stale.txt").exists()
-    assert (output / "saved_model.pb").is_file()
-    assert [p.name for p in output.parent.iterdir()] == ["1"]
-
-
 def test_block_layout_read_from_weights(weights):
     configs = block_configs(weights)
     assert [c.kernel for c in configs] == [3, 3, 3, 5, 5, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 3]
