@@ -127,7 +127,7 @@ async def test_a_model_server_still_starting_is_waited_for_quietly(caplog):
 
 async def test_the_model_check_reports_which_server_serves_the_model(modelserver_addr, caplog):
     caplog.set_level(logging.INFO, logger="services.inference.server")
-    await asyncio.wait_for(check_model(model_client(modelserver_addr), 1000, grace=0), timeout=30)
+    await asyncio.wait_for(check_model(model_client(modelserver_addr), 1000), timeout=60)
     assert [record.getMessage() for record in caplog.records] == [
         f"model {CLASSIFIER_MODEL} version 1 is served by the Tagsmith model server (services.modelserver on "
         f"TensorFlow {tensorflow_version()})"
