@@ -60,6 +60,14 @@ def port_in_use(host: str, port: int) -> bool:
         return exc.errno == errno.EADDRINUSE
 
 
+def check_ports_free(settings: ServiceSettings) -> None:
+    """Raises CannotListen for a set port (gRPC or metrics) another program holds: a service that loads for long
+    calls it first, so it fails at once and not after the load."""
+    for port, setting in ((settings.port, "TAGSMITH_PORT"), (settings.metrics_port, "TAGSMITH_METRICS_PORT")):
+        if port and port_in_use(settings.host, port):
+            raise CannotListen(settings.host, port, setting)
+
+
 @dataclass
 class RunningServer:
     """A started gRPC server with its health service and optional metrics endpoint."""

@@ -134,3 +134,19 @@ def test_a_service_on_a_busy_port_says_so_in_one_line(held_port, service, settin
         f"cannot listen on 127.0.0.1:{held_port}: port {held_port} is in use by another program; "
         f"set {setting} to another port (0 picks a free one)"
     ]
+
+
+def test_the_model_server_refuses_a_busy_port_before_loading_models(held_port, model_base_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TAGSMITH_")}
+    env |= {"TAGSMITH_PORT": str(held_port), "TAGSMITH_METRICS_PORT": "0"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "gen"), str(REPO)])
+    model = model_base_path / "efficientnet_lite0"
+    args = ["-m", "services.modelserver", "--host", "127.0.0.1", "--model_base_path", str(model)]
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "loaded model" not in result.stdout + result.stderr
+    # Only TensorFlow's own import lines may come before it.
+    assert result.stderr.splitlines()[-1] == (
+        f"cannot listen on 127.0.0.1:{held_port}: port {held_port} is in use by another program; "
+        "set TAGSMITH_PORT to another port (0 picks a free one)"
+    )
