@@ -182,7 +182,7 @@ async def _serve_metrics(running: RunningServer, settings: ServiceSettings) -> N
         running._metrics_http, _ = start_http_server(port, addr=settings.host, registry=registry)
     except OSError:
         await running.stop(0)
-        raise CannotListen(settings.host, settings.metrics_port, "TAGSMITH_METRICS_PORT") from None
+        raise CannotListen(settings.host, port, "TAGSMITH_METRICS_PORT") from None
     running.metrics_port = running._metrics_http.server_port
 
 

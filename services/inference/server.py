@@ -120,8 +120,8 @@ def _auth(settings: Settings, verifier: TokenVerifier | None) -> tuple[AuthInter
 
 
 async def check_model(client: ModelClient, num_labels: int, *, grace: float = STARTUP_GRACE_SECONDS) -> None:
-    """Says once TF Serving serves a model that matches the labels file, or warns when it does not; an unreachable
-    TF Serving is reported only once it has stayed away for `grace` seconds, and waited for after that too."""
+    """Says once TF Serving serves a model that matches the labels file, or warns when it does not. An unreachable
+    TF Serving is waited for, and reported only once it has stayed away for `grace` seconds."""
     loop = asyncio.get_running_loop()
     warn_at = loop.time() + grace
     while True:
@@ -134,7 +134,7 @@ async def check_model(client: ModelClient, num_labels: int, *, grace: float = ST
                 return
             if warn_at is not None and loop.time() >= warn_at:
                 problem = exc.message.removesuffix("; try again")
-                log.warning("%s after %g s; classifications fail until it answers, which is waited for", problem, grace)
+                log.warning("%s %g s after start; classifications fail until it answers", problem, grace)
                 warn_at = None
         await asyncio.sleep(STARTUP_RETRY_SECONDS)
     if metadata.num_classes and metadata.num_classes != num_labels:
