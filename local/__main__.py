@@ -8,6 +8,7 @@ import warnings
 
 from local.config import LocalSettings
 from local.stack import Ports, Stack, StackError, StackOptions
+from services.common.server import port_in_use
 from services.common.settings import settings_or_report
 
 log = logging.getLogger("local")
@@ -52,7 +53,28 @@ def ports_from(settings: LocalSettings) -> Ports:
         catalog=settings.catalog_port,
         inference=settings.inference_port,
         modelserver=settings.modelserver_port,
+        metrics={
+            "auth": settings.auth_metrics_port,
+            "catalog": settings.catalog_metrics_port,
+            "inference": settings.inference_metrics_port,
+            "modelserver": settings.modelserver_metrics_port,
+        },
     )
+
+
+def busy_port(settings: LocalSettings) -> str | None:
+    """A line naming the first configured port another program holds and the setting that moves it, else None.
+
+    Checked before anything starts, so a second copy stops at once instead of after PostgreSQL and the model load.
+    """
+    for name, port in sorted(settings.model_dump().items()):
+        if name.endswith("_port") and port and port_in_use(settings.host, port):
+            meaning = LocalSettings.model_fields[name].description.rstrip(".")
+            return (
+                f"port {port} ({meaning}) is in use by another program; "
+                f"set TAGSMITH_{name.upper()} to another port (0 picks a free one)"
+            )
+    return None
 
 
 def watch(stack: Stack) -> None:
@@ -73,6 +95,9 @@ def main() -> int:
         return 2
     if not any(settings.model_base_path.glob("*/*/saved_model.pb")):
         sys.stderr.write(f"no model under {settings.model_base_path}; run `make model` (or `make run`) first\n")
+        return 2
+    if (busy := busy_port(settings)) is not None:
+        sys.stderr.write(busy + "\n")
         return 2
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)

@@ -3,6 +3,7 @@
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,19 @@ from typing import TextIO
 
 REPO = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
+# TensorFlow's C++ start-up lines, logged before its logging reads TF_CPP_MIN_LOG_LEVEL, so that setting cannot
+# hide them (nor can CUDA_VISIBLE_DEVICES): information, and "failed call to cuInit", which only says this machine
+# has no GPU. They stay in the service's log file; the terminal gets the lines a person needs.
+_TENSORFLOW_START_UP = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*"
+    r"|E\d{4} [\d:.]+ +\d+ cuda_[\w.]+:\d+\] failed call to cuInit: .*"
+)
+
+
+def for_terminal(line: str) -> bool:
+    """Whether a service's output line is shown in the terminal (every line goes to its log file)."""
+    return not _TENSORFLOW_START_UP.fullmatch(line)
 
 
 def _die_with_parent() -> None:
@@ -75,7 +89,7 @@ class Child:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 log_file.write(line + "\n")
                 log_file.flush()
-                if self._sink is not None:
+                if self._sink is not None and for_terminal(line):
                     self._sink.write(prefix + line + "\n")
                     self._sink.flush()
 

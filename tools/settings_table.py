@@ -10,6 +10,8 @@ sys.path[:0] = [str(REPO), str(REPO / "gen")]
 
 SERVICES = ("gateway", "auth", "catalog", "inference")
 DOCUMENT = REPO / "docs" / "configuration.md"
+# `make run` (`python -m local`) has settings of its own: every port of the whole system, where its data lives.
+LAUNCHER = "make run"
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 
@@ -23,8 +25,14 @@ def _default(field) -> str:
     return f"`{text}`" if text else "-"
 
 
-def table(service: str) -> str:
-    settings = importlib.import_module(f"services.{service}.config").Settings
+def settings_class(section: str):
+    if section == LAUNCHER:
+        return importlib.import_module("local.config").LocalSettings
+    return importlib.import_module(f"services.{section}.config").Settings
+
+
+def table(section: str) -> str:
+    settings = settings_class(section)
     prefix = settings.model_config.get("env_prefix", "TAGSMITH_")
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, field in sorted(settings.model_fields.items()):
@@ -34,7 +42,7 @@ def table(service: str) -> str:
 
 
 def tables() -> str:
-    return "\n".join(f"### {service}\n\n{table(service)}\n" for service in SERVICES)
+    return "\n".join(f"### {section}\n\n{table(section)}\n" for section in (*SERVICES, LAUNCHER))
 
 
 def with_tables(text: str) -> str:

@@ -34,5 +34,10 @@ FACE_BOXES_OUTPUT = "boxes"  # float32 [N, MAX_FACES, 4]: xmin, ymin, xmax, ymax
 FACE_SCORES_OUTPUT = "scores"  # float32 [N, MAX_FACES]; rows past count are zero
 FACE_COUNT_OUTPUT = "count"  # int32 [N]
 
+# The bundled model server (services/modelserver) names itself in this gRPC response header of GetModelMetadata;
+# TF Serving sends none. It tells inference, and so GET /model, which server actually serves the model.
+MODEL_SERVER_HEADER = "tagsmith-model-server"
+TF_SERVING = "TensorFlow Serving"
+
 # TF Serving's warm-up file, relative to the version directory: a TFRecord of PredictionLog messages.
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"

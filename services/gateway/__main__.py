@@ -6,7 +6,7 @@ import sys
 import uvicorn
 
 from services.common.logging import setup_logging
-from services.common.server import run
+from services.common.server import CannotListen, port_in_use, run
 from services.common.settings import settings_or_report
 from services.gateway.app import create_app
 from services.gateway.config import Settings
@@ -43,9 +43,12 @@ class _DropColorMessage(logging.Filter):
         return True
 
 
-def main() -> int:
+def main() -> int | str:
     if (settings := settings_or_report(Settings)) is None:
         return 2
+    if settings.port and port_in_use(settings.host, settings.port):
+        # uvicorn's own report would not say which setting moves the port.
+        return str(CannotListen(settings.host, settings.port, "TAGSMITH_PORT"))
     setup_logging("gateway", level=settings.log_level, fmt=settings.log_format)
     logging.getLogger("uvicorn.error").addFilter(_DropColorMessage())
     server = uvicorn.Server(uvicorn_config(settings))

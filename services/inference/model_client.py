@@ -9,6 +9,7 @@ import numpy as np
 
 from services.common import tfserving
 from services.common.channels import grpc_target
+from services.common.model_contract import MODEL_SERVER_HEADER, TF_SERVING
 from services.inference.images import MODEL_SIDE
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class ModelMetadata:
     version: str
     num_classes: int
     input_key: str
+    # Which server answered: the bundled model server names itself in a response header, TF Serving does not.
+    server: str = TF_SERVING
 
 
 def open_tfserving_channel(address: str) -> grpc.aio.Channel:
@@ -160,7 +163,9 @@ class ModelClient:
         request = tfserving.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = self._model_name
         try:
-            response = await self._metadata(request, timeout=timeout)
+            call = self._metadata(request, timeout=timeout)
+            response = await call
+            headers = dict(await call.initial_metadata() or ())
         except grpc.aio.AioRpcError as exc:
             raise model_error(exc, self._address) from None
         signatures = tfserving.SignatureDefMap.FromString(response.metadata["signature_def"].value)
@@ -176,4 +181,5 @@ class ModelClient:
             version=str(response.model_spec.version.value),
             num_classes=dims[-1] if dims else 0,
             input_key=self._input_key,
+            server=headers.get(MODEL_SERVER_HEADER, TF_SERVING),
         )

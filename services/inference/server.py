@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "tagsmith.inference.v1.InferenceService"
 STARTUP_CHECK_TIMEOUT = 5.0
+# TF Serving (or the local model server) may start beside this service and load its models for a while: until this
+# grace has passed, its absence is no news, and the check waits quietly.
+STARTUP_GRACE_SECONDS = 60.0
+STARTUP_RETRY_SECONDS = 1.0
 
 
 def build_batcher(settings: Settings, client: ModelClient | FaceClient) -> PredictBatcher:
@@ -115,16 +119,27 @@ def _auth(settings: Settings, verifier: TokenVerifier | None) -> tuple[AuthInter
     return token_verification(settings, open_methods=OPEN_METHODS)
 
 
-async def check_model(client: ModelClient, num_labels: int) -> None:
-    """Warns early when TF Serving is unreachable or its model does not match the labels file."""
-    try:
-        metadata = await client.metadata(timeout=STARTUP_CHECK_TIMEOUT)
-    except ModelError as exc:
-        log.warning("model check failed: %s", exc.message)
-        return
+async def check_model(client: ModelClient, num_labels: int, *, grace: float = STARTUP_GRACE_SECONDS) -> None:
+    """Says once TF Serving serves a model that matches the labels file, or warns when it does not. An unreachable
+    TF Serving is waited for, and reported only once it has stayed away for `grace` seconds."""
+    loop = asyncio.get_running_loop()
+    warn_at = loop.time() + grace
+    while True:
+        try:
+            metadata = await client.metadata(timeout=STARTUP_CHECK_TIMEOUT)
+            break
+        except ModelError as exc:
+            if exc.code != grpc.StatusCode.UNAVAILABLE:
+                log.warning("model check failed: %s", exc.message)
+                return
+            if warn_at is not None and loop.time() >= warn_at:
+                problem = exc.message.removesuffix("; try again")
+                log.warning("%s %g s after start; classifications fail until it answers", problem, grace)
+                warn_at = None
+        await asyncio.sleep(STARTUP_RETRY_SECONDS)
     if metadata.num_classes and metadata.num_classes != num_labels:
         log.error(
             "model %s scores %d classes but the labels file has %d", client.model_name, metadata.num_classes, num_labels
         )
     else:
-        log.info("model %s version %s is served", client.model_name, metadata.version)
+        log.info("model %s version %s is served by %s", client.model_name, metadata.version, metadata.server)

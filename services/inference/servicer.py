@@ -87,7 +87,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         except ModelError as exc:
             await context.abort(exc.code, exc.message)
         description = (
-            f"ImageNet classifier '{self._client.model_name}' served by TensorFlow Serving: "
+            f"ImageNet classifier '{self._client.model_name}' served by {metadata.server}: "
             f"{metadata.num_classes or len(self._labels)} classes, input '{metadata.input_key}' takes uint8 RGB "
             f"[N, {MODEL_SIDE}, {MODEL_SIDE}, 3] decoded here from {DESCRIPTION} files"
         )

@@ -8,7 +8,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from services.common.server import RunningServer, start_server
+from services.common.server import RunningServer, check_ports_free, start_server
 from services.modelserver.config import Settings
 from services.modelserver.models import ModelRepository, configured_sources
 from services.modelserver.servicer import ModelServicer, PredictionServicer, Runner
@@ -63,6 +63,7 @@ def model_metrics(registry: CollectorRegistry, repository: ModelRepository) -> H
 async def create_server(settings: Settings, *, repository: ModelRepository | None = None) -> RunningServer:
     """Loads the models (unless given), then binds and starts; health turns SERVING only once every model is ready."""
     if repository is None:
+        check_ports_free(settings)
         configure_tensorflow_threads(settings)
         repository = ModelRepository.load(configured_sources(settings), run_warmup=settings.enable_model_warmup)
     registry = CollectorRegistry()

@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 import grpc
+import tensorflow as tf
 from prometheus_client import Histogram
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -14,11 +15,14 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from services.common.model_contract import MODEL_SERVER_HEADER
 from services.modelserver import tensors
 from services.modelserver.batching import BatchScheduler, run_unbatched
 from services.modelserver.models import ModelRepository, Servable, ServingError, Signature
 
 SIGNATURE_DEF_FIELD = "signature_def"
+# What GetModelMetadata's callers learn of this server, in the MODEL_SERVER_HEADER response header.
+SERVER_NAME = f"the Tagsmith model server (services.modelserver on TensorFlow {tf.__version__})"
 
 
 def answers_serving_errors(handler: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
@@ -108,6 +112,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
+        await context.send_initial_metadata([(MODEL_SERVER_HEADER, SERVER_NAME)])
         return response
 
 

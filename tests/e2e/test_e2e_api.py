@@ -223,7 +223,10 @@ def test_model_limits_health_metrics_and_request_ids(api, user):
 
 
 def test_original_api_shapes(api, user):
-    assert set(api.get("/model").json()) == {"name", "version", "description"}
+    model = api.get("/model").json()
+    assert set(model) == {"name", "version", "description"}
+    # make run serves the model with the bundled model server, and /model says so.
+    assert "served by the Tagsmith model server (services.modelserver on TensorFlow" in model["description"]
     created = api.post("/img", headers=user, files={"image": ("cat.png", photo("chelsea.png"), "image/png")})
     assert created.status_code == 200, created.text
     body = created.json()
@@ -235,7 +238,9 @@ def test_original_api_shapes(api, user):
         assert (reply.status_code, reply.content) == (200, photo("chelsea.png"))
     malformed = api.get("/img/not-an-id", headers=user)
     assert malformed.status_code == 400, malformed.text
-    assert "Upload" not in malformed.json()["error"]["message"], malformed.text
+    assert malformed.json()["error"]["message"] == (
+        "this is not an image id: ids are the 22 characters returned when the image was uploaded"
+    ), malformed.text
 
 
 def test_original_api_anonymous_mode(api):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
+from services.common import tfserving
 from services.common.channels import open_channel
 from services.common.imageformats import CONTENT_TYPES
 from services.common.imaging import register_openers
@@ -185,3 +186,49 @@ async def test_concurrent_calls_share_predict_calls(stub, test_keys):
     assert all(reply.category in CAT_CLASSES for reply in replies)
     assert stats.images == len(images)
     assert stats.calls <= len(images) // 2
+
+
+async def test_get_model_names_the_bundled_model_server(stub, test_keys):
+    model = await stub[0].GetModel(inference_pb2.GetModelRequest(), metadata=auth(test_keys))
+    assert "served by the Tagsmith model server (services.modelserver on TensorFlow 2." in model.description
+    assert "TensorFlow Serving" not in model.description
+
+
+@pytest.fixture
+async def unnamed_model_server(modelserver_addr):
+    """A stand-in for TF Serving: the model server's own GetModelMetadata answers, without the header that names it
+    (TF Serving sends none)."""
+    upstream = grpc.aio.insecure_channel(modelserver_addr)
+    forward = tfserving.GET_MODEL_METADATA.callable(upstream)
+
+    async def metadata(request, context):
+        return await forward(request, timeout=10)
+
+    handler = grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService",
+        {
+            "GetModelMetadata": grpc.unary_unary_rpc_method_handler(
+                metadata,
+                request_deserializer=tfserving.GetModelMetadataRequest.FromString,
+                response_serializer=tfserving.GetModelMetadataResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+    await upstream.close()
+
+
+async def test_get_model_says_tensorflow_serving_when_the_server_does_not_name_itself(
+    inference_server, unnamed_model_server, test_keys
+):
+    running = await inference_server(tfserving_addr=unnamed_model_server, face_model_name="")
+    async with open_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        model = await stub.GetModel(inference_pb2.GetModelRequest(), metadata=auth(test_keys))
+    assert f"ImageNet classifier '{MODEL_NAME}' served by TensorFlow Serving: 1000 classes" in model.description
+    assert "Tagsmith model server" not in model.description

@@ -1,6 +1,7 @@
 """TF Serving unreachable, stopped or too slow: the caller gets UNAVAILABLE or DEADLINE_EXCEEDED in time."""
 
 import asyncio
+import logging
 import socket
 import time
 
@@ -10,6 +11,9 @@ from tagsmith.inference.v1 import inference_pb2_grpc
 
 from services.common import tfserving
 from services.common.channels import open_channel
+from services.common.model_contract import CLASSIFIER_MODEL, PIXELS_INPUT, PIXELS_SIGNATURE, SCORES_OUTPUT
+from services.inference.model_client import ModelClient, open_tfserving_channel
+from services.inference.server import check_model
 from tests.support.inference_fixtures import classify_requests, sample_image, start_modelserver
 
 
@@ -91,3 +95,43 @@ async def test_model_server_stopped_mid_test(inference_server, test_keys, model_
         error, elapsed = await timed_classify(running.port, test_keys.token(), sample_image("chelsea"))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert elapsed < 3
+
+
+def model_client(address: str) -> ModelClient:
+    return ModelClient(
+        open_tfserving_channel(address),
+        address=address,
+        model_name=CLASSIFIER_MODEL,
+        signature_name=PIXELS_SIGNATURE,
+        input_key=PIXELS_INPUT,
+        scores_output=SCORES_OUTPUT,
+    )
+
+
+async def test_a_model_server_still_starting_is_waited_for_quietly(caplog):
+    """During start-up TF Serving may not listen yet: no warning until the grace has passed, then one."""
+    caplog.set_level(logging.INFO, logger="services.inference.server")
+    check = asyncio.create_task(check_model(model_client(f"127.0.0.1:{closed_port()}"), 1000, grace=1.5))
+    await asyncio.sleep(1.0)
+    assert caplog.records == []
+    await asyncio.sleep(2.5)
+    assert not check.done()
+    check.cancel()
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    message = caplog.records[0].getMessage()
+    assert message.endswith(" is unavailable 1.5 s after start; classifications fail until it answers"), message
+
+
+async def test_the_model_check_reports_which_server_serves_the_model(modelserver_addr, caplog):
+    caplog.set_level(logging.INFO, logger="services.inference.server")
+    await asyncio.wait_for(check_model(model_client(modelserver_addr), 1000), timeout=60)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"model {CLASSIFIER_MODEL} version 1 is served by the Tagsmith model server (services.modelserver on "
+        f"TensorFlow {tensorflow_version()})"
+    ]
+
+
+def tensorflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("tensorflow")

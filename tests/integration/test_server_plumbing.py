@@ -1,6 +1,11 @@
 """The shared server bootstrap: health, reflection, auth interceptor, request ids, metrics, errors."""
 
+import os
+import socket
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -9,8 +14,10 @@ from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.interceptors import AuthInterceptor
-from services.common.server import start_server
+from services.common.server import CannotListen, start_server
 from services.common.settings import ServiceSettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class _Probe(inference_pb2_grpc.InferenceServiceServicer):
@@ -82,3 +89,64 @@ async def test_graceful_stop_reports_not_serving(probe_server):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{probe_server.port}") as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+def held_port():
+    """A port another program listens on (a plain socket, without SO_REUSEPORT)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
+
+@pytest.mark.parametrize(("field", "setting"), [("port", "TAGSMITH_PORT"), ("metrics_port", "TAGSMITH_METRICS_PORT")])
+async def test_a_busy_port_names_the_setting_that_moves_it(held_port, field, setting):
+    settings = ServiceSettings(host="127.0.0.1", **{"port": 0, "metrics_port": 0, field: held_port})
+    with pytest.raises(CannotListen) as refused:
+        await start_server(settings, register=lambda s: None, service_names=[])
+    assert str(refused.value) == (
+        f"cannot listen on 127.0.0.1:{held_port}: port {held_port} is in use by another program; "
+        f"set {setting} to another port (0 picks a free one)"
+    )
+
+
+async def test_a_second_server_cannot_share_a_grpc_port(probe_server):
+    """gRPC would otherwise bind a port another gRPC server holds (SO_REUSEPORT) and take half of its calls."""
+    settings = ServiceSettings(host="127.0.0.1", port=probe_server.port)
+    with pytest.raises(CannotListen, match=f"port {probe_server.port} is in use"):
+        await start_server(settings, register=lambda s: None, service_names=[])
+
+
+@pytest.mark.parametrize(
+    ("service", "setting"),
+    [("inference", "TAGSMITH_PORT"), ("inference", "TAGSMITH_METRICS_PORT"), ("gateway", "TAGSMITH_PORT")],
+)
+def test_a_service_on_a_busy_port_says_so_in_one_line(held_port, service, setting):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TAGSMITH_")}
+    env |= {"TAGSMITH_PORT": "0", "TAGSMITH_METRICS_PORT": "0", setting: str(held_port)}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "gen"), str(REPO)])
+    result = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"cannot listen on 127.0.0.1:{held_port}: port {held_port} is in use by another program; "
+        f"set {setting} to another port (0 picks a free one)"
+    ]
+
+
+def test_the_model_server_refuses_a_busy_port_before_loading_models(held_port, model_base_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TAGSMITH_")}
+    env |= {"TAGSMITH_PORT": str(held_port), "TAGSMITH_METRICS_PORT": "0"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "gen"), str(REPO)])
+    model = model_base_path / "efficientnet_lite0"
+    args = ["-m", "services.modelserver", "--host", "127.0.0.1", "--model_base_path", str(model)]
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "loaded model" not in result.stdout + result.stderr
+    # Only TensorFlow's own import lines may come before it.
+    assert result.stderr.splitlines()[-1] == (
+        f"cannot listen on 127.0.0.1:{held_port}: port {held_port} is in use by another program; "
+        "set TAGSMITH_PORT to another port (0 picks a free one)"
+    )
