@@ -185,3 +185,16 @@ async def test_concurrent_calls_share_predict_calls(stub, test_keys):
     assert all(reply.category in CAT_CLASSES for reply in replies)
     assert stats.images == len(images)
     assert stats.calls <= len(images) // 2
+
+
+async def test_a_model_without_the_embedding_output_still_classifies(stub, inference_server, test_keys):
+    """A model built before embeddings: the first call learns that the output is missing, later calls no longer ask."""
+    assert len((await classify(stub[0], test_keys, sample_image("chelsea"))).embedding) > 0
+    running = await inference_server(embedding_output="not_an_output")
+    async with open_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        cat = await classify(stub, test_keys, sample_image("chelsea"))
+        coffee = await classify(stub, test_keys, sample_image("coffee"))
+    assert cat.category in CAT_CLASSES and not cat.embedding
+    assert coffee.labels[0].class_id in {967, 968, 504} and not coffee.embedding
+    assert running.servicer.classifier.batcher.stats.calls == 2

@@ -8,8 +8,8 @@ import grpc
 import pytest
 from tagsmith.inference.v1 import inference_pb2_grpc
 
-from services.common import tfserving
 from services.common.channels import open_channel
+from services.inference import tfserving
 from tests.support.inference_fixtures import classify_requests, sample_image, start_modelserver
 
 
