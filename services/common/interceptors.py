@@ -109,9 +109,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             raise exc
         if _database_unreachable(exc):
             log.debug("database unreachable: %r", exc)
-            exc = database_unavailable()
+            await _abort_with(context, database_unavailable())
         if isinstance(exc, StatusError):
-            await abort_with(context, exc)
+            await _abort_with(context, exc)
         log.exception("unhandled error")
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})")
 
@@ -140,7 +140,7 @@ def _database_unreachable(exc: Exception) -> bool:
     return db is not None and isinstance(exc, db.UNREACHABLE)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: StatusError) -> None:
+async def _abort_with(context: grpc.aio.ServicerContext, error: StatusError) -> None:
     """Answers `error`; the request id stays in the trailing metadata, which abort would otherwise replace."""
     trailing = ((REQUEST_ID_HEADER, request_id_var.get()), *error.trailing_metadata)
     await context.abort(error.code, error.message, trailing_metadata=trailing)
