@@ -126,11 +126,11 @@ def server_ms(address: str, chosen: list[Photo], model_name: str = "face_detecto
     import asyncio
 
     from services.inference.faces import FaceClient
-    from services.inference.model_client import open_tfserving_channel
+    from services.inference.model_client import ModelClient, open_tfserving_channel
 
     async def run() -> float:
         channel = open_tfserving_channel(address)
-        client = FaceClient(channel, address=address, model_name=model_name)
+        client = FaceClient(ModelClient(channel, address=address, model_name=model_name))
         inputs = [letterbox(photo.image)[0] for photo in chosen]
         await client.predict(inputs[:1], timeout=30)
         started = time.perf_counter()

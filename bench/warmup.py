@@ -20,7 +20,7 @@ from PIL import Image
 
 from bench.inference import cpu_seconds, model_base_path
 from services.common import model_contract as contract
-from services.common import tfserving
+from services.inference import tfserving
 from tests.support.inference_fixtures import MODEL_NAME, start_modelserver
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import math
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, timedelta
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 import grpc
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -17,7 +17,6 @@ from services.catalog import pagination, thumbnails
 from services.catalog.blobstore import BlobNotFound, BlobReader, BlobStoreUnavailable
 from services.catalog.content import ContentBytes, original_key, thumbnail_key
 from services.catalog.convert import image_message
-from services.catalog.errors import CatalogError, invalid, not_found
 from services.catalog.ids import is_valid_uid
 from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
 from services.catalog.models import UNLIMITED, ImageRow, QuotaExceeded
@@ -33,7 +32,7 @@ from services.catalog.terms import (
 )
 from services.catalog.uploads import Uploader
 from services.common.context import current_principal
-from services.common.interceptors import abort_unavailable
+from services.common.errors import StatusError, invalid, unavailable
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -53,33 +52,27 @@ MAX_TAG_LIMIT = 1000
 _RENDER_SLOTS = 2
 
 
-def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
-    if isinstance(exc, CatalogError):
-        return exc.code, exc.message
-    if isinstance(exc, pagination.InvalidPage | InvalidTag):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, thumbnails.Undecodable):
-        return grpc.StatusCode.FAILED_PRECONDITION, "the image cannot be decoded, so it has no thumbnail"
-    if isinstance(exc, BlobStoreUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, "object storage is unavailable; try again shortly"
-    if isinstance(exc, InferenceUnavailable | InferenceFailed):
-        return grpc.StatusCode.UNAVAILABLE, "the inference service is unavailable; try again later"
-    return None
-
-
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext) -> None:
-    """Answers a known failure with its status; anything else propagates (the interceptor logs it as INTERNAL)."""
+def _status_error(exc: Exception) -> Exception:
+    """The StatusError a known failure is answered with; anything else as it is (the interceptor answers an
+    unreachable database with UNAVAILABLE, and the rest with INTERNAL)."""
     if isinstance(exc, QuotaExceeded):
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, _quota_message(exc), trailing_metadata=((*QUOTA_REASON,),)
-        )
-    status = _status_for(exc)
-    if status is None:
+        return StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, _quota_message(exc), trailing_metadata=(QUOTA_REASON,))
+    if isinstance(exc, pagination.InvalidPage | InvalidTag):
+        return invalid(str(exc))
+    if isinstance(exc, thumbnails.Undecodable):
+        return StatusError(grpc.StatusCode.FAILED_PRECONDITION, "the image cannot be decoded, so it has no thumbnail")
+    if isinstance(exc, BlobStoreUnavailable):
+        return unavailable("object storage is unavailable; try again shortly")
+    if isinstance(exc, InferenceUnavailable | InferenceFailed):
+        return unavailable("the inference service is unavailable; try again later")
+    return exc
+
+
+def _raise_as_status_error(exc: Exception) -> NoReturn:
+    error = _status_error(exc)
+    if error is exc:
         raise exc
-    code, message = status
-    if code == grpc.StatusCode.UNAVAILABLE:
-        await abort_unavailable(context, message)
-    await context.abort(code, message)
+    raise error from exc
 
 
 def _quota_message(exc: QuotaExceeded) -> str:
@@ -103,7 +96,7 @@ def _unary(method):
         try:
             return await method(self, request, context)
         except Exception as exc:
-            await _abort_for(exc, context)
+            _raise_as_status_error(exc)
 
     return handler
 
@@ -115,7 +108,7 @@ def _streaming(method):
             async for reply in method(self, request, context):
                 yield reply
         except Exception as exc:
-            await _abort_for(exc, context)
+            _raise_as_status_error(exc)
 
     return handler
 
@@ -126,8 +119,13 @@ def _uid(value: str) -> str:
     return value
 
 
-def _missing_bytes() -> CatalogError:
-    return CatalogError(grpc.StatusCode.DATA_LOSS, "the image's bytes are missing from storage")
+def _not_found() -> StatusError:
+    # The same words whether the uid never existed or belongs to someone else.
+    return StatusError(grpc.StatusCode.NOT_FOUND, "no such image")
+
+
+def _missing_bytes() -> StatusError:
+    return StatusError(grpc.StatusCode.DATA_LOSS, "the image's bytes are missing from storage")
 
 
 def _category(value: str) -> str:
@@ -211,7 +209,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def _visible(self, uid: str, caller: Principal, *, trashed: bool = False) -> ImageRow:
         row = await self._store.get(_uid(uid), owner=None if caller.is_admin else caller.subject, trashed=trashed)
         if row is None:
-            raise not_found()
+            raise _not_found()
         return row
 
     @_unary
@@ -288,7 +286,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         if not await self._store.delete_image(
             _uid(request.uid), owner=caller.subject, remove_bytes=self._contents.discard
         ):
-            raise not_found()
+            raise _not_found()
         return catalog_pb2.DeleteImageResponse()
 
     @_unary
@@ -297,7 +295,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.ListImagesResponse:
         caller = current_principal()
         if request.all_users and not caller.is_admin:
-            raise CatalogError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may list every user's images")
+            raise StatusError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may list every user's images")
         size = pagination.page_size(request.page_size)
         tag = normalize_tag(request.tag) if request.tag else ""
         category = _category(request.category)
@@ -395,7 +393,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             replace=request.replace,
         )
         if row is None:
-            raise not_found()
+            raise _not_found()
         return image_message(row)
 
     @_unary
@@ -406,10 +404,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         # The owner's own image only, admins included: similarity never crosses users.
         row = await self._store.get(_uid(request.uid), owner=current_principal().subject)
         if row is None:
-            raise not_found()
+            raise _not_found()
         neighbours = await self._similarity.similar_to(image_id=row.id, limit=size)
         if neighbours is None:
-            raise CatalogError(
+            raise StatusError(
                 grpc.StatusCode.FAILED_PRECONDITION, "this photo has not been analysed yet; try again in a minute"
             )
         rows = {r.id: r for r in await self._store.rows_by_id([n.image_id for n in neighbours])}
@@ -439,7 +437,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.ReclassifyResponse:
         caller = current_principal()
         if not caller.is_admin:
-            raise CatalogError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may reclassify images")
+            raise StatusError(grpc.StatusCode.PERMISSION_DENIED, "only administrators may reclassify images")
         batch = request.batch_size or self._reclassify_batch
         if not 1 <= batch <= MAX_RECLASSIFY_BATCH:
             raise invalid(f"batch_size must be between 1 and {MAX_RECLASSIFY_BATCH} (0 means the default)")
@@ -465,7 +463,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.Image:
         row = await self._store.trash(_uid(request.uid), owner=current_principal().subject)
         if row is None:
-            raise not_found()
+            raise _not_found()
         return self._trashed(row)
 
     @_unary
@@ -474,7 +472,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.Image:
         row = await self._store.restore(_uid(request.uid), owner=current_principal().subject)
         if row is None:
-            raise CatalogError(grpc.StatusCode.NOT_FOUND, "the image is not in the trash")
+            raise StatusError(grpc.StatusCode.NOT_FOUND, "the image is not in the trash")
         return image_message(row)
 
     @_unary

@@ -15,7 +15,6 @@ from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog import images
 from services.catalog.content import ContentBytes
-from services.catalog.errors import CatalogError, invalid
 from services.catalog.ids import new_uid
 from services.catalog.inference_client import InferenceClient, InferenceFailed, InferenceRejected, InferenceUnavailable
 from services.catalog.models import ImageRow, NewImage, Outcome, QuotaExceeded
@@ -23,6 +22,7 @@ from services.catalog.similarity import SimilarityIndex
 from services.catalog.store import CatalogStore
 from services.common.context import time_remaining
 from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
+from services.common.errors import StatusError, invalid
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, ma
             size += len(message.chunk)
             if size > max_bytes:
                 await _drain(messages)
-                raise CatalogError(
+                raise StatusError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"the image is larger than the limit of {max_bytes} bytes"
                 )
             digest.update(message.chunk)
@@ -223,7 +223,7 @@ class Uploader:
             final = await self._complete(row, created, new, received, caller.token)
             if final is not None:
                 return final
-        raise CatalogError(grpc.StatusCode.ABORTED, "identical uploads kept interrupting each other; try again")
+        raise StatusError(grpc.StatusCode.ABORTED, "identical uploads kept interrupting each other; try again")
 
     async def _complete(
         self, row: ImageRow, created: bool, new: NewImage, received: Received, token: str

@@ -10,14 +10,13 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.context import principal_var, set_deadline_from
+from services.common.errors import StatusError, database_unavailable
 from services.common.logging import request_id_var
 from services.common.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
-# Suggested wait before a client tries again after UNAVAILABLE: about the time health takes to notice a recovery.
-RETRY_AFTER_SECONDS = 2
 # Health checks and reflection never need a token.
 ALWAYS_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Successful calls at least this slow are logged at INFO.
@@ -60,7 +59,8 @@ class RpcMetrics:
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Gives each call a request id, logs and measures it, and turns unexpected errors into INTERNAL."""
+    """Gives each call a request id, logs and measures it, and answers its errors: a StatusError with its status,
+    a database that cannot be reached with UNAVAILABLE (in every service alike), anything else with INTERNAL."""
 
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
@@ -109,7 +109,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             raise exc
         if _database_unreachable(exc):
             log.debug("database unreachable: %r", exc)
-            await abort_unavailable(context, "the database is unavailable; try again shortly")
+            await _abort_with(context, database_unavailable())
+        if isinstance(exc, StatusError):
+            await _abort_with(context, exc)
         log.exception("unhandled error")
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})")
 
@@ -138,18 +140,10 @@ def _database_unreachable(exc: Exception) -> bool:
     return db is not None and isinstance(exc, db.UNREACHABLE)
 
 
-async def abort_unavailable(context: grpc.aio.ServicerContext, message: str) -> None:
-    """UNAVAILABLE with a Retry-After hint, and a pushback that stops the caller's channel from retrying at once:
-    an outage of a dependency lasts longer than gRPC's sub-second retries, which only multiplied the wait."""
-    await context.abort(
-        grpc.StatusCode.UNAVAILABLE,
-        message,
-        trailing_metadata=(
-            (REQUEST_ID_HEADER, request_id_var.get()),
-            ("retry-after", str(RETRY_AFTER_SECONDS)),
-            ("grpc-retry-pushback-ms", "-1"),
-        ),
-    )
+async def _abort_with(context: grpc.aio.ServicerContext, error: StatusError) -> None:
+    """Answers `error`; the request id stays in the trailing metadata, which abort would otherwise replace."""
+    trailing = ((REQUEST_ID_HEADER, request_id_var.get()), *error.trailing_metadata)
+    await context.abort(error.code, error.message, trailing_metadata=trailing)
 
 
 def rpc_log_level(code_name: str, elapsed: float) -> int:

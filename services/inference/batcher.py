@@ -4,15 +4,35 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 import numpy as np
 
-from services.inference.model_client import ModelClient, ModelError
+from services.common.errors import StatusError
 
 DEADLINE_MESSAGE = "TensorFlow Serving did not answer within the deadline; try again"
+
+
+class Rows(Protocol):
+    """A batch's answer: one row per image (in order), the model version, and the embeddings or None."""
+
+    @property
+    def values(self) -> Sequence: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def embeddings(self) -> np.ndarray | None: ...
+
+
+class BatchModel(Protocol):
+    """A model's signature on the model client (the classifier's or the face detector's)."""
+
+    async def predict(self, images: list[bytes], *, timeout: float) -> Rows: ...
 
 
 @dataclass
@@ -42,7 +62,7 @@ class PredictBatcher:
 
     def __init__(
         self,
-        client: ModelClient,
+        client: BatchModel,
         *,
         max_size: int,
         max_wait_s: float,
@@ -165,7 +185,7 @@ class PredictBatcher:
         self.stats.images += len(batch)
         try:
             scores = await self._client.predict([item.payload for item in batch], timeout=max(timeout, 0.001))
-        except ModelError as exc:
+        except StatusError as exc:
             if exc.code == grpc.StatusCode.INVALID_ARGUMENT and len(batch) > 1:
                 # TF Serving fails a whole batch for one unreadable image: find it by sending each alone.
                 await asyncio.gather(*(self._predict_into([item]) for item in batch))
@@ -180,10 +200,10 @@ class PredictBatcher:
 
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
-        future.set_exception(ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE))
+        future.set_exception(StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE))
 
 
-def _fail(batch: list[_Pending], error: ModelError) -> None:
+def _fail(batch: list[_Pending], error: StatusError) -> None:
     for item in batch:
         if not item.future.done():
             item.future.set_exception(error)

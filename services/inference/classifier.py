@@ -6,10 +6,92 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from services.common.errors import StatusError
 from services.inference.batcher import DEADLINE_MESSAGE, PredictBatcher
 from services.inference.cache import ResultCache
-from services.inference.model_client import ModelError
+from services.inference.images import MODEL_SIDE
+from services.inference.model_client import ModelClient
 from services.inference.upload import MAX_TOP_K
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A Predict answer: [N, classes] probabilities, the model version that produced them, and the [N, dims]
+    embeddings when the model returns them."""
+
+    values: np.ndarray
+    version: str
+    embeddings: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    version: str
+    num_classes: int
+    input_key: str
+    server: str  # which server answered (see ServedModel.server)
+
+
+class ClassifierClient:
+    """The classifier's signature on the model client: scores (and embeddings) per image, and the model's shape."""
+
+    def __init__(
+        self,
+        model: ModelClient,
+        *,
+        signature_name: str,
+        input_key: str,
+        scores_output: str,
+        embedding_output: str = "",
+    ) -> None:
+        self._model = model
+        self._signature_name = signature_name
+        self._input_key = input_key
+        self._scores_output = scores_output
+        self._embedding_output = embedding_output
+
+    @property
+    def model_name(self) -> str:
+        return self._model.model_name
+
+    async def predict(self, images: list[bytes], *, timeout: float) -> Scores:
+        """Scores for a batch of model inputs, each uint8 RGB [224, 224, 3] row-major."""
+        prediction = await self._model.predict(
+            images,
+            signature=self._signature_name,
+            input_key=self._input_key,
+            side=MODEL_SIDE,
+            outputs=[self._scores_output],
+            # A model without embeddings still classifies; similar photos then wait for one that has them.
+            optional=[self._embedding_output] if self._embedding_output else [],
+            timeout=timeout,
+        )
+        values = prediction.outputs[self._scores_output]
+        if values.ndim != 2 or values.shape[0] != len(images):
+            raise StatusError(grpc.StatusCode.INTERNAL, f"unexpected scores shape {values.shape}")
+        return Scores(values, prediction.version, self._embeddings(prediction.outputs, len(images)))
+
+    def _embeddings(self, outputs: dict[str, np.ndarray], count: int) -> np.ndarray | None:
+        values = outputs.get(self._embedding_output)
+        if values is None:
+            return None
+        if values.ndim != 2 or values.shape[0] != count:
+            raise StatusError(grpc.StatusCode.INTERNAL, f"unexpected embedding shape {values.shape}")
+        # Half precision, as the catalog stores them: the result cache holds thousands.
+        return values.astype(np.float16)
+
+    async def metadata(self, *, timeout: float) -> ModelMetadata:
+        served = await self._model.metadata(timeout=timeout)
+        if self._signature_name not in served.signatures:
+            raise StatusError(grpc.StatusCode.INTERNAL, f"the model has no signature '{self._signature_name}'")
+        outputs = served.signatures[self._signature_name].outputs
+        dims = (
+            [dim.size for dim in outputs[self._scores_output].tensor_shape.dim]
+            if self._scores_output in outputs
+            else []
+        )
+        num_classes = dims[-1] if dims else 0
+        return ModelMetadata(served.version, num_classes, self._input_key, served.server)
 
 
 @dataclass(frozen=True)
@@ -65,7 +147,7 @@ class Classifier:
             # Shielded: one caller giving up must not cancel the others waiting for the same image.
             scores, version, embedding = await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            raise ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+            raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
         result = ranked(scores, version, embedding=embedding)
         self._cache.put(digest, result, version=version)
         return result

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from services.common import tfserving
+from services.common.errors import StatusError
 from services.common.model_contract import (
     FACE_BOXES_OUTPUT,
     FACE_COUNT_OUTPUT,
@@ -17,7 +17,7 @@ from services.common.model_contract import (
 )
 from services.inference.batcher import DEADLINE_MESSAGE, PredictBatcher
 from services.inference.cache import ResultCache
-from services.inference.model_client import ModelError, model_error
+from services.inference.model_client import ModelClient
 from services.inference.pixels import Letterbox
 
 _OUTPUTS = (FACE_BOXES_OUTPUT, FACE_SCORES_OUTPUT, FACE_COUNT_OUTPUT)
@@ -64,47 +64,34 @@ def unletterbox(box: np.ndarray, score: float, placed: Letterbox, size: int = FA
 
 
 class FaceClient:
-    """Predict on the face detector's signature, answering per-image rows for PredictBatcher."""
+    """The face detector's signature on the model client, answering per-image rows for PredictBatcher."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, address: str, model_name: str) -> None:
-        self._address = address
-        self._model_name = model_name
-        self._predict = tfserving.PREDICT.callable(channel)
-        self._metadata = tfserving.GET_MODEL_METADATA.callable(channel)
+    def __init__(self, model: ModelClient) -> None:
+        self._model = model
 
     @property
     def model_name(self) -> str:
-        return self._model_name
+        return self._model.model_name
 
     async def predict(self, images: list[bytes], *, timeout: float) -> _Rows:
         """Boxes and scores of the faces in a batch of letterboxed inputs, each uint8 RGB [192, 192, 3]."""
-        request = tfserving.PredictRequest(output_filter=list(_OUTPUTS))
-        request.model_spec.name = self._model_name
-        request.model_spec.signature_name = FACE_SIGNATURE
-        shape = (len(images), FACE_INPUT_SIZE, FACE_INPUT_SIZE, 3)
-        request.inputs[FACE_INPUT].CopyFrom(tfserving.uint8_tensor(b"".join(images), shape))
-        try:
-            response = await self._predict(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise model_error(exc, self._address) from None
-        missing = [name for name in _OUTPUTS if name not in response.outputs]
-        if missing:
-            raise ModelError(grpc.StatusCode.INTERNAL, f"the face detector returned no {', '.join(missing)}")
-        boxes, scores, counts = (tfserving.to_numpy(response.outputs[name]) for name in _OUTPUTS)
+        prediction = await self._model.predict(
+            images,
+            signature=FACE_SIGNATURE,
+            input_key=FACE_INPUT,
+            side=FACE_INPUT_SIZE,
+            outputs=_OUTPUTS,
+            timeout=timeout,
+        )
+        boxes, scores, counts = (prediction.outputs[name] for name in _OUTPUTS)
         if boxes.shape[0] != len(images) or counts.shape != (len(images),):
-            raise ModelError(grpc.StatusCode.INTERNAL, f"unexpected face detector shapes {boxes.shape}")
+            raise StatusError(grpc.StatusCode.INTERNAL, f"unexpected face detector shapes {boxes.shape}")
         rows = [(boxes[i, : int(n)], scores[i, : int(n)]) for i, n in enumerate(counts)]
-        return _Rows(rows, str(response.model_spec.version.value))
+        return _Rows(rows, prediction.version)
 
     async def version(self, *, timeout: float) -> str:
         """The version TF Serving serves now (what reclassification compares stored faces with)."""
-        request = tfserving.GetModelMetadataRequest(metadata_field=["signature_def"])
-        request.model_spec.name = self._model_name
-        try:
-            response = await self._metadata(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise model_error(exc, self._address) from None
-        return str(response.model_spec.version.value)
+        return (await self._model.metadata(timeout=timeout)).version
 
 
 class FaceDetector:
@@ -135,7 +122,7 @@ class FaceDetector:
                 self._batcher.predict(pixels, timeout=timeout), timeout
             )
         except TimeoutError:
-            raise ModelError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
+            raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_MESSAGE) from None
         faces = sorted(
             (unletterbox(box, score, placed) for box, score in zip(boxes, scores, strict=True)),
             key=lambda face: -face.score,

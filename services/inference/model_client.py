@@ -1,16 +1,17 @@
-"""Calls TensorFlow Serving (or the local model server) over gRPC, with TF Serving's own messages."""
+"""The one client of TensorFlow Serving (or the local model server): gRPC with TF Serving's own messages."""
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
-from services.common import tfserving
 from services.common.channels import grpc_target
+from services.common.errors import StatusError
 from services.common.model_contract import MODEL_SERVER_HEADER, TF_SERVING
-from services.inference.images import MODEL_SIDE
+from services.inference import tfserving
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +36,20 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
-class ModelError(Exception):
-    """TensorFlow Serving refused or failed a call; `code` is the status to answer our own caller with."""
+@dataclass(frozen=True)
+class Prediction:
+    """A Predict answer: each output asked for, as numpy, and the model version that produced them."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    outputs: dict[str, np.ndarray]
+    version: str
 
 
 @dataclass(frozen=True)
-class Scores:
-    """A Predict answer: [N, classes] probabilities, the model version that produced them, and the [N, dims]
-    embeddings when the model returns them."""
+class ServedModel:
+    """What GetModelMetadata says of a model: the version served now and its signatures (SignatureDef by key)."""
 
-    values: np.ndarray
     version: str
-    embeddings: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    version: str
-    num_classes: int
-    input_key: str
+    signatures: Mapping
     # Which server answered: the bundled model server names itself in a response header, TF Serving does not.
     server: str = TF_SERVING
 
@@ -77,89 +68,77 @@ def open_tfserving_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(grpc_target(address), options=options)
 
 
-def model_error(exc: grpc.aio.AioRpcError, address: str) -> ModelError:
+def model_error(exc: grpc.aio.AioRpcError, address: str) -> StatusError:
     """What our caller should see for a failed TF Serving call."""
     code, details = exc.code(), exc.details() or ""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ModelError(code, "TensorFlow Serving did not answer within the deadline; try again")
+        return StatusError(code, "TensorFlow Serving did not answer within the deadline; try again")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return ModelError(code, f"the model could not read the image: {details}")
+        return StatusError(code, f"the model could not read the image: {details}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
-        return ModelError(grpc.StatusCode.UNAVAILABLE, f"TensorFlow Serving at {address} is unavailable; try again")
+        return StatusError(grpc.StatusCode.UNAVAILABLE, f"TensorFlow Serving at {address} is unavailable; try again")
     if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-        return ModelError(grpc.StatusCode.UNAVAILABLE, f"TensorFlow Serving does not serve the model: {details}")
-    return ModelError(grpc.StatusCode.INTERNAL, f"TensorFlow Serving failed ({code.name})")
+        return StatusError(grpc.StatusCode.UNAVAILABLE, f"TensorFlow Serving does not serve the model: {details}")
+    return StatusError(grpc.StatusCode.INTERNAL, f"TensorFlow Serving failed ({code.name})")
 
 
 class ModelClient:
-    """Predict (on pixels decoded by this service) and GetModelMetadata for one model signature."""
+    """Predict and GetModelMetadata for one model: every call of inference to TF Serving goes through here, so each
+    has the caller's deadline, the channel's retries of UNAVAILABLE, and its failures mapped by model_error."""
 
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        *,
-        address: str,
-        model_name: str,
-        signature_name: str,
-        input_key: str,
-        scores_output: str,
-        embedding_output: str = "",
-    ) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, address: str, model_name: str) -> None:
         self._address = address
         self._model_name = model_name
-        self._signature_name = signature_name
-        self._input_key = input_key
-        self._scores_output = scores_output
-        self._embedding_output = embedding_output
         self._predict = tfserving.PREDICT.callable(channel)
         self._metadata = tfserving.GET_MODEL_METADATA.callable(channel)
+        self._lacking: set[str] = set()
 
     @property
     def model_name(self) -> str:
         return self._model_name
 
-    async def predict(self, images: list[bytes], *, timeout: float) -> Scores:
-        """Scores for a batch of model inputs, each uint8 RGB [224, 224, 3] row-major."""
-        wanted = [self._scores_output, self._embedding_output] if self._embedding_output else [self._scores_output]
-        request = tfserving.PredictRequest(output_filter=wanted)
+    async def predict(
+        self,
+        pixels: list[bytes],
+        *,
+        signature: str,
+        input_key: str,
+        side: int,
+        outputs: Sequence[str],
+        optional: Sequence[str] = (),
+        timeout: float,
+    ) -> Prediction:
+        """Runs `signature` on a batch of uint8 RGB [side, side, 3] row-major images. An `optional` output the
+        model does not have is left out of the answer, and not asked for again."""
+        request = tfserving.PredictRequest()
         request.model_spec.name = self._model_name
-        request.model_spec.signature_name = self._signature_name
-        shape = (len(images), MODEL_SIDE, MODEL_SIDE, 3)
-        request.inputs[self._input_key].CopyFrom(tfserving.uint8_tensor(b"".join(images), shape))
-        try:
-            response = await self._predict(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            if not self._lacks_embedding(exc):
-                raise model_error(exc, self._address) from None
-            # A model built before embeddings (or another model): classify on without similar photos.
-            log.warning("model %s has no %r output; similar photos need one", self._model_name, wanted[1])
-            self._embedding_output = ""
-            return await self.predict(images, timeout=timeout)
-        if self._scores_output not in response.outputs:
-            raise ModelError(grpc.StatusCode.INTERNAL, f"TensorFlow Serving returned no '{self._scores_output}'")
-        values = tfserving.to_numpy(response.outputs[self._scores_output])
-        if values.ndim != 2 or values.shape[0] != len(images):
-            raise ModelError(grpc.StatusCode.INTERNAL, f"unexpected scores shape {values.shape}")
-        return Scores(values, str(response.model_spec.version.value), self._embeddings(response, len(images)))
+        request.model_spec.signature_name = signature
+        request.inputs[input_key].CopyFrom(tfserving.uint8_tensor(b"".join(pixels), (len(pixels), side, side, 3)))
+        while True:
+            wanted = [*outputs, *(name for name in optional if name not in self._lacking)]
+            request.output_filter[:] = wanted
+            try:
+                response = await self._predict(request, timeout=timeout)
+                break
+            except grpc.aio.AioRpcError as exc:
+                self._note_lacking(exc, wanted[len(outputs) :])
+        missing = [name for name in outputs if name not in response.outputs]
+        if missing:
+            raise StatusError(grpc.StatusCode.INTERNAL, f"model {self._model_name} returned no {', '.join(missing)}")
+        arrays = {name: tfserving.to_numpy(response.outputs[name]) for name in wanted if name in response.outputs}
+        return Prediction(arrays, str(response.model_spec.version.value))
 
-    def _lacks_embedding(self, exc: grpc.aio.AioRpcError) -> bool:
-        """TF Serving's answer when an output filter names an output the signature does not have."""
-        return (
-            bool(self._embedding_output)
-            and exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-            and f"alias not found in signature: {self._embedding_output}" in (exc.details() or "")
-        )
+    def _note_lacking(self, exc: grpc.aio.AioRpcError, optional: Sequence[str]) -> None:
+        """Remembers an optional output the model turned out not to have (a model built before it, or another
+        model), so that the call is made again without it; any other failure is raised as our caller sees it."""
+        details = (exc.details() or "") if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else ""
+        lacking = next((name for name in optional if f"alias not found in signature: {name}" in details), None)
+        if lacking is None:
+            raise model_error(exc, self._address) from None
+        log.warning("model %s has no %r output; going on without it", self._model_name, lacking)
+        self._lacking.add(lacking)
 
-    def _embeddings(self, response, count: int) -> np.ndarray | None:
-        if not self._embedding_output or self._embedding_output not in response.outputs:
-            return None
-        values = tfserving.to_numpy(response.outputs[self._embedding_output])
-        if values.ndim != 2 or values.shape[0] != count:
-            raise ModelError(grpc.StatusCode.INTERNAL, f"unexpected embedding shape {values.shape}")
-        # Half precision, as the catalog stores them: the result cache holds thousands.
-        return values.astype(np.float16)
-
-    async def metadata(self, *, timeout: float) -> ModelMetadata:
+    async def metadata(self, *, timeout: float) -> ServedModel:
         request = tfserving.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = self._model_name
         try:
@@ -169,17 +148,5 @@ class ModelClient:
         except grpc.aio.AioRpcError as exc:
             raise model_error(exc, self._address) from None
         signatures = tfserving.SignatureDefMap.FromString(response.metadata["signature_def"].value)
-        if self._signature_name not in signatures.signature_def:
-            raise ModelError(grpc.StatusCode.INTERNAL, f"the model has no signature '{self._signature_name}'")
-        outputs = signatures.signature_def[self._signature_name].outputs
-        dims = (
-            [dim.size for dim in outputs[self._scores_output].tensor_shape.dim]
-            if self._scores_output in outputs
-            else []
-        )
-        return ModelMetadata(
-            version=str(response.model_spec.version.value),
-            num_classes=dims[-1] if dims else 0,
-            input_key=self._input_key,
-            server=headers.get(MODEL_SERVER_HEADER, TF_SERVING),
-        )
+        server = headers.get(MODEL_SERVER_HEADER, TF_SERVING)
+        return ServedModel(str(response.model_spec.version.value), signatures.signature_def, server)

@@ -7,17 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from tagsmith.inference.v1 import inference_pb2_grpc
 
+from services.common.errors import StatusError
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server, token_verification
 from services.common.tokens import TokenVerifier
-from services.inference.batcher import PredictBatcher
+from services.inference.batcher import BatchModel, PredictBatcher
 from services.inference.cache import ResultCache
-from services.inference.classifier import Classifier
+from services.inference.classifier import Classifier, ClassifierClient
 from services.inference.config import MIB, Settings
 from services.inference.faces import FaceClient, FaceDetector
 from services.inference.images import ImageDecoder
 from services.inference.labels import read_labels
-from services.inference.model_client import ModelClient, ModelError, open_tfserving_channel
+from services.inference.model_client import ModelClient, open_tfserving_channel
 from services.inference.servicer import InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ STARTUP_GRACE_SECONDS = 60.0
 STARTUP_RETRY_SECONDS = 1.0
 
 
-def build_batcher(settings: Settings, client: ModelClient | FaceClient) -> PredictBatcher:
+def build_batcher(settings: Settings, client: BatchModel) -> PredictBatcher:
     return PredictBatcher(
         client,
         max_size=settings.batch_max_size,
@@ -45,7 +46,7 @@ def build_face_detector(settings: Settings, channel: grpc.aio.Channel) -> FaceDe
     """The face detector's own batcher beside the classifier's, on the same channel; None when switched off."""
     if not settings.face_model_name:
         return None
-    client = FaceClient(channel, address=settings.tfserving_addr, model_name=settings.face_model_name)
+    client = FaceClient(ModelClient(channel, address=settings.tfserving_addr, model_name=settings.face_model_name))
     return FaceDetector(client, build_batcher(settings, client), ResultCache(settings.cache_size))
 
 
@@ -54,10 +55,8 @@ def build_servicer(
 ) -> tuple[InferenceServicer, list[PredictBatcher]]:
     """The servicer and its parts: model clients, batchers, caches, image decoder, labels."""
     labels = read_labels(settings.labels_file)
-    client = ModelClient(
-        channel,
-        address=settings.tfserving_addr,
-        model_name=settings.model_name,
+    client = ClassifierClient(
+        ModelClient(channel, address=settings.tfserving_addr, model_name=settings.model_name),
         signature_name=settings.signature_name,
         input_key=settings.input_key,
         scores_output=settings.scores_output,
@@ -119,7 +118,7 @@ def _auth(settings: Settings, verifier: TokenVerifier | None) -> tuple[AuthInter
     return token_verification(settings, open_methods=OPEN_METHODS)
 
 
-async def check_model(client: ModelClient, num_labels: int, *, grace: float = STARTUP_GRACE_SECONDS) -> None:
+async def check_model(client: ClassifierClient, num_labels: int, *, grace: float = STARTUP_GRACE_SECONDS) -> None:
     """Says once TF Serving serves a model that matches the labels file, or warns when it does not. An unreachable
     TF Serving is waited for, and reported only once it has stayed away for `grace` seconds."""
     loop = asyncio.get_running_loop()
@@ -128,7 +127,7 @@ async def check_model(client: ModelClient, num_labels: int, *, grace: float = ST
         try:
             metadata = await client.metadata(timeout=STARTUP_CHECK_TIMEOUT)
             break
-        except ModelError as exc:
+        except StatusError as exc:
             if exc.code != grpc.StatusCode.UNAVAILABLE:
                 log.warning("model check failed: %s", exc.message)
                 return

@@ -10,12 +10,12 @@ import grpc
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.context import time_remaining
+from services.common.errors import StatusError
 from services.common.imageformats import CONTENT_TYPES, DESCRIPTION
-from services.inference.classifier import Classification, Classifier
+from services.inference.classifier import Classification, Classifier, ClassifierClient
 from services.inference.config import Settings
 from services.inference.faces import FaceDetection, FaceDetector
 from services.inference.images import MODEL_SIDE, DecodedImage, ImageDecoder, InvalidImage
-from services.inference.model_client import ModelClient, ModelError
 from services.inference.taxonomy import Tagger, face_tags
 from services.inference.upload import read_upload
 
@@ -35,7 +35,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         labels: tuple[str, ...],
         decoder: ImageDecoder,
         classifier: Classifier,
-        client: ModelClient,
+        client: ClassifierClient,
         executor: Executor,
         face_detector: FaceDetector | None = None,
     ) -> None:
@@ -53,7 +53,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         return self._classifier
 
     @property
-    def client(self) -> ModelClient:
+    def client(self) -> ClassifierClient:
         return self._client
 
     @property
@@ -76,16 +76,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             return self._response(result, faces, image, upload.top_k)
         except InvalidImage as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except ModelError as exc:
-            await context.abort(exc.code, exc.message)
 
     async def GetModel(
         self, request: inference_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ModelInfo:
-        try:
-            metadata = await self._client.metadata(timeout=self._timeout())
-        except ModelError as exc:
-            await context.abort(exc.code, exc.message)
+        metadata = await self._client.metadata(timeout=self._timeout())
         description = (
             f"ImageNet classifier '{self._client.model_name}' served by {metadata.server}: "
             f"{metadata.num_classes or len(self._labels)} classes, input '{metadata.input_key}' takes uint8 RGB "
@@ -101,7 +96,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             try:
                 info.face_model_version = await self._face_detector.version(timeout=self._timeout())
                 info.face_model_name = self._face_detector.model_name
-            except ModelError as exc:
+            except StatusError as exc:
                 log.warning("face detector version unknown: %s", exc.message)
         return info
 
@@ -127,7 +122,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             return None
         try:
             return await self._face_detector.detect(digest, image.face_pixels, image.letterbox, timeout=timeout)
-        except ModelError as exc:
+        except StatusError as exc:
             log.warning("faces not analysed: %s", exc.message)
             return None
 
@@ -148,7 +143,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, result: Classification, detection: FaceDetection | None, image: DecodedImage, top_k: int
     ) -> inference_pb2.ClassifyResponse:
         if max(result.class_ids) >= len(self._labels):
-            raise ModelError(grpc.StatusCode.INTERNAL, "the model scored more classes than the labels file names")
+            raise StatusError(grpc.StatusCode.INTERNAL, "the model scored more classes than the labels file names")
         ranked = result.top(top_k)
         response = inference_pb2.ClassifyResponse(
             labels=[

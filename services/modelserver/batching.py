@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from services.modelserver.models import ServingError
+from services.common.errors import StatusError
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,15 @@ class _Task:
     enqueued_at: float = field(default=0.0)
 
 
-def to_serving_error(exc: Exception) -> ServingError:
+def to_status_error(exc: Exception) -> StatusError:
     """TensorFlow's errors carry a canonical status code; anything else is INTERNAL without detail."""
-    if isinstance(exc, ServingError):
+    if isinstance(exc, StatusError):
         return exc
     if isinstance(exc, tf.errors.OpError):
         code = next((c for c in grpc.StatusCode if c.value[0] == exc.error_code), grpc.StatusCode.INTERNAL)
-        return ServingError(code, concise_message(exc.message))
+        return StatusError(code, concise_message(exc.message))
     log.error("model call failed", exc_info=exc)
-    return ServingError(grpc.StatusCode.INTERNAL, "the model call failed")
+    return StatusError(grpc.StatusCode.INTERNAL, "the model call failed")
 
 
 def concise_message(message: str) -> str:
@@ -73,7 +73,7 @@ async def run_unbatched(run: RunFunction, inputs: Arrays, executor: Executor) ->
     try:
         return await asyncio.get_running_loop().run_in_executor(executor, run, inputs)
     except Exception as exc:
-        raise to_serving_error(exc) from None
+        raise to_status_error(exc) from None
 
 
 class BatchScheduler:
@@ -112,7 +112,7 @@ class BatchScheduler:
         if size > self._max:
             return await run_unbatched(self._run, inputs, self._executor)
         if len(self._pending) >= self._max_queued:
-            raise ServingError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue is full; retry later.")
+            raise StatusError(grpc.StatusCode.UNAVAILABLE, "The batch scheduling queue is full; retry later.")
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._schedule())
         loop = asyncio.get_running_loop()
@@ -124,7 +124,7 @@ class BatchScheduler:
     async def close(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
-        _fail(list(self._pending), ServingError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down"))
+        _fail(list(self._pending), StatusError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down"))
 
     async def _schedule(self) -> None:
         while True:
@@ -194,12 +194,12 @@ class BatchScheduler:
             # One bad input must not fail its neighbours: run each call on its own to find it.
             await asyncio.gather(*(self._alone(task) for task in batch))
         else:
-            _fail(batch, to_serving_error(errors[0]))
+            _fail(batch, to_status_error(errors[0]))
 
     async def _alone(self, task: _Task) -> None:
         try:
             _resolve(task, await run_unbatched(self._run, task.inputs, self._executor))
-        except ServingError as exc:
+        except StatusError as exc:
             _fail([task], exc)
 
 
@@ -208,7 +208,7 @@ def _resolve(task: _Task, outputs: Arrays) -> None:
         task.future.set_result(outputs)
 
 
-def _fail(batch: list[_Task], error: ServingError) -> None:
+def _fail(batch: list[_Task], error: StatusError) -> None:
     for task in batch:
         if not task.future.done():
             task.future.set_exception(error)

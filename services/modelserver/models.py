@@ -12,6 +12,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from services.common.errors import StatusError
 from services.modelserver import warmup
 from services.modelserver.config import Settings
 
@@ -21,15 +22,6 @@ DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
 # Signatures TF2 adds for its own bookkeeping; present in metadata, never callable through Predict.
 INTERNAL_SIGNATURE = "__saved_model_init_op"
-
-
-class ServingError(Exception):
-    """A request the server refuses, with the status code TF Serving would answer."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,7 @@ class Servable:
         try:
             return self.signatures[name or DEFAULT_SIGNATURE]
         except KeyError:
-            raise ServingError(
+            raise StatusError(
                 grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.'
             ) from None
 
@@ -204,7 +196,7 @@ class ModelRepository:
 
     def versions(self, name: str) -> dict[int, Servable]:
         if name not in self._servables:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+            raise StatusError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
         return self._servables[name]
 
     def resolve(self, spec: model_pb2.ModelSpec) -> Servable:
@@ -214,12 +206,12 @@ class ModelRepository:
         if choice == "version_label":
             label = spec.version_label
             if label not in self._sources[spec.name].labels:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
             return versions[self._sources[spec.name].labels[label]]
         if choice == "version":
             version = spec.version.value
             if version not in versions:
-                raise ServingError(
+                raise StatusError(
                     grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({spec.name}, {version})"
                 )
             return versions[version]

@@ -1,7 +1,5 @@
 """TensorFlow Serving's PredictionService and ModelService over the loaded models."""
 
-import functools
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 import grpc
@@ -15,27 +13,15 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from services.common.errors import StatusError
 from services.common.model_contract import MODEL_SERVER_HEADER
 from services.modelserver import tensors
 from services.modelserver.batching import BatchScheduler, run_unbatched
-from services.modelserver.models import ModelRepository, Servable, ServingError, Signature
+from services.modelserver.models import ModelRepository, Servable, Signature
 
 SIGNATURE_DEF_FIELD = "signature_def"
 # What GetModelMetadata's callers learn of this server, in the MODEL_SERVER_HEADER response header.
 SERVER_NAME = f"the Tagsmith model server (services.modelserver on TensorFlow {tf.__version__})"
-
-
-def answers_serving_errors(handler: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
-    """Turns a ServingError raised by the handler into the status code it carries."""
-
-    @functools.wraps(handler)
-    async def wrapper(self, request, context: grpc.aio.ServicerContext):
-        try:
-            return await handler(self, request, context)
-        except ServingError as exc:
-            await context.abort(exc.code, exc.message)
-
-    return wrapper
 
 
 class Runner:
@@ -76,7 +62,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._repository = repository
         self._runner = runner
 
-    @answers_serving_errors
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
@@ -93,17 +78,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[key].CopyFrom(tensors.encode(outputs[key]))
         return response
 
-    @answers_serving_errors
     async def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.metadata_field:
-            raise ServingError(
+            raise StatusError(
                 grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field"
             )
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {field} is not supported")
+                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {field} is not supported")
         servable = self._repository.resolve(request.model_spec)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in servable.signature_defs.items():
@@ -122,20 +106,19 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, repository: ModelRepository) -> None:
         self._repository = repository
 
-    @answers_serving_errors
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
         try:
             versions = self._repository.versions(spec.name)
-        except ServingError:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}") from None
+        except StatusError:
+            raise StatusError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}") from None
         if spec.WhichOneof("version_choice"):
             try:
                 chosen = [self._repository.resolve(spec).version]
-            except ServingError as exc:
-                raise ServingError(exc.code, f"Could not find version of model {spec.name}: {exc.message}") from None
+            except StatusError as exc:
+                raise StatusError(exc.code, f"Could not find version of model {spec.name}: {exc.message}") from None
         else:
             chosen = sorted(versions)
         response = get_model_status_pb2.GetModelStatusResponse()

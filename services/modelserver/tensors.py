@@ -5,11 +5,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
-from services.modelserver.models import ServingError, Signature
+from services.common.errors import StatusError
+from services.modelserver.models import Signature
 
 
-def _invalid(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _invalid(message: str) -> StatusError:
+    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def _dtype_name(enum_value: int) -> str:

@@ -16,7 +16,7 @@ from services.auth.server import MIGRATIONS as AUTH_MIGRATIONS
 from services.auth.server import create_server as create_auth_server
 from services.catalog.server import SERVICE_NAME as CATALOG_SERVICE
 from services.catalog.server import create_server as create_catalog_server
-from services.common.channels import open_channel
+from services.common.channels import bearer, open_channel
 from services.common.db import migrate
 from services.gateway.app import create_app
 from services.gateway.clients import Backends
@@ -179,6 +179,58 @@ async def test_direct_grpc_calls_answer_unavailable_without_channel_retries(syst
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert failure.value.details() == "the database is unavailable; try again shortly"
     assert time.monotonic() - started < FAIL_FAST_SECONDS
+
+
+@pytest.fixture
+async def auth_alone(restartable_postgres, tmp_path):
+    """A real auth server on the restartable cluster, with one registered user logged in."""
+    dsn = restartable_postgres.database()
+    migrate(dsn, schema="auth", directory=AUTH_MIGRATIONS)
+    auth = await create_auth_server(auth_settings(dsn=dsn, data_dir=tmp_path / "auth"))
+    channel = open_channel(f"127.0.0.1:{auth.port}", default_timeout=30)
+    stub = auth_pb2_grpc.AuthServiceStub(channel)
+    await stub.Register(auth_pb2.RegisterRequest(username="alice", password="password123"))
+    tokens = await stub.Login(auth_pb2.LoginRequest(username="alice", password="password123"))
+    # The first authenticated call fetches the revocation list; afterwards it is refreshed in the background.
+    await stub.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens.access_token))
+    yield stub, tokens
+    await channel.close()
+    await auth.stop(0)
+
+
+async def test_auth_answers_unavailable_for_every_call_that_needs_its_database(auth_alone, restartable_postgres):
+    """Not INTERNAL, which no channel retries and no person can act on: the shared interceptor answers an
+    unreachable database alike in every service."""
+    stub, tokens = auth_alone
+    signed_in = bearer(tokens.access_token)
+    calls = {
+        "Register": lambda: stub.Register(auth_pb2.RegisterRequest(username="bob", password="password123")),
+        "Login": lambda: stub.Login(auth_pb2.LoginRequest(username="alice", password="password123")),
+        "Refresh": lambda: stub.Refresh(auth_pb2.RefreshRequest(refresh_token=tokens.refresh_token)),
+        "GetMe": lambda: stub.GetMe(auth_pb2.GetMeRequest(), metadata=signed_in),
+        "Logout": lambda: stub.Logout(auth_pb2.LogoutRequest(refresh_token=tokens.refresh_token), metadata=signed_in),
+        "GetRevocations": lambda: stub.GetRevocations(auth_pb2.GetRevocationsRequest()),
+    }
+    restartable_postgres.stop()
+    for name, call in calls.items():
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await call()
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE, name
+        assert failure.value.details() == "the database is unavailable; try again shortly", name
+        assert dict(failure.value.trailing_metadata())["retry-after"].isdigit(), name
+        assert time.monotonic() - started < FAIL_FAST_SECONDS, name
+
+    restartable_postgres.start()
+    deadline = time.monotonic() + HEALTH_FOLLOWS_SECONDS
+    while True:
+        try:
+            me = await stub.GetMe(auth_pb2.GetMeRequest(), metadata=signed_in)
+            break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, exc.details()
+            await asyncio.sleep(0.1)
+    assert me.username == "alice"
 
 
 async def test_an_upload_cut_by_the_outage_is_refused_and_leaves_nothing(system, restartable_postgres, test_keys):

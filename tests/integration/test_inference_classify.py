@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
-from services.common import tfserving
 from services.common.channels import open_channel
 from services.common.imageformats import CONTENT_TYPES
 from services.common.imaging import register_openers
+from services.inference import tfserving
 from tests.support.inference_fixtures import MODEL_NAME, classify_requests, sample_image
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -232,3 +232,16 @@ async def test_get_model_says_tensorflow_serving_when_the_server_does_not_name_i
         model = await stub.GetModel(inference_pb2.GetModelRequest(), metadata=auth(test_keys))
     assert f"ImageNet classifier '{MODEL_NAME}' served by TensorFlow Serving: 1000 classes" in model.description
     assert "Tagsmith model server" not in model.description
+
+
+async def test_a_model_without_the_embedding_output_still_classifies(stub, inference_server, test_keys):
+    """A model built before embeddings: the first call learns that the output is missing, later calls no longer ask."""
+    assert len((await classify(stub[0], test_keys, sample_image("chelsea"))).embedding) > 0
+    running = await inference_server(embedding_output="not_an_output")
+    async with open_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        cat = await classify(stub, test_keys, sample_image("chelsea"))
+        coffee = await classify(stub, test_keys, sample_image("coffee"))
+    assert cat.category in CAT_CLASSES and not cat.embedding
+    assert coffee.labels[0].class_id in {967, 968, 504} and not coffee.embedding
+    assert running.servicer.classifier.batcher.stats.calls == 2

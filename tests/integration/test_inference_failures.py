@@ -9,9 +9,10 @@ import grpc
 import pytest
 from tagsmith.inference.v1 import inference_pb2_grpc
 
-from services.common import tfserving
 from services.common.channels import open_channel
 from services.common.model_contract import CLASSIFIER_MODEL, PIXELS_INPUT, PIXELS_SIGNATURE, SCORES_OUTPUT
+from services.inference import tfserving
+from services.inference.classifier import ClassifierClient
 from services.inference.model_client import ModelClient, open_tfserving_channel
 from services.inference.server import check_model
 from tests.support.inference_fixtures import classify_requests, sample_image, start_modelserver
@@ -97,11 +98,9 @@ async def test_model_server_stopped_mid_test(inference_server, test_keys, model_
     assert elapsed < 3
 
 
-def model_client(address: str) -> ModelClient:
-    return ModelClient(
-        open_tfserving_channel(address),
-        address=address,
-        model_name=CLASSIFIER_MODEL,
+def model_client(address: str) -> ClassifierClient:
+    return ClassifierClient(
+        ModelClient(open_tfserving_channel(address), address=address, model_name=CLASSIFIER_MODEL),
         signature_name=PIXELS_SIGNATURE,
         input_key=PIXELS_INPUT,
         scores_output=SCORES_OUTPUT,

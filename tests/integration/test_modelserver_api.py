@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from services.common import model_contract as contract
-from services.common import tfserving
+from services.inference import tfserving
 from tests.support.inference_fixtures import MODEL_NAME, sample_image
 
 ESPRESSO = 967

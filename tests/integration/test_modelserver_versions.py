@@ -6,7 +6,7 @@ import urllib.request
 import grpc
 import pytest
 
-from services.common import tfserving
+from services.inference import tfserving
 from tests.support.inference_fixtures import MODEL_NAME, sample_image
 
 CONFIG = """

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 
 from services.common import model_contract as contract
-from services.common import tfserving
+from services.inference import tfserving
 from tests.support.inference_fixtures import MODEL_NAME, REPO, sample_image
 
 

@@ -8,11 +8,15 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg_pool import PoolTimeout
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
+import services.common.db  # noqa: F401 (the interceptor recognises database errors once the plumbing is loaded)
 from services.common.channels import open_channel
+from services.common.errors import StatusError, unavailable
 from services.common.interceptors import AuthInterceptor
 from services.common.server import CannotListen, start_server
 from services.common.settings import ServiceSettings
@@ -21,19 +25,31 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class _Probe(inference_pb2_grpc.InferenceServiceServicer):
+    """GetLimits answers; GetModel raises `failure` and counts the calls that reached it."""
+
+    def __init__(self) -> None:
+        self.failure: Exception = RuntimeError("boom: secret detail")
+        self.calls = 0
+
     async def GetLimits(self, request, context):
         return inference_pb2.Limits(max_bytes=1)
 
     async def GetModel(self, request, context):
-        raise RuntimeError("boom: secret detail")
+        self.calls += 1
+        raise self.failure
 
 
 @pytest.fixture
-async def probe_server(test_keys):
+def probe() -> _Probe:
+    return _Probe()
+
+
+@pytest.fixture
+async def probe_server(probe, test_keys):
     settings = ServiceSettings(host="127.0.0.1", port=0, metrics_port=0)
     running = await start_server(
         settings,
-        register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(_Probe(), s),
+        register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(probe, s),
         service_names=["tagsmith.inference.v1.InferenceService"],
         interceptors=[AuthInterceptor(test_keys.verifier())],
     )
@@ -72,6 +88,51 @@ async def test_unexpected_error_is_internal_without_detail(probe_server, test_ke
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert "secret detail" not in err.value.details()
     assert "req-123" in err.value.details()
+
+
+async def _get_model_failure(probe_server, test_keys) -> grpc.aio.AioRpcError:
+    """GetModel's failure through the project's channel (which retries UNAVAILABLE unless told not to)."""
+    async with open_channel(f"127.0.0.1:{probe_server.port}") as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        metadata = (("authorization", f"Bearer {test_keys.token()}"), ("x-request-id", "req-123"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetModel(inference_pb2.GetModelRequest(), metadata=metadata)
+    return err.value
+
+
+async def test_a_status_error_is_answered_with_its_code_message_and_metadata(probe, probe_server, test_keys):
+    reason = ("error-reason", "NEEDS_SETUP")
+    probe.failure = StatusError(grpc.StatusCode.FAILED_PRECONDITION, "set it up first", trailing_metadata=(reason,))
+    failure = await _get_model_failure(probe_server, test_keys)
+    assert (failure.code(), failure.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "set it up first")
+    trailing = dict(failure.trailing_metadata())
+    assert trailing["error-reason"] == "NEEDS_SETUP" and trailing["x-request-id"] == "req-123"
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        (unavailable("object storage is unavailable; try again shortly"), "object storage is unavailable"),
+        (psycopg.OperationalError("connection refused"), "the database is unavailable; try again shortly"),
+        (PoolTimeout("couldn't get a connection after 2.00 sec"), "the database is unavailable; try again shortly"),
+    ],
+)
+async def test_an_outage_is_unavailable_with_retry_after_and_no_channel_retries(
+    probe, probe_server, test_keys, failure, message
+):
+    probe.failure = failure
+    answer = await _get_model_failure(probe_server, test_keys)
+    assert answer.code() == grpc.StatusCode.UNAVAILABLE and message in answer.details()
+    assert dict(answer.trailing_metadata())["retry-after"].isdigit()
+    assert probe.calls == 1, "the pushback stops the caller's channel from retrying an outage at once"
+
+
+async def test_a_momentary_unavailable_is_left_to_the_channel_to_retry(probe, probe_server, test_keys):
+    """What inference answers while TF Serving is briefly busy: no pushback, so the caller's channel retries."""
+    probe.failure = StatusError(grpc.StatusCode.UNAVAILABLE, "TensorFlow Serving is unavailable; try again")
+    answer = await _get_model_failure(probe_server, test_keys)
+    assert answer.code() == grpc.StatusCode.UNAVAILABLE
+    assert probe.calls == 4
 
 
 async def test_metrics_count_calls_by_code(probe_server, test_keys):

@@ -7,7 +7,6 @@ from psycopg_pool import PoolTimeout
 
 from services.catalog import inference_client, pagination, servicer
 from services.catalog.blobstore import BlobStoreUnavailable
-from services.catalog.errors import not_found
 from services.catalog.terms import InvalidTag
 from services.common import interceptors
 
@@ -40,7 +39,6 @@ def test_token_refusal_counts_as_unavailable():
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (not_found(), grpc.StatusCode.NOT_FOUND),
         (pagination.InvalidPage("bad"), grpc.StatusCode.INVALID_ARGUMENT),
         (InvalidTag("bad"), grpc.StatusCode.INVALID_ARGUMENT),
         (BlobStoreUnavailable("down"), grpc.StatusCode.UNAVAILABLE),
@@ -48,17 +46,18 @@ def test_token_refusal_counts_as_unavailable():
     ],
 )
 def test_expected_failures_map_to_status_codes(error, code):
-    assert servicer._status_for(error)[0] == code
+    assert servicer._status_error(error).code == code
 
 
 def test_unexpected_errors_are_left_to_the_interceptor():
     # The shared interceptor answers INTERNAL without details for anything unmapped.
-    assert servicer._status_for(RuntimeError("secret")) is None
+    error = RuntimeError("secret")
+    assert servicer._status_error(error) is error
 
 
 @pytest.mark.parametrize("error", [psycopg.OperationalError("gone"), PoolTimeout("no connection in 2 s")])
 def test_database_failures_are_mapped_once_by_the_shared_interceptor(error):
     """The catalog leaves them to services/common, which answers UNAVAILABLE for every service alike."""
-    assert servicer._status_for(error) is None
+    assert servicer._status_error(error) is error
     assert interceptors._database_unreachable(error)
     assert not interceptors._database_unreachable(RuntimeError("other"))

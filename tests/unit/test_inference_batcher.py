@@ -6,10 +6,10 @@ import grpc
 import numpy as np
 import pytest
 
+from services.common.errors import StatusError
 from services.inference.batcher import PredictBatcher
 from services.inference.cache import ResultCache
-from services.inference.classifier import Classifier, ranked
-from services.inference.model_client import ModelError, Scores
+from services.inference.classifier import Classifier, Scores, ranked
 
 
 class RecordingModel:
@@ -23,7 +23,7 @@ class RecordingModel:
     async def predict(self, images: list[bytes], *, timeout: float) -> Scores:
         self.batches.append(len(images))
         if any(image == b"bad" for image in images):
-            raise ModelError(grpc.StatusCode.INVALID_ARGUMENT, "the model could not read the image")
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "the model could not read the image")
         await asyncio.sleep(self.delay)
         scores = np.full((len(images), 10), 0.01, dtype=np.float32)
         for row, image in enumerate(images):
@@ -119,13 +119,13 @@ async def test_one_unreadable_image_does_not_fail_its_batch():
         subject.predict(b"good", timeout=5), subject.predict(b"bad", timeout=5), return_exceptions=True
     )
     await subject.close()
-    assert isinstance(results[1], ModelError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(results[1], StatusError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
     assert int(results[0][0].argmax()) == 4
 
 
 async def test_deadline_is_kept_when_the_model_is_slow():
     subject = batcher(RecordingModel(delay=10))
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(StatusError) as err:
         await subject.predict(b"x", timeout=0.1)
     await subject.close()
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

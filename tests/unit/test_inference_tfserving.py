@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common import tfserving
+from services.inference import tfserving
 
 REPO = Path(__file__).resolve().parents[2]
 

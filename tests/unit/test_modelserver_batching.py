@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from services.common.errors import StatusError
 from services.modelserver.batching import BatchScheduler, concise_message
-from services.modelserver.models import ServingError
 
 
 class Model:
@@ -61,7 +61,7 @@ async def test_bad_input_fails_alone(executor):
     )
     await subject.close()
     assert results[0]["y"].tolist() == [2]
-    assert isinstance(results[1], ServingError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(results[1], StatusError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
     assert results[1].message == "Unknown image file format."
 
 
@@ -77,7 +77,7 @@ async def test_full_queue_is_unavailable(executor):
     calls = [asyncio.ensure_future(subject.submit({"x": np.array([i])}, 1)) for i in range(6)]
     results = await asyncio.gather(*calls, return_exceptions=True)
     await subject.close()
-    refused = [r for r in results if isinstance(r, ServingError)]
+    refused = [r for r in results if isinstance(r, StatusError)]
     assert refused and all(r.code == grpc.StatusCode.UNAVAILABLE for r in refused)
 
 
@@ -107,7 +107,7 @@ async def test_a_bad_input_in_a_split_batch_fails_alone(executor):
     results = await asyncio.gather(good, bad, return_exceptions=True)
     await subject.close()
     assert results[0]["y"].tolist() == [2 * i for i in range(10)]
-    assert isinstance(results[1], ServingError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(results[1], StatusError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_concise_message_drops_graph_noise():

@@ -6,11 +6,11 @@ import grpc
 import pytest
 from tensorflow_serving.apis import model_pb2
 
+from services.common.errors import StatusError
 from services.modelserver.config import load_settings
 from services.modelserver.models import (
     ModelRepository,
     ModelSource,
-    ServingError,
     configured_sources,
     select_versions,
     version_dirs,
@@ -78,9 +78,9 @@ def test_resolve_like_tf_serving():
         (model_pb2.ModelSpec(name="x"), grpc.StatusCode.NOT_FOUND),
         (model_pb2.ModelSpec(name="m", version_label="canary"), grpc.StatusCode.INVALID_ARGUMENT),
     ):
-        with pytest.raises(ServingError) as err:
+        with pytest.raises(StatusError) as err:
             repository.resolve(bad)
         assert err.value.code == code
     spec.version.value = 9
-    with pytest.raises(ServingError, match=r"Specific\(m, 9\)"):
+    with pytest.raises(StatusError, match=r"Specific\(m, 9\)"):
         repository.resolve(spec)
