@@ -13,7 +13,6 @@ from services.catalog.blobstore import BlobStore, open_blob_store
 from services.catalog.classify import StoredImageClassifier
 from services.catalog.config import Settings
 from services.catalog.content import ContentBytes, original_key
-from services.catalog.identity import LoginTokenProvider, TokenProvider
 from services.catalog.inference_client import InferenceClient
 from services.catalog.reclassify import Reclassifier
 from services.catalog.retag import Retagger
@@ -24,6 +23,7 @@ from services.catalog.uploads import Uploader
 from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
 from services.common.db import DatabaseProbe, check_schema, open_pool
+from services.common.identity import LoginTokenProvider, TokenProvider
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server, token_verification
 from services.common.tokens import TokenVerifier

@@ -36,12 +36,10 @@ class AuthClient:
         )
         return await self._stub.Register(request)
 
-    async def login(
-        self, username: str, password: str, *, client_address: str | None, public_api: bool = True
-    ) -> auth_pb2.TokenPair:
-        """A login; `public_api` False only for the gateway's own anonymous user, whom strangers must not lock."""
+    async def login(self, username: str, password: str, *, client_address: str | None) -> auth_pb2.TokenPair:
+        """A login from the public API, limited per client address."""
         request = auth_pb2.LoginRequest(
-            username=username, password=password, client_address=client_address or "", public_api=public_api
+            username=username, password=password, client_address=client_address or "", public_api=True
         )
         return await self._stub.Login(request)
 
