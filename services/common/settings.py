@@ -2,9 +2,9 @@
 
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,56 @@ class TokenSettings(BaseSettings):
         description="Directory where the last keys and revocation list fetched from auth are kept, so a restart "
         "while auth is down still accepts valid tokens; unset keeps them in memory only.",
     )
+
+
+class PostgresSettings(BaseSettings):
+    """Where a service keeps its tables, and how many connections it may hold there."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore", frozen=True)
+
+    postgres_dsn: str = Field(
+        "postgresql://tagsmith@127.0.0.1:5432/tagsmith",
+        description="PostgreSQL connection string; auth and catalog may share one database, each in a schema of its "
+        "own (`auth`, `catalog`).",
+    )
+    postgres_pool_size: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="Most PostgreSQL connections one process opens; keep replicas x this below the server's "
+        "max_connections.",
+    )
+    postgres_checkout_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long a call waits for a database connection before answering UNAVAILABLE."
+    )
+    pool_size: int | None = Field(
+        None,
+        ge=1,
+        le=200,
+        description="Deprecated: the former name of TAGSMITH_POSTGRES_POOL_SIZE, read in this release only (with a "
+        "warning); TAGSMITH_POSTGRES_POOL_SIZE wins when both are set.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_former_pool_size(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("pool_size") is not None and "postgres_pool_size" not in values:
+            return {**values, "postgres_pool_size": values["pool_size"]}
+        return values
+
+    def deprecations(self) -> list[str]:
+        """What to warn the operator about: settings still given under a name that is going away."""
+        if self.pool_size is None:
+            return []
+        if self.pool_size != self.postgres_pool_size:
+            return [
+                f"TAGSMITH_POOL_SIZE ({self.pool_size}) is deprecated and ignored: TAGSMITH_POSTGRES_POOL_SIZE "
+                f"({self.postgres_pool_size}) is set; remove TAGSMITH_POOL_SIZE"
+            ]
+        return [
+            "TAGSMITH_POOL_SIZE is deprecated and stops working in the next release: rename it "
+            "TAGSMITH_POSTGRES_POOL_SIZE"
+        ]
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
