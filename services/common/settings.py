@@ -103,27 +103,28 @@ class PostgresSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-class InvalidSettings(Exception):
+class InvalidSettings(ValueError):
     """The environment holds settings the service cannot run with; the message names each problem."""
 
 
-def load_settings(settings_class: type[SettingsT]) -> SettingsT:
-    """Reads the settings, turning pydantic's report into one line per problem.
+def load_settings(settings_class: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Reads the settings from the environment, `overrides` (e.g. command-line flags) winning, turning pydantic's
+    report into one line per problem.
 
     Only field names and messages are kept: pydantic's full text echoes the input, secrets included.
     """
     try:
-        return settings_class()
+        return settings_class(**overrides)
     except ValidationError as exc:
         problems = (f"TAGSMITH_{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}" for e in exc.errors())
         raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
-def settings_or_report(settings_class: type[SettingsT]) -> SettingsT | None:
+def settings_or_report(settings_class: type[SettingsT], **overrides: Any) -> SettingsT | None:
     """load_settings for an entry point: on bad settings the report goes to stderr and None comes back, so the
     caller exits with status 2."""
     try:
-        return load_settings(settings_class)
+        return load_settings(settings_class, **overrides)
     except InvalidSettings as exc:
         sys.stderr.write(f"{exc}\n")
         return None
