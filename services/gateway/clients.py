@@ -21,7 +21,7 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 class AuthClient:
     """Users and tokens; registrations and public logins carry the client address, so auth limits per address."""
 
-    service_name = "tagsmith.auth.v1.AuthService"
+    service_name = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
     # What the service watches itself, each reported under its own health service name.
     dependencies = ("database",)
 
@@ -60,7 +60,7 @@ class AuthClient:
 class InferenceClient:
     """What model is served and what it accepts."""
 
-    service_name = "tagsmith.inference.v1.InferenceService"
+    service_name = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
     dependencies = ()
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
@@ -77,7 +77,7 @@ class InferenceClient:
 class CatalogClient:
     """The caller's images; every call forwards the caller's token."""
 
-    service_name = "tagsmith.catalog.v1.CatalogService"
+    service_name = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
     dependencies = ("database", "object_storage")
 
     def __init__(self, channel: grpc.aio.Channel, *, transfer_timeout: float) -> None:

@@ -5,9 +5,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from tagsmith.inference.v1 import inference_pb2_grpc
+from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.interceptors import AuthInterceptor
+from services.common.rpc_names import method_path
 from services.common.server import RunningServer, start_server, token_verification
 from services.common.tokens import TokenVerifier
 from services.inference.batcher import PredictBatcher
@@ -22,7 +23,8 @@ from services.inference.servicer import InferenceServicer
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "tagsmith.inference.v1.InferenceService"
+SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+SERVICE_NAME = SERVICE.full_name
 STARTUP_CHECK_TIMEOUT = 5.0
 
 
@@ -106,7 +108,7 @@ async def create_server(settings: Settings, *, verifier: TokenVerifier | None = 
 
 
 # Which model is served is public (the REST API's /v1/model is open); classifying needs a token.
-OPEN_METHODS = frozenset({"/tagsmith.inference.v1.InferenceService/GetModel"})
+OPEN_METHODS = frozenset({method_path(SERVICE, "GetModel")})
 
 
 def _auth(settings: Settings, verifier: TokenVerifier | None) -> tuple[AuthInterceptor, grpc.aio.Channel | None]:

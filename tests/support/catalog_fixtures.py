@@ -276,7 +276,7 @@ async def scripted_inference():
         running = await start_server(
             settings,
             register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s),
-            service_names=["tagsmith.inference.v1.InferenceService"],
+            service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
         )
         servers.append(running)
         return servicer, f"127.0.0.1:{running.port}"
