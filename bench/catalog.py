@@ -217,7 +217,7 @@ async def _measure(dsn: str, blob_dir: Path, keys: TestKeys) -> dict:
     auth = await start_server(
         ServiceSettings(host="127.0.0.1", port=0, metrics_port=None),
         register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(_PublishedKeys(keys), server),
-        service_names=["tagsmith.auth.v1.AuthService"],
+        service_names=[auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name],
     )
     port = free_port()
     process = _catalog_process(dsn, blob_dir, port, auth.port)

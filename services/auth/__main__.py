@@ -23,7 +23,7 @@ from services.auth.store import AuthStore, User, UsernameTaken
 from services.common.db import SchemaNotReady, migrate, open_pool
 from services.common.logging import setup_logging
 from services.common.server import run, serve_until_signalled
-from services.common.settings import settings_or_report
+from services.common.settings import InvalidSettings, load_settings, settings_or_report
 
 log = logging.getLogger("services.auth")
 
@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace, settings: Settings) -> str | None:
     """Runs one command; returns the line to show the operator, if any."""
-    secrets = CommandSettings()
+    secrets = load_settings(CommandSettings)
     if args.command == "migrate":
         applied = run_migrations(settings)
         return f"applied {', '.join(applied)}" if applied else "nothing to apply"
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("auth", level=settings.log_level, fmt=settings.log_format)
     try:
         message = run_command(args, settings)
-    except (CommandError, InvalidCredentials, KeyConfigError, SchemaNotReady, FileExistsError) as exc:
+    except (CommandError, InvalidCredentials, InvalidSettings, KeyConfigError, SchemaNotReady, FileExistsError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     except (psycopg.OperationalError, PoolTimeout) as exc:

@@ -5,25 +5,20 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import ServiceSettings, TokenSettings
+from services.common.settings import PostgresSettings, ServiceSettings, TokenSettings
 
 # OWASP's minimum for argon2id: 19 MiB of memory, 2 passes, 1 lane.
 MIN_HASH_MEMORY_KIB = 19 * 1024
 MIN_HASH_TIME_COST = 2
 
 
-class Settings(ServiceSettings, TokenSettings):
+class Settings(ServiceSettings, PostgresSettings, TokenSettings):
     """Everything the auth server needs; the defaults suit a local run."""
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int | None = Field(
         9102, ge=0, le=65535, description="Prometheus /metrics port; unset disables it, 0 picks a free one."
     )
-    postgres_dsn: str = Field(
-        "postgresql://tagsmith@127.0.0.1:5432/tagsmith",
-        description="PostgreSQL holding the `auth` schema (users, refresh tokens, login failures).",
-    )
-    pool_size: int = Field(10, ge=1, le=100, description="Most PostgreSQL connections one replica opens.")
     data_dir: Path = Field(
         Path("var/auth"), description="Where a local run keeps its generated signing key when none is configured."
     )

@@ -15,7 +15,7 @@ from services.auth.passwords import HashParameters, PasswordHasher
 from services.auth.ratelimit import LoginLimiter, LoginLimits, RegisterLimits
 from services.auth.servicer import OPEN_METHODS, SERVICE_NAME, AuthServicer, Dependencies
 from services.auth.store import AuthStore
-from services.common.db import DatabaseProbe, check_schema, open_pool
+from services.common.db import DatabaseProbe, check_schema, open_service_pool
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server
 from services.common.tokens import Revocations, TokenVerifier
@@ -56,7 +56,7 @@ async def create_server(
 ) -> RunningServer:
     """Starts the server on settings.host:port (0 picks a free port); stop it with RunningServer.stop()."""
     keys = keys or load_keyset(settings)
-    pool = await open_pool(settings.postgres_dsn, max_size=settings.pool_size, name="auth")
+    pool = await open_service_pool(settings, name="auth")
     hasher = PasswordHasher(hash_parameters(settings), max_concurrent=settings.max_concurrent_hashes)
     try:
         await check_schema(pool, schema=SCHEMA, directory=MIGRATIONS)

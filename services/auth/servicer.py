@@ -23,12 +23,14 @@ from services.auth.passwords import (
 from services.auth.ratelimit import LoginLimiter, Throttled, client_address
 from services.auth.store import AuthStore, RefreshOutcome, User, UsernameTaken
 from services.common.context import current_principal
+from services.common.rpc_names import method_path
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+SERVICE_NAME = SERVICE.full_name
 OPEN_METHODS = frozenset(
-    f"/{SERVICE_NAME}/{name}" for name in ("Register", "Login", "Refresh", "GetPublicKeys", "GetRevocations")
+    method_path(SERVICE, name) for name in ("Register", "Login", "Refresh", "GetPublicKeys", "GetRevocations")
 )
 INVALID_LOGIN = "invalid username or password"
 # NFKC can shorten a string, but never to a quarter; longer input cannot be a valid password.

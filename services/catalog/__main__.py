@@ -5,7 +5,6 @@ import logging
 import sys
 
 from services.catalog.config import Settings
-from services.catalog.identity import ServiceLoginFailed
 from services.catalog.inference_client import InferenceUnavailable
 from services.catalog.models import BatchResult
 from services.catalog.retag import Retagger
@@ -18,6 +17,7 @@ from services.catalog.server import (
 )
 from services.catalog.sweeper import Sweeper
 from services.common.db import SchemaNotReady, migrate
+from services.common.identity import LoginFailed
 from services.common.logging import setup_logging
 from services.common.server import run, serve_until_signalled
 from services.common.settings import settings_or_report
@@ -55,7 +55,7 @@ async def reclassify(settings: Settings, batch_size: int) -> int:
 
         try:
             total = await runtime.reclassifier.run_all(tokens, batch_size=batch_size, report=report)
-        except (InferenceUnavailable, ServiceLoginFailed) as exc:
+        except (InferenceUnavailable, LoginFailed) as exc:
             log.error("reclassification stopped (run it again to resume): %s", exc)
             return 1
         log.info("reclassification complete: %d reclassified, %d failed", total.reclassified, total.failed)

@@ -6,27 +6,17 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from services.catalog.models import UNLIMITED, Quota
-from services.common.settings import ServiceSettings, TokenSettings
+from services.common.settings import PostgresSettings, ServiceSettings, TokenSettings
 
 MIB = 1024 * 1024
 
 
-class Settings(ServiceSettings, TokenSettings):
+class Settings(ServiceSettings, PostgresSettings, TokenSettings):
     """Everything the catalog server, its worker, its sweeper and its commands need."""
 
     port: int = Field(50053, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int | None = Field(
         9103, ge=0, le=65535, description="Prometheus /metrics port; unset disables it, 0 picks a free one."
-    )
-
-    postgres_dsn: str = Field(
-        # The same default as auth's: the two services may share one database, each in its own schema.
-        "postgresql://tagsmith@127.0.0.1:5432/tagsmith",
-        description="PostgreSQL connection string (schema `catalog`).",
-    )
-    postgres_pool_size: int = Field(10, ge=1, le=200, description="Most connections one process opens.")
-    postgres_checkout_timeout_seconds: float = Field(
-        2.0, gt=0, le=60, description="How long a call waits for a database connection before answering UNAVAILABLE."
     )
 
     inference_addr: str = Field("127.0.0.1:50054", description="Inference service address; 'a:1,b:2' round-robins.")

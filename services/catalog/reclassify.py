@@ -5,10 +5,10 @@ import logging
 from collections.abc import Callable
 
 from services.catalog.classify import Result, StoredImageClassifier
-from services.catalog.identity import TokenProvider
 from services.catalog.inference_client import InferenceClient
 from services.catalog.models import BatchResult, ModelId
 from services.catalog.store import CatalogStore
+from services.common.identity import TokenProvider
 
 log = logging.getLogger(__name__)
 

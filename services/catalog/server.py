@@ -13,7 +13,6 @@ from services.catalog.blobstore import BlobStore, open_blob_store
 from services.catalog.classify import StoredImageClassifier
 from services.catalog.config import Settings
 from services.catalog.content import ContentBytes, original_key
-from services.catalog.identity import LoginTokenProvider, TokenProvider
 from services.catalog.inference_client import InferenceClient
 from services.catalog.reclassify import Reclassifier
 from services.catalog.retag import Retagger
@@ -23,7 +22,8 @@ from services.catalog.sweeper import Sweeper
 from services.catalog.uploads import Uploader
 from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
-from services.common.db import DatabaseProbe, check_schema, open_pool
+from services.common.db import DatabaseProbe, check_schema, open_service_pool
+from services.common.identity import LoginTokenProvider, TokenProvider
 from services.common.interceptors import AuthInterceptor
 from services.common.server import RunningServer, start_server, token_verification
 from services.common.tokens import TokenVerifier
@@ -61,12 +61,7 @@ class Runtime:
 async def open_runtime(settings: Settings, *, blob_store: BlobStore | None = None) -> Runtime:
     blobs = blob_store or open_blob_store(settings)
     await blobs.ensure_ready()
-    pool = await open_pool(
-        settings.postgres_dsn,
-        max_size=settings.postgres_pool_size,
-        name="catalog",
-        checkout_timeout=settings.postgres_checkout_timeout_seconds,
-    )
+    pool = await open_service_pool(settings, name="catalog")
     channel = open_channel(settings.inference_addr, default_timeout=settings.inference_timeout_seconds)
     inference = InferenceClient(channel)
     store = CatalogStore(pool, quota=settings.quota)

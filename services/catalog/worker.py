@@ -5,10 +5,10 @@ import logging
 from dataclasses import dataclass
 
 from services.catalog.classify import Result, StoredImageClassifier
-from services.catalog.identity import ServiceLoginFailed, TokenProvider
 from services.catalog.inference_client import InferenceTokenRefused, InferenceUnavailable
 from services.catalog.store import CatalogStore
 from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
+from services.common.identity import LoginFailed, TokenProvider
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class PendingWorker:
             try:
                 handled = await self.run_once()
                 delay = 0 if handled else self._policy.poll_seconds
-            except (InferenceUnavailable, ServiceLoginFailed, *DATABASE_UNREACHABLE) as exc:
+            except (InferenceUnavailable, LoginFailed, *DATABASE_UNREACHABLE) as exc:
                 delay = min(max(delay, self._policy.poll_seconds) * 2, self._policy.max_backoff_seconds)
                 log.warning("classification paused for %.1fs: %s", delay, exc)
             except Exception:
@@ -56,7 +56,7 @@ class PendingWorker:
             return 0
         try:
             token = await self._tokens.token()
-        except ServiceLoginFailed:
+        except LoginFailed:
             await asyncio.gather(*(self._store.release_claim(row.id) for row in rows))
             raise
         results = await self._classifier.classify_all(rows, token)

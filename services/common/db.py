@@ -11,6 +11,8 @@ from psycopg import AsyncConnection, sql
 from psycopg.pq import ConnStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.common.settings import PostgresSettings
+
 log = logging.getLogger(__name__)
 
 # What a call raises when the database cannot be reached in time: answered UNAVAILABLE by every service.
@@ -60,6 +62,19 @@ async def open_pool(
     )
     await pool.open(wait=False)
     return pool
+
+
+async def open_service_pool(settings: PostgresSettings, *, name: str) -> AsyncConnectionPool:
+    """The pool a service's PostgreSQL settings describe; settings given under a former name are warned about here,
+    where they take effect, once logging is set up."""
+    for warning in settings.deprecations():
+        log.warning(warning)
+    return await open_pool(
+        settings.postgres_dsn,
+        max_size=settings.postgres_pool_size,
+        name=name,
+        checkout_timeout=settings.postgres_checkout_timeout_seconds,
+    )
 
 
 async def check_if_disturbed(conn: AsyncConnection) -> None:

@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.context import principal_var, set_deadline_from
@@ -18,7 +20,10 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 # Health checks and reflection never need a token.
-ALWAYS_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+ALWAYS_OPEN_PREFIXES = tuple(
+    f"/{pb2.DESCRIPTOR.services_by_name[name].full_name}/"
+    for pb2, name in ((health_pb2, "Health"), (reflection_pb2, "ServerReflection"))
+)
 # Successful calls at least this slow are logged at INFO.
 SLOW_CALL_SECONDS = 1.0
 

@@ -2,9 +2,9 @@
 
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,30 +50,81 @@ class TokenSettings(BaseSettings):
     )
 
 
+class PostgresSettings(BaseSettings):
+    """Where a service keeps its tables, and how many connections it may hold there."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGSMITH_", extra="ignore", frozen=True)
+
+    postgres_dsn: str = Field(
+        "postgresql://tagsmith@127.0.0.1:5432/tagsmith",
+        description="PostgreSQL connection string; auth and catalog may share one database, each in a schema of its "
+        "own (`auth`, `catalog`).",
+    )
+    postgres_pool_size: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="Most PostgreSQL connections one process opens; keep replicas x this below the server's "
+        "max_connections.",
+    )
+    postgres_checkout_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long a call waits for a database connection before answering UNAVAILABLE."
+    )
+    pool_size: int | None = Field(
+        None,
+        ge=1,
+        le=200,
+        description="Deprecated: the former name of TAGSMITH_POSTGRES_POOL_SIZE, read in this release only (with a "
+        "warning); TAGSMITH_POSTGRES_POOL_SIZE wins when both are set.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_former_pool_size(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("pool_size") is not None and "postgres_pool_size" not in values:
+            return {**values, "postgres_pool_size": values["pool_size"]}
+        return values
+
+    def deprecations(self) -> list[str]:
+        """What to warn the operator about: settings still given under a name that is going away."""
+        if self.pool_size is None:
+            return []
+        if self.pool_size != self.postgres_pool_size:
+            return [
+                f"TAGSMITH_POOL_SIZE ({self.pool_size}) is deprecated and ignored: TAGSMITH_POSTGRES_POOL_SIZE "
+                f"({self.postgres_pool_size}) is set; remove TAGSMITH_POOL_SIZE"
+            ]
+        return [
+            "TAGSMITH_POOL_SIZE is deprecated and stops working in the next release: rename it "
+            "TAGSMITH_POSTGRES_POOL_SIZE"
+        ]
+
+
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-class InvalidSettings(Exception):
+class InvalidSettings(ValueError):
     """The environment holds settings the service cannot run with; the message names each problem."""
 
 
-def load_settings(settings_class: type[SettingsT]) -> SettingsT:
-    """Reads the settings, turning pydantic's report into one line per problem.
+def load_settings(settings_class: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Reads the settings from the environment, `overrides` (e.g. command-line flags) winning, turning pydantic's
+    report into one line per problem.
 
     Only field names and messages are kept: pydantic's full text echoes the input, secrets included.
     """
     try:
-        return settings_class()
+        return settings_class(**overrides)
     except ValidationError as exc:
         problems = (f"TAGSMITH_{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}" for e in exc.errors())
         raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
-def settings_or_report(settings_class: type[SettingsT]) -> SettingsT | None:
+def settings_or_report(settings_class: type[SettingsT], **overrides: Any) -> SettingsT | None:
     """load_settings for an entry point: on bad settings the report goes to stderr and None comes back, so the
     caller exits with status 2."""
     try:
-        return load_settings(settings_class)
+        return load_settings(settings_class, **overrides)
     except InvalidSettings as exc:
         sys.stderr.write(f"{exc}\n")
         return None

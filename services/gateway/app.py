@@ -11,11 +11,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Gauge
 
+from services.common.identity import LoginTokenProvider
 from services.common.tokens import TokenVerifier, grpc_jwks_source
 from services.gateway import errors, routes_auth, routes_legacy, routes_library, routes_system, routes_v1, schemas
 from services.gateway.clients import Backends
 from services.gateway.config import Settings
-from services.gateway.identity import AnonymousSession
 from services.gateway.observability import HttpMetrics, RequestContext
 from services.gateway.timeouts import BodyReadTimeout
 
@@ -84,10 +84,11 @@ def _attach(app: FastAPI, backends: Backends, settings: Settings) -> None:
         min_refresh_seconds=settings.jwks_min_refresh_seconds,
     )
     app.state.anonymous = (
-        AnonymousSession(
-            backends.auth,
+        LoginTokenProvider(
+            backends.auth.channel,
             username=settings.anonymous_username,
             password=settings.anonymous_password.get_secret_value(),
+            call_timeout=settings.backend_timeout_seconds,
         )
         if settings.anonymous_mode
         else None

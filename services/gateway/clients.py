@@ -21,7 +21,7 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 class AuthClient:
     """Users and tokens; registrations and public logins carry the client address, so auth limits per address."""
 
-    service_name = "tagsmith.auth.v1.AuthService"
+    service_name = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
     # What the service watches itself, each reported under its own health service name.
     dependencies = ("database",)
 
@@ -36,12 +36,10 @@ class AuthClient:
         )
         return await self._stub.Register(request)
 
-    async def login(
-        self, username: str, password: str, *, client_address: str | None, public_api: bool = True
-    ) -> auth_pb2.TokenPair:
-        """A login; `public_api` False only for the gateway's own anonymous user, whom strangers must not lock."""
+    async def login(self, username: str, password: str, *, client_address: str | None) -> auth_pb2.TokenPair:
+        """A login from the public API, limited per client address."""
         request = auth_pb2.LoginRequest(
-            username=username, password=password, client_address=client_address or "", public_api=public_api
+            username=username, password=password, client_address=client_address or "", public_api=True
         )
         return await self._stub.Login(request)
 
@@ -62,7 +60,7 @@ class AuthClient:
 class InferenceClient:
     """What model is served and what it accepts."""
 
-    service_name = "tagsmith.inference.v1.InferenceService"
+    service_name = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
     dependencies = ()
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
@@ -79,7 +77,7 @@ class InferenceClient:
 class CatalogClient:
     """The caller's images; every call forwards the caller's token."""
 
-    service_name = "tagsmith.catalog.v1.CatalogService"
+    service_name = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
     dependencies = ("database", "object_storage")
 
     def __init__(self, channel: grpc.aio.Channel, *, transfer_timeout: float) -> None:

@@ -9,11 +9,12 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
+from services.common.identity import TokenProvider
 from services.common.tokens import InvalidToken, Principal
 from services.gateway.clients import Backends
 from services.gateway.config import Settings
 from services.gateway.errors import ApiError, unauthenticated
-from services.gateway.identity import AnonymousSession, bearer_token
+from services.gateway.identity import anonymous_token, bearer_token
 
 # Declares the scheme in the OpenAPI document (and the Authorize button of /docs); the header is parsed below.
 bearer_scheme = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/login.")
@@ -40,11 +41,11 @@ async def legacy_token(request: Request, _: Annotated[object, Security(bearer_sc
     token = bearer_token(request.headers.get("authorization"))
     if token is not None:
         return token
-    anonymous: AnonymousSession | None = request.app.state.anonymous
+    anonymous: TokenProvider | None = request.app.state.anonymous
     if anonymous is None:
         raise unauthenticated()
     request.state.anonymous = True
-    return await anonymous.token()
+    return await anonymous_token(anonymous)
 
 
 async def optional_token(request: Request) -> str | None:
@@ -55,10 +56,10 @@ async def optional_token(request: Request) -> str | None:
 async def legacy_optional_token(request: Request) -> str | None:
     """The caller's token; else, in anonymous mode, the anonymous user's; else none."""
     token = bearer_token(request.headers.get("authorization"))
-    anonymous: AnonymousSession | None = request.app.state.anonymous
+    anonymous: TokenProvider | None = request.app.state.anonymous
     if token is None and anonymous is not None:
         request.state.anonymous = True
-        return await anonymous.token()
+        return await anonymous_token(anonymous)
     return token
 
 

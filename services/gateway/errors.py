@@ -114,7 +114,7 @@ def install(app: FastAPI) -> None:
     async def _rpc_error(request: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED and getattr(request.state, "anonymous", False):
             # The shared anonymous token was refused (e.g. auth's keys changed): log in afresh next time.
-            request.app.state.anonymous.forget()
+            request.app.state.anonymous.invalidate()
         return error_response(from_rpc_error(exc))
 
     @app.exception_handler(RequestValidationError)

@@ -22,7 +22,7 @@ _SERVICE_CONFIG = json.dumps(
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
-                "name": [{"service": "tensorflow.serving.PredictionService"}],
+                "name": [{"service": tfserving.PREDICTION_SERVICE}],
                 "retryPolicy": {
                     "maxAttempts": 3,
                     "initialBackoff": "0.05s",

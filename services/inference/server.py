@@ -5,10 +5,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from tagsmith.inference.v1 import inference_pb2_grpc
+from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.errors import StatusError
 from services.common.interceptors import AuthInterceptor
+from services.common.rpc_names import method_path
 from services.common.server import RunningServer, start_server, token_verification
 from services.common.tokens import TokenVerifier
 from services.inference.batcher import BatchModel, PredictBatcher
@@ -23,7 +24,8 @@ from services.inference.servicer import InferenceServicer
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "tagsmith.inference.v1.InferenceService"
+SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+SERVICE_NAME = SERVICE.full_name
 STARTUP_CHECK_TIMEOUT = 5.0
 # TF Serving (or the local model server) may start beside this service and load its models for a while: until this
 # grace has passed, its absence is no news, and the check waits quietly.
@@ -109,7 +111,7 @@ async def create_server(settings: Settings, *, verifier: TokenVerifier | None = 
 
 
 # Which model is served is public (the REST API's /v1/model is open); classifying needs a token.
-OPEN_METHODS = frozenset({"/tagsmith.inference.v1.InferenceService/GetModel"})
+OPEN_METHODS = frozenset({method_path(SERVICE, "GetModel")})
 
 
 def _auth(settings: Settings, verifier: TokenVerifier | None) -> tuple[AuthInterceptor, grpc.aio.Channel | None]:

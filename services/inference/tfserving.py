@@ -8,6 +8,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+
+from services.common.rpc_names import method_path
 
 DESCRIPTORS_FILE = "tfserving_descriptors.binpb"
 
@@ -68,13 +71,21 @@ class Method:
         )
 
 
-PREDICT = Method("/tensorflow.serving.PredictionService/Predict", PredictRequest, PredictResponse)
-GET_MODEL_METADATA = Method(
-    "/tensorflow.serving.PredictionService/GetModelMetadata", GetModelMetadataRequest, GetModelMetadataResponse
-)
-GET_MODEL_STATUS = Method(
-    "/tensorflow.serving.ModelService/GetModelStatus", GetModelStatusRequest, GetModelStatusResponse
-)
+def _service(file_name: str, name: str) -> ServiceDescriptor:
+    return _POOL.FindFileByName(f"tensorflow_serving/apis/{file_name}").services_by_name[name]
+
+
+def _method(service: ServiceDescriptor, name: str) -> Method:
+    method = service.methods_by_name[name]
+    request, response = (message_factory.GetMessageClass(t) for t in (method.input_type, method.output_type))
+    return Method(method_path(service, name), request, response)
+
+
+_PREDICTION_SERVICE = _service("prediction_service.proto", "PredictionService")
+PREDICTION_SERVICE = _PREDICTION_SERVICE.full_name
+PREDICT = _method(_PREDICTION_SERVICE, "Predict")
+GET_MODEL_METADATA = _method(_PREDICTION_SERVICE, "GetModelMetadata")
+GET_MODEL_STATUS = _method(_service("model_service.proto", "ModelService"), "GetModelStatus")
 
 
 def string_tensor(values: Sequence[bytes]):

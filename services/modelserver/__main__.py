@@ -8,20 +8,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from services.common.logging import setup_logging
 from services.common.server import run, serve_until_signalled
-from services.modelserver.config import load_settings
+from services.common.settings import settings_or_report
+from services.modelserver.config import Settings, flag_overrides
 from services.modelserver.server import create_server
 
 
-async def main(argv: list[str]) -> None:
-    settings = load_settings(argv)
-    setup_logging("modelserver", level=settings.log_level, fmt=settings.log_format)
+async def serve(settings: Settings) -> None:
     running = await create_server(settings)
     await serve_until_signalled(running, grace=settings.grace_seconds)
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
     try:
-        run(main(sys.argv[1:]))
+        overrides = flag_overrides(argv)
     except ValueError as exc:
-        # Bad flags, settings or model layout: one readable line, no traceback.
-        sys.exit(f"modelserver: {exc}")
+        sys.stderr.write(f"modelserver: {exc}\n")
+        return 2
+    if (settings := settings_or_report(Settings, **overrides)) is None:
+        return 2
+    setup_logging("modelserver", level=settings.log_level, fmt=settings.log_format)
+    try:
+        run(serve(settings))
+    except ValueError as exc:
+        # A model layout, config file or warm-up file the server cannot use: one readable line, no traceback.
+        sys.stderr.write(f"modelserver: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

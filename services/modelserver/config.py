@@ -5,9 +5,11 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
+from services.common import settings as common_settings
 from services.common.settings import ServiceSettings
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -118,15 +120,25 @@ def parse_batching_parameters(text: str) -> dict[str, int]:
     return values
 
 
-def load_settings(argv: Sequence[str]) -> Settings:
-    """Environment first, then flags; a batching parameters file sits between them."""
+def flag_overrides(argv: Sequence[str]) -> dict[str, Any]:
+    """The settings TF Serving's flags give, over those of a batching parameters file; the environment gives the
+    rest. An unreadable batching file raises ValueError."""
     args = vars(_parser().parse_args(argv))
     skipped = {"batching_parameters_file", "ignored_rest_api_port", "ignored_poll"}
     overrides = {key: value for key, value in args.items() if value is not None and key not in skipped}
     batching_file = args.get("batching_parameters_file")
-    if batching_file is not None:
-        overrides = {**parse_batching_parameters(batching_file.read_text()), **overrides}
-    return Settings(**overrides)
+    if batching_file is None:
+        return overrides
+    try:
+        text = batching_file.read_text()
+    except OSError as exc:
+        raise ValueError(f"batching parameters file {batching_file}: {exc.strerror}") from None
+    return {**parse_batching_parameters(text), **overrides}
+
+
+def load_settings(argv: Sequence[str]) -> Settings:
+    """Environment first, then a batching parameters file, then flags, checked by the shared loader."""
+    return common_settings.load_settings(Settings, **flag_overrides(argv))
 
 
 def model_config_text(base_paths: dict[str, Path]) -> str:

@@ -6,7 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_service_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from services.common.server import RunningServer, check_ports_free, start_server
 from services.modelserver.config import Settings
@@ -15,7 +20,10 @@ from services.modelserver.servicer import ModelServicer, PredictionServicer, Run
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+SERVICE_NAMES = (
+    prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
 # TF Serving accepts requests of any size up to 2 GiB; a batch of encoded images easily passes 4 MiB.
 MAX_MESSAGE_BYTES = 2**31 - 1
 

@@ -22,7 +22,7 @@ from tests.support.postgres import create_database
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
-AUTH_SERVICE = "tagsmith.auth.v1.AuthService"
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 # Targets for a freshly started process, from spawn to SERVING, and at rest.
 START_LIMIT_SECONDS = 2.0
 IDLE_RSS_LIMIT_MB = 150

@@ -12,9 +12,7 @@ import psycopg
 import pytest
 from tagsmith.catalog.v1 import catalog_pb2
 
-from services.catalog.identity import LoginTokenProvider, ServiceLoginFailed
 from services.catalog.server import MIGRATIONS
-from services.common.channels import open_channel
 from services.common.db import migration_files
 from tests.support.catalog_fixtures import free_port, image_bytes
 from tests.support.inference_fixtures import sample_image
@@ -62,26 +60,6 @@ async def test_serves_again_after_a_postgres_restart(restartable_postgres, catal
     reply = await alice.ListImages(catalog_pb2.ListImagesRequest())
     assert [listed.uid for listed in reply.images] == [image.uid]
     assert (await alice.upload(image_bytes((2, 2, 2)))).uid
-
-
-async def test_service_identity_logs_in_to_the_real_auth_service(auth_server, auth_harness):
-    _, address = auth_server
-    account = await auth_harness.service_account(address, name="catalog-worker")
-    async with open_channel(address) as channel:
-        clock = [0.0]
-        tokens = LoginTokenProvider(
-            channel, username=account.username, password=account.password, clock=lambda: clock[0]
-        )
-        first = await tokens.token()
-        assert await tokens.token() == first  # cached while fresh
-        clock[0] += 10_000  # past renewal: rotated with the refresh token
-        renewed = await tokens.token()
-        assert renewed and renewed != first
-        tokens.invalidate()
-        assert await tokens.token() not in ("", renewed)
-        wrong = LoginTokenProvider(channel, username=account.username, password="not the password at all")
-        with pytest.raises(ServiceLoginFailed, match="UNAUTHENTICATED"):
-            await wrong.token()
 
 
 async def test_worker_uses_its_service_account_with_real_auth_and_inference(

@@ -4,9 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.catalog.server import SERVICE_NAME as CATALOG_SERVICE
 from tests.support.auth_fixtures import REPO, free_port, measure_service_process, service_env
 
-CATALOG_SERVICE = "tagsmith.catalog.v1.CatalogService"
 # Targets for a freshly started process, from spawn to SERVING, and at rest.
 START_LIMIT_SECONDS = 2.0
 IDLE_RSS_LIMIT_MB = 150

@@ -5,8 +5,8 @@ import pytest
 from pydantic import SecretStr
 from tagsmith.catalog.v1 import catalog_pb2
 
-from services.catalog.identity import StaticTokenProvider
 from services.catalog.server import open_runtime
+from services.common.identity import StaticTokenProvider
 from tests.support.catalog_fixtures import image_bytes
 
 

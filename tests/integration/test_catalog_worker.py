@@ -10,12 +10,12 @@ from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.classify import StoredImageClassifier
-from services.catalog.identity import StaticTokenProvider
 from services.catalog.inference_client import InferenceClient
 from services.catalog.store import CatalogStore
 from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
 from services.common.db import open_pool
+from services.common.identity import StaticTokenProvider
 from services.common.imaging import register_openers
 from tests.support.catalog_fixtures import Script, free_port, image_bytes
 from tests.support.inference_fixtures import sample_image

@@ -24,7 +24,7 @@ from services.gateway.config import Settings as GatewaySettings
 from tests.support.auth_fixtures import auth_settings
 from tests.support.catalog_fixtures import CatalogClient, RestartablePostgres, catalog_settings, image_bytes
 
-AUTH_SERVICE = "tagsmith.auth.v1.AuthService"
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 # A call that needs the database must fail within this while it is down (the issue asks for about 2 s).
 FAIL_FAST_SECONDS = 3.0
 # Health must follow the database within this, both ways.

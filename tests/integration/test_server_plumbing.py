@@ -20,6 +20,7 @@ from services.common.errors import StatusError, unavailable
 from services.common.interceptors import AuthInterceptor
 from services.common.server import CannotListen, start_server
 from services.common.settings import ServiceSettings
+from tests.support.inference_fixtures import INFERENCE_SERVICE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +51,7 @@ async def probe_server(probe, test_keys):
     running = await start_server(
         settings,
         register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(probe, s),
-        service_names=["tagsmith.inference.v1.InferenceService"],
+        service_names=[INFERENCE_SERVICE],
         interceptors=[AuthInterceptor(test_keys.verifier())],
     )
     yield running
@@ -60,7 +61,7 @@ async def probe_server(probe, test_keys):
 async def test_health_is_open_and_serving(probe_server):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{probe_server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service="tagsmith.inference.v1.InferenceService"))
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=INFERENCE_SERVICE))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -142,7 +143,7 @@ async def test_metrics_count_calls_by_code(probe_server, test_keys):
             inference_pb2.GetLimitsRequest(), metadata=(("authorization", f"Bearer {test_keys.token()}"),)
         )
     body = urllib.request.urlopen(f"http://127.0.0.1:{probe_server.metrics_port}/metrics").read().decode()
-    assert 'grpc_server_handled_total{code="OK",method="/tagsmith.inference.v1.InferenceService/GetLimits"} 1.0' in body
+    assert f'grpc_server_handled_total{{code="OK",method="/{INFERENCE_SERVICE}/GetLimits"}} 1.0' in body
 
 
 async def test_graceful_stop_reports_not_serving(probe_server):

@@ -46,7 +46,7 @@ async def _start_downstream(auth_address: str):
     running = await start_server(
         settings,
         register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(_WhoAmI(), s),
-        service_names=["tagsmith.inference.v1.InferenceService"],
+        service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
         interceptors=[interceptor],
     )
     running.on_stop(channel.close)

@@ -22,10 +22,10 @@ from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.catalog.blobstore import BlobStore, LocalBlobStore
 from services.catalog.blobstore.s3 import S3BlobStore
 from services.catalog.config import Settings
-from services.catalog.identity import StaticTokenProvider
 from services.catalog.server import MIGRATIONS, SCHEMA, create_server
 from services.common.channels import bearer, open_channel
 from services.common.db import migrate
+from services.common.identity import StaticTokenProvider
 from services.common.server import RunningServer, start_server
 from tests.support.auth_fixtures import free_port
 from tests.support.postgres import create_database
@@ -276,7 +276,7 @@ async def scripted_inference():
         running = await start_server(
             settings,
             register=lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s),
-            service_names=["tagsmith.inference.v1.InferenceService"],
+            service_names=[inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name],
         )
         servers.append(running)
         return servicer, f"127.0.0.1:{running.port}"

@@ -15,6 +15,7 @@ from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.context import current_principal
 from services.common.interceptors import AuthInterceptor
+from services.common.rpc_names import method_path
 from services.common.server import start_server
 from services.common.settings import ServiceSettings
 from services.gateway.app import create_app
@@ -265,16 +266,15 @@ async def fake_backends(test_keys):
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(FakeCatalog(recorded), server)
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(FakeInference(), server)
 
-    open_methods = {f"/tagsmith.auth.v1.AuthService/{m}" for m in ("Register", "Login", "Refresh", "GetPublicKeys")}
-    open_methods.add("/tagsmith.inference.v1.InferenceService/GetModel")
+    auth = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+    catalog = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"]
+    inference = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+    open_methods = {method_path(auth, m) for m in ("Register", "Login", "Refresh", "GetPublicKeys")}
+    open_methods.add(method_path(inference, "GetModel"))
     running = await start_server(
         ServiceSettings(port=0),
         register=register,
-        service_names=[
-            "tagsmith.auth.v1.AuthService",
-            "tagsmith.catalog.v1.CatalogService",
-            "tagsmith.inference.v1.InferenceService",
-        ],
+        service_names=[service.full_name for service in (auth, catalog, inference)],
         interceptors=[AuthInterceptor(test_keys.verifier(), open_methods=open_methods)],
     )
     yield f"127.0.0.1:{running.port}", recorded

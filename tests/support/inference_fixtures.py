@@ -26,7 +26,7 @@ from tagsmith.inference.v1 import inference_pb2
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "efficientnet_lite0"
-INFERENCE_SERVICE = "tagsmith.inference.v1.InferenceService"
+INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 MODELSERVER_START_SECONDS = 120
 CHUNK_BYTES = 1024 * 1024
 
