@@ -24,10 +24,10 @@ $(VENV)/.installed: requirements-dev.txt clients/python/pyproject.toml
 
 ## lock: the hashed locks (requirements.txt) from the requirements.in beside them; run after changing any .in file
 # Each .in lists a part's direct requirements with exact pins (a service's includes services/common's); its
-# requirements.txt pins every package down to the transitive ones, with hashes, for Python 3.11 on x86_64 Linux
-# (the images' base). requirements-dev.txt, all of them together plus the tools, is locked first and every other
-# lock is constrained to it, so the images run the versions that the tests run. Existing pins are kept; to move
-# one, e.g.: make lock LOCK_ARGS="--upgrade-package certifi". tests/deploy/test_locks.py checks they agree.
+# requirements.txt pins every package, transitive ones too, with hashes, for Python 3.11 on x86_64 Linux (the
+# images' Debian bookworm base, glibc 2.36). requirements-dev.txt, all of them plus the tools, is locked first and
+# every other lock is constrained to it, so the images run the versions the tests run. Existing pins are kept; to
+# move one: make lock LOCK_ARGS="--upgrade-package certifi". tests/deploy/test_locks.py checks the locks agree.
 LOCK := $(PY) -m uv pip compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
 # services/common's list is not locked on its own: every service's lock holds it.
