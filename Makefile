@@ -6,20 +6,37 @@ PY := $(VENV)/bin/python
 MODEL_DIR := models/efficientnet_lite0/1
 FACE_MODEL_DIR := models/face_detector/1
 PROTOS := $(shell find protos -name '*.proto')
-SERVICE_REQUIREMENTS := $(wildcard services/*/requirements.txt) model/requirements.txt
 
-.PHONY: setup protos model vocabulary run test lint bench images clean grpc-client
+.PHONY: setup lock protos model vocabulary run test lint bench images clean grpc-client
 
 ## setup: virtual environment, dependencies, generated protos and the model
 setup: $(VENV)/.installed protos model
 
-$(VENV)/.installed: requirements-dev.txt $(SERVICE_REQUIREMENTS)
+$(VENV)/.installed: requirements-dev.txt clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.txt
+	# The tagsmith command (clients/python), editable; its one dependency, httpx, is in the lock.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./clients/python
 	# Generated code lives in gen/; this makes it importable from the venv.
 	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'tagsmith.pth').write_text('$(CURDIR)/gen\n$(CURDIR)\n')"
 	touch $@
+
+## lock: the hashed locks (requirements.txt) from the requirements.in beside them; run after changing any .in file
+# Each .in lists a part's direct requirements with exact pins (a service's includes services/common's); its
+# requirements.txt pins every package, transitive ones too, with hashes, for Python 3.11 on x86_64 Linux (the
+# images' Debian bookworm base, glibc 2.36). requirements-dev.txt, all of them plus the tools, is locked first and
+# every other lock is constrained to it, so the images run the versions the tests run. Existing pins are kept; to
+# move one: make lock LOCK_ARGS="--upgrade-package certifi". tests/deploy/test_locks.py checks the locks agree.
+LOCK := $(PY) -m uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
+# services/common's list is not locked on its own: every service's lock holds it.
+LOCKED := $(filter-out services/common/%,$(wildcard services/*/requirements.in)) model/requirements.in \
+	protos/requirements.in
+
+lock: $(VENV)/.installed
+	$(LOCK) $(LOCK_ARGS) requirements-dev.in -o requirements-dev.txt
+	$(foreach in,$(LOCKED),$(LOCK) -c requirements-dev.txt $(in) -o $(in:.in=.txt) &&) true
 
 ## protos: Python code and .pyi stubs for protos/ into gen/, plus TF Serving's message descriptors
 protos: gen/.stamp

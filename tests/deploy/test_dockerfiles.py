@@ -13,6 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.deploy.locks import requirement_lines
 from tests.deploy.manifests import REPO, SERVICES, find, render_overlay, served_base_paths, workloads
 
 IMAGES = (*SERVICES, "modelserver")
@@ -23,7 +24,6 @@ PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64
 SHARED_SOURCES = {
     "services/__init__.py",
     "services/common",
-    "services/common/requirements.txt",
     "protos",
     "protos/requirements.txt",
     "tools/capture_tfserving_descriptors.py",
@@ -118,13 +118,13 @@ def test_entry_point_and_environment(service):
 
 
 @pytest.mark.parametrize("service", IMAGES)
-def test_installs_the_services_pinned_requirements(service):
+def test_installs_the_services_locked_requirements_with_hashes(service):
     runs = " ".join(a for k, a in instructions(DOCKERFILE, service=service) if k == "RUN")
-    assert f"pip install -r services/{service}/requirements.txt" in runs
-    lines = (REPO / "services" / service / "requirements.txt").read_text().splitlines()
-    assert lines[0] == "-r ../common/requirements.txt"
-    pins = [line for line in lines[1:] if line.strip() and not line.startswith("#")]
-    assert all("==" in line for line in pins), f"exact pins only: {pins}"
+    assert f"pip install --require-hashes --no-deps -r services/{service}/requirements.txt" in runs
+    installs = re.findall(r"pip install (.*?)(?:&&|$)", runs)
+    assert installs and all("--require-hashes" in args for args in installs), f"every install is hashed: {installs}"
+    listed = (REPO / "services" / service / "requirements.in").read_text().splitlines()
+    assert listed[0] == "-r ../common/requirements.in", "the service's lock holds the shared plumbing's packages"
 
 
 def test_generates_the_protobuf_code_with_the_pinned_compiler():
@@ -134,11 +134,11 @@ def test_generates_the_protobuf_code_with_the_pinned_compiler():
     assert any(k == "COPY" and "--from=protos" in a and a.endswith("/app/gen") for k, a in steps)
     pins = {
         Requirement(line).name: str(Requirement(line).specifier)
-        for line in _requirement_lines(REPO / "protos" / "requirements.txt")
+        for line in requirement_lines(REPO / "protos" / "requirements.txt")
     }
     dev = {
         Requirement(line).name: str(Requirement(line).specifier)
-        for line in _requirement_lines(REPO / "requirements-dev.txt")
+        for line in requirement_lines(REPO / "requirements-dev.txt")
     }
     for name, specifier in pins.items():
         assert specifier.startswith("=="), f"exact pins only: {name}"
@@ -236,7 +236,7 @@ def _module_files(module: str) -> list[Path]:
 def requirement_closure(path: Path) -> set[str]:
     """Distribution names a requirements file installs, with everything they depend on (from installed metadata)."""
     names: set[str] = set()
-    pending = [(Requirement(line), frozenset(Requirement(line).extras)) for line in _requirement_lines(path)]
+    pending = [(Requirement(line), frozenset(Requirement(line).extras)) for line in requirement_lines(path)]
     while pending:
         requirement, extras = pending.pop()
         name = canonicalize_name(requirement.name)
@@ -249,17 +249,6 @@ def requirement_closure(path: Path) -> set[str]:
             if dependency.marker is None or any(dependency.marker.evaluate(m) for m in markers):
                 pending.append((dependency, frozenset(dependency.extras)))
     return names
-
-
-def _requirement_lines(path: Path) -> list[str]:
-    lines = []
-    for raw in path.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line.startswith("-r "):
-            lines.extend(_requirement_lines((path.parent / line[3:].strip()).resolve()))
-        elif line and not line.startswith("-"):  # options such as an editable local package (-e) name no pin
-            lines.append(line)
-    return lines
 
 
 def _ignored(source: str, ignore_file: Path) -> bool:
