@@ -23,7 +23,7 @@ from pgvector import HalfVector
 
 from services.catalog.ids import new_uid
 from services.catalog.server import MIGRATIONS, SCHEMA
-from services.catalog.similarity import EMBEDDING_DIMENSIONS, SimilarityIndex
+from services.catalog.store.similarity import EMBEDDING_DIMENSIONS, SimilarityIndex
 from services.common.db import migrate, open_pool
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 import grpc
 import psycopg
@@ -19,8 +19,8 @@ from services.catalog.errors import CatalogError, invalid
 from services.catalog.ids import new_uid
 from services.catalog.inference_client import InferenceClient, InferenceFailed, InferenceRejected, InferenceUnavailable
 from services.catalog.models import ImageRow, NewImage, Outcome, QuotaExceeded
-from services.catalog.similarity import SimilarityIndex
 from services.catalog.store import CatalogStore
+from services.catalog.store.similarity import SimilarityIndex
 from services.common.context import time_remaining
 from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
 from services.common.tokens import Principal
@@ -44,12 +44,12 @@ _RESERVE_ATTEMPTS = 3
 
 @dataclass
 class Received:
-    file: BinaryIO
+    file: IO[bytes]
     size: int
     sha256: str
 
 
-async def file_chunks(source: BinaryIO) -> AsyncIterator[bytes]:
+async def file_chunks(source: IO[bytes]) -> AsyncIterator[bytes]:
     source.seek(0)
     while chunk := source.read(MAX_CHUNK_BYTES):
         yield chunk
