@@ -4,7 +4,7 @@ streamed to the catalog; a request over a limit stores nothing."""
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 import grpc
 from fastapi import Request
@@ -80,7 +80,7 @@ async def upload_one(
 class ReceivedFile:
     filename: str
     content_type: str
-    data: BinaryIO
+    data: IO[bytes]
     size: int
 
     async def chunks(self) -> AsyncIterator[bytes]:

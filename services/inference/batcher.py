@@ -4,13 +4,14 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
 
-from services.inference.model_client import ModelClient, ModelError
+from services.inference.model_client import ModelError
 
 DEADLINE_MESSAGE = "TensorFlow Serving did not answer within the deadline; try again"
 
@@ -31,6 +32,25 @@ class BatchStats:
     images: int = 0
 
 
+class Predictions(Protocol):
+    """A Predict answer, one row per image of the batch (model_client.Scores, or the face detector's rows)."""
+
+    @property
+    def values(self) -> Iterable[Any]: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def embeddings(self) -> np.ndarray | None: ...
+
+
+class BatchClient(Protocol):
+    """What a batch goes to: the classifier's ModelClient or the face detector's FaceClient."""
+
+    async def predict(self, images: list[bytes], *, timeout: float) -> Predictions: ...
+
+
 class PredictBatcher:
     """Queues images; a Predict call goes out when a slot is free and the batch is ready.
 
@@ -42,7 +62,7 @@ class PredictBatcher:
 
     def __init__(
         self,
-        client: ModelClient,
+        client: BatchClient,
         *,
         max_size: int,
         max_wait_s: float,

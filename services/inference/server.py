@@ -88,8 +88,8 @@ async def create_server(settings: Settings, *, verifier: TokenVerifier | None = 
         register=lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
         interceptors=[interceptor],
+        servicer=servicer,
     )
-    running.servicer = servicer
     check = asyncio.create_task(check_model(servicer.client, len(servicer.labels)))
 
     async def close() -> None:

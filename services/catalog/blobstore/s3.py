@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO, TypeVar
+from typing import IO, TypeVar
 
 import urllib3
 from minio import Minio
@@ -100,7 +100,7 @@ class S3BlobStore(BlobStore):
                 if not await _call(self._client.bucket_exists, self._bucket):
                     raise
 
-    async def put(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> None:
+    async def put(self, key: str, source: IO[bytes], size: int, *, content_type: str) -> None:
         part_size = _PART_BYTES if size > _PART_BYTES else 0
         await _call(
             self._client.put_object,
