@@ -22,7 +22,7 @@ def _raise_stop(signum, frame) -> None:
 
 
 def options_from(settings: LocalSettings) -> StackOptions:
-    catalog_env = {"TAGSMITH_BLOB_DRIVER": settings.blob_driver}
+    catalog_env: dict[str, str] = {"TAGSMITH_BLOB_DRIVER": settings.blob_driver}
     if settings.blob_driver == "s3":
         catalog_env |= {
             "TAGSMITH_S3_ENDPOINT": settings.s3_endpoint,

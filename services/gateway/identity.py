@@ -42,14 +42,14 @@ class AnonymousSession:
     async def token(self) -> str:
         async with self._lock:
             if self._token is None or time.monotonic() >= self._expires_at:
-                await self._login()
+                return await self._login()
             return self._token
 
     def forget(self) -> None:
         """Drops the cached token, e.g. after a backend refused it."""
         self._token = None
 
-    async def _login(self) -> None:
+    async def _login(self) -> str:
         try:
             # Not a public login: strangers' failed guesses at this name never lock the gateway's own login out.
             pair = await self._auth.login(self._username, self._password, client_address=None, public_api=False)
@@ -58,3 +58,4 @@ class AnonymousSession:
         self._token = pair.access_token
         lifetime = float(pair.expires_in)
         self._expires_at = time.monotonic() + lifetime - min(_EXPIRY_MARGIN_SECONDS, lifetime / 2)
+        return pair.access_token
