@@ -1,8 +1,7 @@
 """The shared server bootstrap: health, reflection, auth interceptor, request ids, metrics, errors."""
 
-import urllib.request
-
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -73,7 +72,8 @@ async def test_metrics_count_calls_by_code(probe_server, test_keys):
         await stub.GetLimits(
             inference_pb2.GetLimitsRequest(), metadata=(("authorization", f"Bearer {test_keys.token()}"),)
         )
-    body = urllib.request.urlopen(f"http://127.0.0.1:{probe_server.metrics_port}/metrics").read().decode()
+    async with httpx.AsyncClient() as client:
+        body = (await client.get(f"http://127.0.0.1:{probe_server.metrics_port}/metrics")).text
     assert 'grpc_server_handled_total{code="OK",method="/tagsmith.inference.v1.InferenceService/GetLimits"} 1.0' in body
 
 
