@@ -4,7 +4,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import IO
+from typing import IO, Any
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -47,7 +47,7 @@ class Taken:
     camera_make: str = ""
     camera_model: str = ""
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """The NewImage fields this fills."""
         return {"taken_at": self.at, "camera_make": self.camera_make, "camera_model": self.camera_model}
 

@@ -145,7 +145,7 @@ def _storage_check(blobs: BlobStore) -> Callable[[], Awaitable[None]]:
     return check
 
 
-async def _cancel(tasks: list[asyncio.Task]) -> None:
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:

@@ -110,7 +110,7 @@ class Cleanups:
         self._store = store
         self._contents = contents
         self._retry_for = retry_for
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def undo(self, uid: str, *, cause: BaseException) -> None:
         """Starts the undo and waits a little for it, so a refused upload is usually gone when the caller hears of
@@ -172,7 +172,9 @@ class Uploader:
     def cleanups(self) -> "Cleanups":
         return self._cleanups
 
-    async def upload(self, messages: AsyncIterator, caller: Principal) -> tuple[ImageRow, bool, str]:
+    async def upload(
+        self, messages: AsyncIterator[catalog_pb2.UploadImageRequest], caller: Principal
+    ) -> tuple[ImageRow, bool, str]:
         """Returns (image, duplicate, uid of the earlier image it nearly duplicates or "")."""
         header = await read_header(messages)
         received = await receive(messages, max_bytes=self._max_bytes)
