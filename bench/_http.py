@@ -58,14 +58,18 @@ class Connection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def send(self, prepared: bytes) -> Reply:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
-        self._writer.write(prepared)
-        status, length, close = _head(await self._reader.readuntil(b"\r\n\r\n"))
-        body = await self._reader.readexactly(length)
+        reader, writer = await self._streams()
+        writer.write(prepared)
+        status, length, close = _head(await reader.readuntil(b"\r\n\r\n"))
+        body = await reader.readexactly(length)
         if close:
             await self.close()
         return Reply(status, body)
+
+    async def _streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        return self._reader, self._writer
 
     async def close(self) -> None:
         if self._writer is not None:

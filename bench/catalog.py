@@ -98,7 +98,7 @@ def seed(dsn: str, start: int, stop: int) -> float:
         with conn.cursor().copy(f"COPY catalog.images ({_IMAGE_COLUMNS}) FROM STDIN") as copy:
             for row, _, _ in generated:
                 copy.write_row(row)
-        ids = dict(conn.execute("SELECT uid, id FROM catalog.images"))
+        ids: dict[str, int] = dict(conn.execute("SELECT uid, id FROM catalog.images"))
         with conn.cursor().copy("COPY catalog.tags (image_id, owner_id, tag, score, manual) FROM STDIN") as copy:
             for row, tags, _ in generated:
                 for tag in tags:

@@ -294,7 +294,7 @@ async def query_round(base_url: str, headers: dict, path: str) -> float:
     return QUERY_REQUESTS / (time.perf_counter() - started)
 
 
-async def database_round(dsn: str, owner: str) -> dict[str, float]:
+async def database_round(dsn: str, owner: str) -> dict[str, float | None]:
     """The catalog's own list and search queries, straight against PostgreSQL, at the same concurrency."""
     from services.catalog.store import CatalogStore
     from services.common.db import open_pool
@@ -559,6 +559,8 @@ def run_dedicated(options: StackOptions, model_dir: Path, model_cpus: set[int], 
         with tempfile.TemporaryDirectory(prefix="bench-", dir=REPO / "var") as base, Stack(options) as stack:
             stack.start(Path(base))
             modelserver = next(child for child in stack.children if child.name == "modelserver")
+            if modelserver.pid is None:
+                raise RuntimeError("the model server did not start")
             pin_process(modelserver.pid, model_cpus)
             return asyncio.run(measure_dedicated(stack, model_dir, model_cpus))
     finally:

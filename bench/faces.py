@@ -22,8 +22,8 @@ from services.inference.pixels import letterbox
 from services.inference.taxonomy import face_tags
 
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
-NO_FACE = ("chelsea", "coffee", "rocket", "horse", "coins", "moon", "motorcycle", "text", "page", "brick")
-NO_FACE += ("grass", "gravel", "retina", "hubble_deep_field", "immunohistochemistry", "logo", "clock", "cell")
+NO_FACE: tuple[str, ...] = ("chelsea", "coffee", "rocket", "horse", "coins", "moon", "motorcycle", "text", "page")
+NO_FACE += ("brick", "grass", "gravel", "retina", "hubble_deep_field", "immunohistochemistry", "logo", "clock", "cell")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import grpc
 import numpy as np
@@ -102,15 +103,19 @@ class InProcess:
         self._process = subprocess.Popen(
             command, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
+        if self._process.stdin is None or self._process.stdout is None:
+            raise RuntimeError("the in-process worker started without its pipes")
+        self._commands: IO[str] = self._process.stdin
+        self._answers: IO[str] = self._process.stdout
         self._answer()  # the model is loaded
 
     def measure(self, size: int, seconds: float) -> Figures:
-        self._process.stdin.write(f"{size} {seconds}\n")
-        self._process.stdin.flush()
+        self._commands.write(f"{size} {seconds}\n")
+        self._commands.flush()
         return json.loads(self._answer())
 
     def _answer(self) -> str:
-        line = self._process.stdout.readline()
+        line = self._answers.readline()
         if not line:
             raise RuntimeError(f"the in-process worker exited with {self._process.wait()}")
         return line
@@ -119,7 +124,7 @@ class InProcess:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._process.stdin.close()
+        self._commands.close()
         try:
             self._process.wait(timeout=30)
         except subprocess.TimeoutExpired:

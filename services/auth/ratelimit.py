@@ -15,6 +15,8 @@ from urllib.parse import unquote
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from services.common.db import one_row
+
 HOUR_SECONDS = 3600.0
 # An address stays familiar to an account this long after its last successful login there.
 FAMILIAR_DAYS = 90
@@ -178,7 +180,7 @@ async def _wait(conn: psycopg.AsyncConnection, rule: Rule, key: str) -> int:
 
 async def _record(conn: psycopg.AsyncConnection, scope: str, key: str) -> int:
     cur = await conn.execute("INSERT INTO auth.login_failures (scope, key) VALUES (%s, %s) RETURNING id", (scope, key))
-    return (await cur.fetchone())[0]
+    return int(one_row(await cur.fetchone(), "recording a failed login")[0])
 
 
 def client_address(peer: str, claimed: str | None, *, trust_claimed: bool) -> str:

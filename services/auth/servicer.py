@@ -97,7 +97,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if request.public_api and user is not None and "service" in user.roles:
             user = None  # service identities never log in through the public API: answered as an unknown name
         password = normalize_password(request.password[:_LOGIN_PASSWORD_INPUT_MAX])
-        if not await self._deps.hasher.verify(user.password_hash if user else None, password):
+        # Verified even for an unknown name, so that a wrong name takes as long as a wrong password.
+        verified = await self._deps.hasher.verify(user.password_hash if user else None, password)
+        if user is None or not verified:
             log.info("login failed", extra={"client": address})
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, INVALID_LOGIN)
         if user.disabled:
@@ -123,9 +125,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             new_hash=refresh_token_hash(new_token),
             ttl_seconds=self._deps.refresh_ttl_seconds,
         )
-        if rotation.outcome is RefreshOutcome.REUSED:
+        if rotation.outcome is RefreshOutcome.REUSED and rotation.user is not None:
             log.warning("refresh token reused; its session is revoked", extra={"user_id": rotation.user.id})
-        if rotation.outcome is not RefreshOutcome.ROTATED:
+        if rotation.outcome is not RefreshOutcome.ROTATED or rotation.user is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFRESH_FAILURES[rotation.outcome])
         return self._token_pair(rotation.user, new_token, rotation.session_id)
 

@@ -12,6 +12,7 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.passwords import username_key
+from services.common.db import one_row
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class AuthStore:
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=class_row(User))
                 await cur.execute(query, (username, password_hash, roles))
-                return await cur.fetchone()
+                return one_row(await cur.fetchone(), "creating a user")
         except psycopg.errors.UniqueViolation:
             raise UsernameTaken(username) from None
 
@@ -122,7 +123,7 @@ class AuthStore:
         """Records the first refresh token of a new login session; returns the session id."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute("INSERT INTO auth.refresh_families (user_id) VALUES (%s) RETURNING id", (user_id,))
-            (family_id,) = await cur.fetchone()
+            (family_id,) = one_row(await cur.fetchone(), "starting a session")
             await _insert_token(conn, family_id, token_hash, ttl_seconds)
         return str(family_id)
 
@@ -143,7 +144,8 @@ class AuthStore:
                 "SELECT used_at IS NOT NULL, expires_at <= now() FROM auth.refresh_tokens WHERE token_hash = %s",
                 (old_hash,),
             )
-            used, expired = await cur.fetchone()
+            # The family lock was taken through this token's row, so the row is there.
+            used, expired = one_row(await cur.fetchone(), "reading a locked refresh token")
             if used:
                 await self._revoke_families(conn, "id = %s", family_id)
                 return Rotation(RefreshOutcome.REUSED, await _user(conn, user_id))
@@ -252,7 +254,8 @@ async def _insert_token(conn: psycopg.AsyncConnection, family_id, token_hash: by
 async def _user(conn: psycopg.AsyncConnection, user_id: str) -> User:
     cur = conn.cursor(row_factory=class_row(User))
     await cur.execute(f"SELECT {_USER_COLUMNS} FROM auth.users WHERE id = %s", (user_id,))
-    return await cur.fetchone()
+    # A session's user cannot be deleted while its family row is locked (the family references it).
+    return one_row(await cur.fetchone(), "reading a session's user")
 
 
 def _is_uuid(value: str) -> bool:

@@ -3,7 +3,7 @@
 import io
 import logging
 import re
-from typing import BinaryIO
+from typing import IO
 
 from services.catalog.blobstore import BlobStore, BlobStoreUnavailable
 from services.catalog.ids import is_valid_sha256
@@ -45,7 +45,7 @@ class ContentBytes:
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
 
-    async def save_original(self, sha256: str, source: BinaryIO, size: int, *, content_type: str) -> None:
+    async def save_original(self, sha256: str, source: IO[bytes], size: int, *, content_type: str) -> None:
         """Writes the bytes unless an identical object is already stored (content addressing)."""
         source.seek(0)
         await self.blobs.put_new(original_key(sha256), source, size, content_type=content_type)

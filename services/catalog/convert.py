@@ -1,5 +1,7 @@
 """Stored rows to protobuf messages."""
 
+from typing import Any
+
 from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.models import ImageRow
@@ -49,7 +51,7 @@ def image_message(row: ImageRow, *, duplicate: bool = False, near_duplicate_of: 
     return message
 
 
-def _label(item: dict, row: ImageRow) -> catalog_pb2.Label:
+def _label(item: dict[str, Any], row: ImageRow) -> catalog_pb2.Label:
     return catalog_pb2.Label(
         label=item["label"],
         class_id=item["class_id"],
@@ -61,5 +63,5 @@ def _label(item: dict, row: ImageRow) -> catalog_pb2.Label:
     )
 
 
-def _face(face: dict) -> catalog_pb2.Face:
+def _face(face: dict[str, Any]) -> catalog_pb2.Face:
     return catalog_pb2.Face(box=catalog_pb2.Box(**face["box"]), score=face["score"])

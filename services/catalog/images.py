@@ -4,11 +4,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import BinaryIO
+from typing import IO, Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
-from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES
+from services.common.imageformats import DESCRIPTION, PILLOW_NAMES, opened_as
 from services.common.imaging import orientation_of, register_openers
 
 MAX_FILENAME_CHARS = 255
@@ -47,7 +47,7 @@ class Taken:
     camera_make: str = ""
     camera_model: str = ""
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """The NewImage fields this fills."""
         return {"taken_at": self.at, "camera_make": self.camera_make, "camera_model": self.camera_model}
 
@@ -100,7 +100,7 @@ class ImageInfo:
         return "png" if self.has_alpha else "jpeg"
 
 
-def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
+def inspect(source: IO[bytes], *, max_pixels: int) -> ImageInfo:
     """Detects the format from the bytes, enforces the pixel limit from the header, and refuses a JPEG or PNG
     that ends early (without decoding pixels), so a cut file is refused even while the classifier is down."""
     register_openers()
@@ -122,11 +122,11 @@ def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
         raise UnsupportedImage("the image has no pixels")
     if width * height > max_pixels:
         raise UnsupportedImage(f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels in total")
-    image_format = BY_PILLOW[fmt]
+    image_format = opened_as(fmt)
     if orientation >= 5:
         width, height = height, width
     return ImageInfo(
-        fmt,
+        image_format.pillow,
         image_format.content_type,
         image_format.extension,
         width,
@@ -137,7 +137,7 @@ def inspect(source: BinaryIO, *, max_pixels: int) -> ImageInfo:
     )
 
 
-def _is_complete(image: Image.Image, source: BinaryIO) -> bool:
+def _is_complete(image: ImageFile.ImageFile, source: IO[bytes]) -> bool:
     """JPEG: an end-of-image marker after the first scan. PNG: every chunk's CRC through IEND (no inflating).
     Bytes after the end (what phones append: more metadata, a video) are fine. Other formats: the classifier's
     full decode tells."""
@@ -154,7 +154,7 @@ def _is_complete(image: Image.Image, source: BinaryIO) -> bool:
     return True
 
 
-def _contains(source: BinaryIO, marker: bytes, *, start: int) -> bool:
+def _contains(source: IO[bytes], marker: bytes, *, start: int) -> bool:
     """Whether `marker` occurs in `source` from offset `start`, read a chunk at a time."""
     source.seek(start)
     tail = b""

@@ -1,6 +1,7 @@
 """Client of the inference service: streams an image to Classify and sorts failures by what to do next."""
 
 from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
 import grpc
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -89,6 +90,6 @@ class InferenceClient:
         return ModelId(reply.name, reply.version, reply.face_model_version)
 
 
-def _face(face: inference_pb2.Face) -> dict:
+def _face(face: inference_pb2.Face) -> dict[str, Any]:
     box = face.box
     return {"box": {"x": box.x, "y": box.y, "width": box.width, "height": box.height}, "score": face.score}

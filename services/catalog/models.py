@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from services.catalog.terms import LabelScore, TagRow, visible_tag_names, visible_tags
 
@@ -69,8 +70,8 @@ class ImageRow(NewImage):
     status_reason: str
     category: str
     category_score: float
-    labels: list[dict]
-    model_tags: list[list]
+    labels: list[dict[str, Any]]
+    model_tags: list[list[Any]]
     manual_tags: list[str]
     hidden_tags: list[str]
     model_name: str
@@ -79,7 +80,7 @@ class ImageRow(NewImage):
     classified_at: datetime | None
     vocabulary_version: str
     # [{"box": {"x", "y", "width", "height"}, "score"}]; None when faces were not analysed.
-    faces: list[dict] | None
+    faces: list[dict[str, Any]] | None
     face_model_version: str
     # Set while the image is in the trash.
     deleted_at: datetime | None = None
@@ -108,7 +109,7 @@ class Classification:
     # What the photo looks like, for similar photos; empty when the model returns none.
     embedding: tuple[float, ...] = ()
     # As ImageRow.faces; None when inference did not analyse faces (the stored faces are then kept).
-    faces: list[dict] | None = None
+    faces: list[dict[str, Any]] | None = None
     face_model_version: str = ""
 
 
@@ -145,7 +146,7 @@ class SearchHit:
 @dataclass(frozen=True)
 class Page:
     rows: list[ImageRow]
-    next_cursor: tuple | None = None
+    next_cursor: tuple[Any, ...] | None = None
 
 
 @dataclass

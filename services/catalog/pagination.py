@@ -5,6 +5,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -34,7 +35,7 @@ def encode(query: str, cursor: Sequence[int | float]) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def decode(token: str, query: str, shape: Sequence[type]) -> tuple | None:
+def decode(token: str, query: str, shape: Sequence[type]) -> tuple[Any, ...] | None:
     """The cursor in `token`, checked against the query fingerprint and the expected types; None for no token."""
     if not token:
         return None

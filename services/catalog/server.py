@@ -3,9 +3,10 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
 MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA = "catalog"
+# A background loop, started as a task beside the server.
+Job = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -96,8 +99,8 @@ def service_identity(settings: Settings, runtime: Runtime) -> TokenProvider | No
     )
 
 
-def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Callable[[], Awaitable[None]]]:
-    settings, jobs = runtime.settings, []
+def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Job]:
+    settings, jobs = runtime.settings, list[Job]()
     if settings.worker_enabled:
         if tokens is None:
             raise ValueError(
@@ -137,7 +140,7 @@ def _storage_check(blobs: BlobStore) -> Callable[[], Awaitable[None]]:
     return check
 
 
-async def _cancel(tasks: list[asyncio.Task]) -> None:
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:

@@ -8,7 +8,7 @@ import math
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, timedelta
-from typing import BinaryIO, NoReturn
+from typing import IO, NoReturn
 
 import grpc
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -21,8 +21,8 @@ from services.catalog.ids import is_valid_uid
 from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
 from services.catalog.models import UNLIMITED, ImageRow, QuotaExceeded
 from services.catalog.reclassify import Reclassifier
-from services.catalog.similarity import SimilarityIndex
 from services.catalog.store import CatalogStore, TakenFilter
+from services.catalog.store.similarity import SimilarityIndex
 from services.catalog.terms import (
     DEFAULT_MIN_SCORE,
     MAX_QUERY_CHARS,
@@ -267,7 +267,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             log.warning("could not cache the thumbnail of %s; it is rendered again next time", row.uid)
         return data
 
-    async def _copy_original(self, row: ImageRow, target: BinaryIO) -> None:
+    async def _copy_original(self, row: ImageRow, target: IO[bytes]) -> None:
         try:
             reader = await self._contents.blobs.open(original_key(row.sha256))
         except BlobNotFound:

@@ -4,6 +4,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.vocabulary import Vocabulary
 
@@ -96,7 +97,7 @@ def score_model_tags(
     return sorted(kept, key=lambda item: -item[1])
 
 
-def visible_tags(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: Sequence[str]) -> list[TagRow]:
+def visible_tags(model_tags: Iterable[Sequence[Any]], manual: Sequence[str], hidden: Sequence[str]) -> list[TagRow]:
     """Manual tags first (in the order added), then the model tags the user has not hidden, best first."""
     rows = [TagRow(tag, MANUAL_SCORE, True) for tag in manual]
     skip = set(manual) | set(hidden)
@@ -104,7 +105,7 @@ def visible_tags(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: 
     return rows
 
 
-def visible_tag_names(model_tags: Iterable[Sequence], manual: Sequence[str], hidden: Sequence[str]) -> list[str]:
+def visible_tag_names(model_tags: Iterable[Sequence[Any]], manual: Sequence[str], hidden: Sequence[str]) -> list[str]:
     """The tags of visible_tags, names only: what every image message lists, so it builds no rows."""
     skip = set(manual) | set(hidden)
     return [*manual, *(tag for tag, _ in model_tags if tag not in skip)]

@@ -5,7 +5,7 @@ and shrunk a strip at a time otherwise, so a full-size decode is the only full-s
 """
 
 import io
-from typing import BinaryIO
+from typing import IO
 
 from PIL import Image
 
@@ -23,7 +23,7 @@ class Undecodable(ValueError):
     """The stored image's header was readable but its pixels are not (e.g. a truncated file)."""
 
 
-def render(source: BinaryIO, thumb_format: str) -> bytes:
+def render(source: IO[bytes], thumb_format: str) -> bytes:
     """Decodes the original (at reduced scale where possible) and returns the encoded thumbnail."""
     register_openers()
     source.seek(0)

@@ -7,7 +7,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 import grpc
 import psycopg
@@ -18,8 +18,8 @@ from services.catalog.content import ContentBytes
 from services.catalog.ids import new_uid
 from services.catalog.inference_client import InferenceClient, InferenceFailed, InferenceRejected, InferenceUnavailable
 from services.catalog.models import ImageRow, NewImage, Outcome, QuotaExceeded
-from services.catalog.similarity import SimilarityIndex
 from services.catalog.store import CatalogStore
+from services.catalog.store.similarity import SimilarityIndex
 from services.common.context import time_remaining
 from services.common.db import UNREACHABLE as DATABASE_UNREACHABLE
 from services.common.errors import StatusError, invalid
@@ -44,12 +44,12 @@ _RESERVE_ATTEMPTS = 3
 
 @dataclass
 class Received:
-    file: BinaryIO
+    file: IO[bytes]
     size: int
     sha256: str
 
 
-async def file_chunks(source: BinaryIO) -> AsyncIterator[bytes]:
+async def file_chunks(source: IO[bytes]) -> AsyncIterator[bytes]:
     source.seek(0)
     while chunk := source.read(MAX_CHUNK_BYTES):
         yield chunk
@@ -110,7 +110,7 @@ class Cleanups:
         self._store = store
         self._contents = contents
         self._retry_for = retry_for
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def undo(self, uid: str, *, cause: BaseException) -> None:
         """Starts the undo and waits a little for it, so a refused upload is usually gone when the caller hears of
@@ -172,7 +172,9 @@ class Uploader:
     def cleanups(self) -> "Cleanups":
         return self._cleanups
 
-    async def upload(self, messages: AsyncIterator, caller: Principal) -> tuple[ImageRow, bool, str]:
+    async def upload(
+        self, messages: AsyncIterator[catalog_pb2.UploadImageRequest], caller: Principal
+    ) -> tuple[ImageRow, bool, str]:
         """Returns (image, duplicate, uid of the earlier image it nearly duplicates or "")."""
         header = await read_header(messages)
         received = await receive(messages, max_bytes=self._max_bytes)

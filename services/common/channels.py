@@ -1,7 +1,8 @@
 """Client channels: round-robin over every address, retries on UNAVAILABLE, a deadline on every call."""
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import grpc
 
@@ -53,10 +54,10 @@ class _CallDefaults:
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         request_id = request_id_var.get()
-        if REQUEST_ID_HEADER not in metadata and request_id != NO_REQUEST_ID:
+        if metadata.get(REQUEST_ID_HEADER) is None and request_id != NO_REQUEST_ID:
             metadata.add(REQUEST_ID_HEADER, request_id)
         token = self._token_provider() if self._token_provider else None
-        if token and "authorization" not in metadata:
+        if token and metadata.get("authorization") is None:
             metadata.add("authorization", f"Bearer {token}")
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         remaining = time_remaining()
@@ -67,24 +68,58 @@ class _CallDefaults:
         )
 
 
+# The stubs' interceptor methods are generic in the request and response types; so are these.
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Requests = AsyncIterable[Request] | Iterable[Request]
+
+
 class _UnaryUnary(_CallDefaults, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, details, request):
-        return await continuation(self._details(details), request)
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Request], Awaitable[grpc.aio.UnaryUnaryCall[Request, Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Request,
+    ) -> grpc.aio.UnaryUnaryCall[Request, Response]:
+        return await continuation(self._details(client_call_details), request)
 
 
 class _UnaryStream(_CallDefaults, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, details, request):
-        return await continuation(self._details(details), request)
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Request], Awaitable[grpc.aio.UnaryStreamCall[Request, Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Request,
+    ) -> grpc.aio.UnaryStreamCall[Request, Response]:
+        return await continuation(self._details(client_call_details), request)
 
 
 class _StreamUnary(_CallDefaults, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, details, request_iterator):
-        return await continuation(self._details(details), request_iterator)
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Requests[Request]], Awaitable[grpc.aio.StreamUnaryCall[Request, Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Requests[Request],
+    ) -> grpc.aio.StreamUnaryCall[Request, Response]:
+        return await continuation(self._details(client_call_details), request_iterator)
 
 
 class _StreamStream(_CallDefaults, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, details, request_iterator):
-        return await continuation(self._details(details), request_iterator)
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Requests[Request]], Awaitable[grpc.aio.StreamStreamCall[Request, Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Requests[Request],
+    ) -> grpc.aio.StreamStreamCall[Request, Response]:
+        return await continuation(self._details(client_call_details), request_iterator)
 
 
 def open_channel(

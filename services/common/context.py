@@ -2,6 +2,7 @@
 
 import time
 from contextvars import ContextVar
+from typing import Any
 
 import grpc
 
@@ -26,6 +27,6 @@ def time_remaining() -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def set_deadline_from(context: grpc.aio.ServicerContext) -> None:
+def set_deadline_from(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     remaining = context.time_remaining()
     deadline_var.set(None if remaining is None else time.monotonic() + remaining)

@@ -5,6 +5,7 @@ import logging
 import re
 import select
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -15,6 +16,8 @@ from services.common.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # What a call raises when the database cannot be reached in time: answered UNAVAILABLE by every service.
 UNREACHABLE = (psycopg.OperationalError, PoolTimeout)
 # How long a call waits for a pooled connection: with the database down, a call fails within this, not the pool's
@@ -24,7 +27,7 @@ CHECKOUT_TIMEOUT_SECONDS = 2.0
 RECONNECT_TIMEOUT_SECONDS = 5.0
 # libpq's connection options: give up connecting after 2 s (its minimum) instead of the operating system's minutes;
 # notice a peer that vanished mid-query (no RST: a partition, a dead host) within seconds instead of 15 minutes.
-CONNECTION_OPTIONS = {
+CONNECTION_OPTIONS: dict[str, Any] = {
     "connect_timeout": 2,
     "keepalives": 1,
     "keepalives_idle": 10,
@@ -35,6 +38,14 @@ CONNECTION_OPTIONS = {
 
 # Migration files are named like 0001_create_images.sql and applied in that order.
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def one_row(row: T | None, what: str) -> T:
+    """The row a statement always returns (an aggregate, INSERT ... RETURNING, a row this transaction has locked):
+    its absence is a bug, reported as one instead of an error about None further on."""
+    if row is None:
+        raise RuntimeError(f"{what} returned no row")
+    return row
 
 
 async def open_pool(
@@ -174,7 +185,7 @@ async def check_schema(pool: AsyncConnectionPool, *, schema: str, directory: Pat
     try:
         async with pool.connection(timeout=timeout) as conn:
             cur = await conn.execute(query)
-            (applied,) = await cur.fetchone()
+            (applied,) = one_row(await cur.fetchone(), "reading the schema version")
     except psycopg.errors.UndefinedTable:
         applied = 0
     if applied < latest:

@@ -31,3 +31,11 @@ PILLOW_NAMES = tuple(BY_PILLOW)
 CONTENT_TYPES = tuple(f.content_type for f in FORMATS) + tuple(alias for f in FORMATS for alias in f.aliases)
 EXTENSIONS = {f.content_type: f.extension for f in FORMATS}
 DESCRIPTION = "JPEG, PNG, WebP, GIF, BMP, HEIC or AVIF"
+
+
+def opened_as(pillow_name: str | None) -> ImageFormat:
+    """The accepted format of an image Pillow opened with formats=PILLOW_NAMES, which always names one of them."""
+    found = BY_PILLOW.get(pillow_name or "")
+    if found is None:
+        raise ValueError(f"Pillow opened an image as {pillow_name!r}, which is not an accepted format")
+    return found

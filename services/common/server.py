@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import uvloop
@@ -81,9 +82,11 @@ class RunningServer:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # Set when the server watches its dependencies: their last states, for readiness and status pages.
     watcher: DependencyWatcher | None = None
+    # The service's servicer, for tests that read its state (inference's batcher statistics).
+    servicer: object | None = None
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _metrics_http: object | None = None
-    _watching: asyncio.Task | None = None
+    _metrics_http: WSGIServer | None = None
+    _watching: asyncio.Task[None] | None = None
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Registers a cleanup (close pools, channels) run after the server stops."""
@@ -106,6 +109,19 @@ class RunningServer:
         for name in self.service_names:
             await self.health.set(name, status)
 
+    async def watch(self, dependencies: Mapping[str, Check]) -> None:
+        """Readiness follows the dependencies' checks: checked once now, then watched in the background."""
+        self.watcher = DependencyWatcher(
+            dependencies, on_change=self.set_ready, on_dependency=self.set_dependency, registry=self.registry
+        )
+        await self.watcher.check_once()
+        self._watching = asyncio.create_task(self.watcher.run())
+
+    def serve_metrics(self, *, host: str, port: int) -> None:
+        """Publishes the registry over HTTP; port 0 binds a free port, recorded in `metrics_port`."""
+        self._metrics_http, _ = start_http_server(port, addr=host, registry=self.registry)
+        self.metrics_port = self._metrics_http.server_port
+
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish within `grace`, then runs cleanups."""
         await self.health.enter_graceful_shutdown()
@@ -127,6 +143,7 @@ async def start_server(
     registry: CollectorRegistry | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     dependencies: Mapping[str, Check] | None = None,
+    servicer: object | None = None,
 ) -> RunningServer:
     """Builds, binds and starts a server; `register` adds the servicers. Port 0 binds a free port.
 
@@ -155,11 +172,16 @@ async def start_server(
     port = _add_port(server, settings)
     await server.start()
     running = RunningServer(
-        server=server, port=port, health=health_servicer, service_names=service_names, registry=registry
+        server=server,
+        port=port,
+        health=health_servicer,
+        service_names=service_names,
+        registry=registry,
+        servicer=servicer,
     )
     await running.set_serving(True)
     if dependencies:
-        await _watch(running, dependencies)
+        await running.watch(dependencies)
     if settings.metrics_port is not None:
         await _serve_metrics(running, settings)
     log.info("serving on %s:%d", settings.host, port, extra={"metrics_port": running.metrics_port})
@@ -177,21 +199,12 @@ def _add_port(server: grpc.aio.Server, settings: ServiceSettings) -> int:
 
 
 async def _serve_metrics(running: RunningServer, settings: ServiceSettings) -> None:
-    port, registry = settings.metrics_port, running.registry
+    """Publishes the metrics; a port in use stops the server and names the setting that moves it."""
     try:
-        running._metrics_http, _ = start_http_server(port, addr=settings.host, registry=registry)
+        running.serve_metrics(host=settings.host, port=settings.metrics_port or 0)
     except OSError:
         await running.stop(0)
-        raise CannotListen(settings.host, port, "TAGSMITH_METRICS_PORT") from None
-    running.metrics_port = running._metrics_http.server_port
-
-
-async def _watch(running: RunningServer, dependencies: Mapping[str, Check]) -> None:
-    running.watcher = DependencyWatcher(
-        dependencies, on_change=running.set_ready, on_dependency=running.set_dependency, registry=running.registry
-    )
-    await running.watcher.check_once()
-    running._watching = asyncio.create_task(running.watcher.run())
+        raise CannotListen(settings.host, settings.metrics_port or 0, "TAGSMITH_METRICS_PORT") from None
 
 
 def token_verification(

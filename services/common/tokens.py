@@ -8,8 +8,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import grpc
 import jwt
+
+from services.common.settings import TokenSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +55,11 @@ class Revocations:
         user_cut = self.users.get(subject)
         return any(cut is not None and issued_at <= cut for cut in (session_cut, user_cut))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"sessions": self.sessions, "users": self.users}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Revocations":
+    def from_json(cls, data: dict[str, Any]) -> "Revocations":
         return cls(sessions=_cuts(data.get("sessions")), users=_cuts(data.get("users")))
 
 
@@ -65,7 +69,7 @@ def _cuts(entries: object) -> dict[str, int]:
     return {str(key): int(value) for key, value in entries.items() if isinstance(value, int)}
 
 
-JwksSource = Callable[[], Awaitable[dict]]
+JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 RevocationSource = Callable[[], Awaitable[Revocations]]
 
 
@@ -123,7 +127,7 @@ class TokenVerifier:
         self._revocation_every = revocation_refresh_seconds
         self._cache_file = cache_file
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._jwks: dict = {}
+        self._jwks: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._last_fetch_failed = False
         self._lock = asyncio.Lock()
@@ -131,7 +135,7 @@ class TokenVerifier:
         self._revocations = Revocations()
         self._revocations_at = float("-inf")
         self._revocations_tried_at = float("-inf")
-        self._revocations_task: asyncio.Task | None = None
+        self._revocations_task: asyncio.Task[None] | None = None
         self._load_cache()
 
     async def verify(self, token: str) -> Principal:
@@ -182,7 +186,7 @@ class TokenVerifier:
         )
         return principal, float(claims["exp"]), header["kid"]
 
-    def _decode(self, token: str, key: jwt.PyJWK) -> dict:
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,
@@ -225,7 +229,7 @@ class TokenVerifier:
             self._last_fetch_failed = False
             self._save_cache()
 
-    def _revocations_due(self) -> asyncio.Task | None:
+    def _revocations_due(self) -> asyncio.Task[None] | None:
         """Starts refreshing the list once it is due; returns the refresh to wait for once it is twice as old."""
         if self._revocation_source is None:
             return None
@@ -236,12 +240,12 @@ class TokenVerifier:
             if now - self._revocations_tried_at < self._revocation_every:
                 return None  # the last try failed recently: go on with the list already known
             self._revocations_tried_at = now
-            self._revocations_task = asyncio.create_task(self._fetch_revocations())
+            self._revocations_task = asyncio.create_task(self._fetch_revocations(self._revocation_source))
         return self._revocations_task if now - self._revocations_at >= 2 * self._revocation_every else None
 
-    async def _fetch_revocations(self) -> None:
+    async def _fetch_revocations(self, source: RevocationSource) -> None:
         try:
-            self._revocations = await self._revocation_source()
+            self._revocations = await source()
         except Exception:
             log.warning("could not fetch the revocation list; keeping the one already known", exc_info=True)
             return
@@ -274,41 +278,42 @@ class TokenVerifier:
             log.warning("could not write the key cache %s", self._cache_file, exc_info=True)
 
 
-def _subject(claims: dict) -> str:
-    if not claims["sub"]:
-        raise InvalidToken("invalid token: empty subject")
-    return claims["sub"]
+def _subject(claims: dict[str, Any]) -> str:
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject:
+        raise InvalidToken("invalid token: the subject must be a non-empty string")
+    return subject
 
 
-def _roles(claims: dict) -> frozenset[str]:
+def _roles(claims: dict[str, Any]) -> frozenset[str]:
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise InvalidToken("invalid token: roles must be a list of strings")
     return frozenset(roles)
 
 
-def _session(claims: dict) -> str:
+def _session(claims: dict[str, Any]) -> str:
     session_id = claims.get("sid", "")
     if not isinstance(session_id, str):
         raise InvalidToken("invalid token: sid must be a string")
     return session_id
 
 
-def _issued_at(claims: dict) -> int:
+def _issued_at(claims: dict[str, Any]) -> int:
     issued_at = claims["iat"]
     if not isinstance(issued_at, int | float):
         raise InvalidToken("invalid token: iat must be a number")
     return int(issued_at)
 
 
-def _name(claims: dict) -> str:
+def _name(claims: dict[str, Any]) -> str:
     name = claims.get("name", "")
     if not isinstance(name, str):
         raise InvalidToken("invalid token: name must be a string")
     return name
 
 
-def parse_jwks(jwks: dict) -> dict[str, jwt.PyJWK]:
+def parse_jwks(jwks: dict[str, Any]) -> dict[str, jwt.PyJWK]:
     """Keys by `kid`, keeping only well-formed signature keys with an allowed algorithm."""
     keys = {}
     for entry in jwks.get("keys", []):
@@ -323,22 +328,23 @@ def parse_jwks(jwks: dict) -> dict[str, jwt.PyJWK]:
     return keys
 
 
-def grpc_jwks_source(channel) -> JwksSource:
+def grpc_jwks_source(channel: grpc.aio.Channel) -> JwksSource:
     """Fetches the key set from the auth service over an open channel."""
     from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
     stub = auth_pb2_grpc.AuthServiceStub(channel)
 
-    async def fetch() -> dict:
+    async def fetch() -> dict[str, Any]:
         # No waiting for a connection: while auth is down the caller should hear UNAVAILABLE promptly, and the
         # channel's retry policy already rides out a restart's brief refusals.
         reply = await stub.GetPublicKeys(auth_pb2.GetPublicKeysRequest(), timeout=FETCH_TIMEOUT_SECONDS)
-        return json.loads(reply.jwks_json)
+        jwks: dict[str, Any] = json.loads(reply.jwks_json)
+        return jwks
 
     return fetch
 
 
-def grpc_revocation_source(channel) -> RevocationSource:
+def grpc_revocation_source(channel: grpc.aio.Channel) -> RevocationSource:
     """Fetches the revocation list from the auth service over an open channel."""
     from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
@@ -354,7 +360,7 @@ def grpc_revocation_source(channel) -> RevocationSource:
     return fetch
 
 
-def auth_verifier(settings, channel) -> TokenVerifier:
+def auth_verifier(settings: TokenSettings, channel: grpc.aio.Channel) -> TokenVerifier:
     """The verifier of a service that trusts auth's published keys and revocations (TokenSettings)."""
     cache_dir = settings.auth_cache_dir
     return TokenVerifier(

@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import swagger_ui
 from fastapi import FastAPI
@@ -37,7 +38,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         finally:
             await app.state.backends.close()
 
-    app = FastAPI(
+    app = _TagsmithApi(
         title="Tagsmith",
         version="1.0.0",
         description="Upload photos; a pretrained ImageNet classifier labels them; list, search and download them.",
@@ -71,7 +72,6 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     swagger_assets = StaticFiles(directory=Path(swagger_ui.__file__).parent / "static")
     app.mount(routes_system.DOCS_ASSETS, swagger_assets, name="docs")
     _add_middleware(app, settings)
-    app.openapi = lambda: _openapi(app)
     return app
 
 
@@ -109,7 +109,12 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(RequestContext, metrics=HttpMetrics(app.state.registry))
 
 
-def _openapi(app: FastAPI) -> dict:
+class _TagsmithApi(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        return _openapi(self)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, with validation failures documented as the 400 they are."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)

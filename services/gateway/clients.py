@@ -125,8 +125,8 @@ class CatalogClient:
     def download(self, token: str, uid: str, *, thumbnail: bool = False) -> grpc.aio.UnaryStreamCall:
         """The open stream: first message the metadata, then the bytes."""
         if thumbnail:
-            request = catalog_pb2.GetThumbnailRequest(uid=uid)
-            return self._stub.GetThumbnail(request, metadata=bearer(token), timeout=self._transfer_timeout)
+            thumbnail_request = catalog_pb2.GetThumbnailRequest(uid=uid)
+            return self._stub.GetThumbnail(thumbnail_request, metadata=bearer(token), timeout=self._transfer_timeout)
         request = catalog_pb2.DownloadImageRequest(uid=uid)
         return self._stub.DownloadImage(request, metadata=bearer(token), timeout=self._transfer_timeout)
 

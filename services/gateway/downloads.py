@@ -8,6 +8,7 @@ from urllib.parse import quote
 import grpc
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
+from tagsmith.catalog.v1 import catalog_pb2
 
 from services.common.imageformats import EXTENSIONS
 from services.gateway.clients import CatalogClient
@@ -59,7 +60,8 @@ async def stream_image(
             return Response(status_code=304, headers={"ETag": etag, **_DOWNLOAD_HEADERS})
     call = catalog.download(token, uid, thumbnail=thumbnail)
     first = await call.read()
-    if first is grpc.aio.EOF or not first.HasField("image"):
+    # read() answers grpc.aio.EOF at the end, typed only as object: the type check stands for the EOF check.
+    if not isinstance(first, catalog_pb2.DownloadImageResponse) or not first.HasField("image"):
         call.cancel()
         raise ApiError(503, "the catalog sent no image metadata; try again", headers={"Retry-After": "1"})
     image = first.image
@@ -76,7 +78,7 @@ async def stream_image(
 async def _chunks(call: grpc.aio.UnaryStreamCall) -> AsyncIterator[bytes]:
     """The rest of the stream; a failure mid-way can only cut the response short, so it is cancelled and re-raised."""
     try:
-        while (message := await call.read()) is not grpc.aio.EOF:
+        while isinstance(message := await call.read(), catalog_pb2.DownloadImageResponse):
             if message.HasField("chunk"):
                 yield message.chunk
     finally:

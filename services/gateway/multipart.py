@@ -3,12 +3,17 @@
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 from services.gateway.errors import ApiError
+
+if TYPE_CHECKING:
+    # Declared for checkers only by python-multipart.
+    from python_multipart.multipart import MultipartCallbacks
 
 CHUNK_BYTES = 1024 * 1024
 _MAX_HEADER_BYTES = 16 * 1024
@@ -56,7 +61,7 @@ class MultipartReader:
         self._headers: dict[bytes, bytes] = {}
         self._parser = MultipartParser(boundary, callbacks=self._callbacks())
 
-    def _callbacks(self) -> dict:
+    def _callbacks(self) -> "MultipartCallbacks":
         def on_header_field(data, start, end):
             self._header_field += data[start:end]
 

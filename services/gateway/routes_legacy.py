@@ -1,6 +1,6 @@
 """The original service's API, with its exact shapes, so existing clients keep working."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,7 +18,10 @@ _FORM_OVERHEAD_BYTES = 64 * 1024
 # The original API lists everything at once; this bounds the work one request can cause.
 _MAX_LISTED = 10_000
 Uid = Annotated[str, Path(max_length=128)]
-_FILE = {200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}, 304: {}}
+_FILE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+    304: {},
+}
 
 
 @router.get("/model", response_model=schemas.ModelInfo)
@@ -48,7 +51,8 @@ async def upload(request: Request, token: LegacyToken, backends: BackendsDep, se
 @router.get("/images", response_model=list[schemas.LegacyImage])
 async def images(token: LegacyToken, backends: BackendsDep) -> JSONResponse:
     """Every image, newest first, as uid and category."""
-    listed, page_token = [], ""
+    listed: list[dict[str, str]] = []
+    page_token = ""
     while len(listed) < _MAX_LISTED:
         reply = await backends.catalog.list_images(token, page_size=100, page_token=page_token)
         listed += [{"uid": i.uid, "category": i.category} for i in reply.images]

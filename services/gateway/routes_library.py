@@ -3,7 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Path, Query, Response
@@ -20,7 +20,9 @@ from services.gateway.errors import ApiError
 router = APIRouter(prefix="/v1", tags=["images"])
 
 Uid = Annotated[str, Path(max_length=128, description="The image's uid.")]
-_ZIP = {200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}}
+_ZIP: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}
+}
 # Metadata look-ups in flight at once while checking an archive's images.
 _LOOKUPS = 16
 
@@ -102,7 +104,7 @@ async def _zip(catalog: CatalogClient, token: str, images: list[catalog_pb2.Imag
 async def _original(catalog: CatalogClient, token: str, uid: str) -> AsyncIterator[bytes]:
     call = catalog.download(token, uid)
     try:
-        while (message := await call.read()) is not grpc.aio.EOF:
+        while isinstance(message := await call.read(), catalog_pb2.DownloadImageResponse):
             if message.HasField("chunk"):
                 yield message.chunk
     finally:

@@ -1,7 +1,7 @@
 """/v1: the caller's images, their labels and tags, and what the model accepts."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -34,7 +34,10 @@ _ORDERS = {
     "taken_newest": catalog_pb2.IMAGE_ORDER_TAKEN_NEWEST,
     "taken_oldest": catalog_pb2.IMAGE_ORDER_TAKEN_OLDEST,
 }
-_IMAGE_STREAM = {200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}, 304: {}}
+_IMAGE_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+    304: {},
+}
 
 
 @model_router.get("/model", response_model=schemas.ModelInfo)

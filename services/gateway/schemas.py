@@ -11,12 +11,12 @@ from tagsmith.catalog.v1 import catalog_pb2
 from tagsmith.inference.v1 import inference_pb2
 
 ImageStatus = Literal["pending", "classified", "failed"]
-_STATUS = {
+_STATUS: dict[int, ImageStatus] = {
     catalog_pb2.IMAGE_STATUS_PENDING: "pending",
     catalog_pb2.IMAGE_STATUS_CLASSIFIED: "classified",
     catalog_pb2.IMAGE_STATUS_FAILED: "failed",
 }
-_SOURCE = {catalog_pb2.LABEL_SOURCE_USER: "user"}
+_SOURCE: dict[int, Literal["model", "user"]] = {catalog_pb2.LABEL_SOURCE_USER: "user"}
 
 
 class ErrorDetail(BaseModel):

@@ -30,7 +30,8 @@ def head_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
     class HeadTimeoutProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        # uvicorn's HttpToolsProtocol already narrows asyncio's BaseTransport to Transport; this follows uvicorn.
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm_head_timer()
 

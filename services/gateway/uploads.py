@@ -4,7 +4,7 @@ streamed to the catalog; a request over a limit stores nothing."""
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 import grpc
 from fastapi import Request
@@ -80,7 +80,7 @@ async def upload_one(
 class ReceivedFile:
     filename: str
     content_type: str
-    data: BinaryIO
+    data: IO[bytes]
     size: int
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -147,7 +147,7 @@ async def store_one(catalog: CatalogClient, received: ReceivedFile, *, token: st
 def refusal(exc: grpc.aio.AioRpcError) -> ApiError:
     """Why the catalog refused one file; raises instead when the failure is the whole request's."""
     if QUOTA_REASON in tuple(exc.trailing_metadata() or ()):
-        return quota_exceeded(exc.details())
+        return quota_exceeded(exc.details() or "the storage quota is used up")
     error = from_rpc_error(exc, overrides=_UPLOAD_OVERRIDES)
     if exc.code() in _PER_FILE_CODES:
         return error

@@ -4,9 +4,9 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -20,7 +20,7 @@ class Rows(Protocol):
     """A batch's answer: one row per image (in order), the model version, and the embeddings or None."""
 
     @property
-    def values(self) -> Sequence: ...
+    def values(self) -> Iterable[Any]: ...
 
     @property
     def version(self) -> str: ...

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from services.common.imageformats import BY_PILLOW, DESCRIPTION, PILLOW_NAMES
+from services.common.imageformats import DESCRIPTION, PILLOW_NAMES, opened_as
 from services.common.imaging import orientation_of, reduce_to_rgb, register_openers, turn_upright, upright_size
 from services.common.model_contract import IMAGE_SIZE
 from services.inference.pixels import Letterbox, letterbox, to_model_pixels
@@ -154,7 +154,7 @@ class ImageDecoder:
         has_alpha = upright.mode == "RGBA"
         face_pixels, placed = letterbox(upright)
         return DecodedImage(
-            format=BY_PILLOW[image.format].name,
+            format=opened_as(image.format).name,
             width=width,
             height=height,
             orientation=plan.orientation,

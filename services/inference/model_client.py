@@ -148,5 +148,6 @@ class ModelClient:
         except grpc.aio.AioRpcError as exc:
             raise model_error(exc, self._address) from None
         signatures = tfserving.SignatureDefMap.FromString(response.metadata["signature_def"].value)
-        server = headers.get(MODEL_SERVER_HEADER, TF_SERVING)
+        named = headers.get(MODEL_SERVER_HEADER)
+        server = named if isinstance(named, str) else TF_SERVING
         return ServedModel(str(response.model_spec.version.value), signatures.signature_def, server)

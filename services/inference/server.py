@@ -93,8 +93,8 @@ async def create_server(settings: Settings, *, verifier: TokenVerifier | None = 
         register=lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
         interceptors=[interceptor],
+        servicer=servicer,
     )
-    running.servicer = servicer
     check = asyncio.create_task(check_model(servicer.client, len(servicer.labels)))
 
     async def close() -> None:
@@ -124,7 +124,7 @@ async def check_model(client: ClassifierClient, num_labels: int, *, grace: float
     """Says once TF Serving serves a model that matches the labels file, or warns when it does not. An unreachable
     TF Serving is waited for, and reported only once it has stayed away for `grace` seconds."""
     loop = asyncio.get_running_loop()
-    warn_at = loop.time() + grace
+    warn_at: float | None = loop.time() + grace
     while True:
         try:
             metadata = await client.metadata(timeout=STARTUP_CHECK_TIMEOUT)

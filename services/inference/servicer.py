@@ -162,14 +162,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             thumbnail_format=image.thumbnail_format,
             embedding=() if result.embedding is None else result.embedding.tolist(),
         )
-        if detection is not None:
-            self._add_faces(response, detection)
+        if detection is not None and self._face_detector is not None:
+            self._add_faces(response, detection, model_name=self._face_detector.model_name)
         return response
 
-    def _add_faces(self, response: inference_pb2.ClassifyResponse, detection: FaceDetection) -> None:
+    def _add_faces(
+        self, response: inference_pb2.ClassifyResponse, detection: FaceDetection, *, model_name: str
+    ) -> None:
         faces = [face for face in detection.faces if face.score >= self._settings.face_score_threshold]
         response.faces_analysed = True
-        response.face_model_name = self._face_detector.model_name
+        response.face_model_name = model_name
         response.face_model_version = detection.model_version
         for face in faces:
             box = inference_pb2.Box(x=face.x, y=face.y, width=face.width, height=face.height)

@@ -4,6 +4,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -40,7 +41,9 @@ def _load_pool(path: Path) -> descriptor_pool.DescriptorPool:
 _POOL = _load_pool(find_descriptors())
 
 
-def _message(full_name: str) -> type:
+# The message classes are built at run time from the captured descriptors, so a checker cannot know their fields:
+# they and their instances are typed Any.
+def _message(full_name: str) -> type[Any]:
     return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(full_name))
 
 
@@ -61,10 +64,10 @@ class Method:
     """One TF Serving RPC: its path and message classes."""
 
     path: str
-    request: type
-    response: type
+    request: type[Any]
+    response: type[Any]
 
-    def callable(self, channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
+    def callable(self, channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
         """The method bound to `channel`, ready to `await call(request, timeout=...)`."""
         return channel.unary_unary(
             self.path, request_serializer=self.request.SerializeToString, response_deserializer=self.response.FromString
@@ -88,14 +91,14 @@ GET_MODEL_METADATA = _method(_PREDICTION_SERVICE, "GetModelMetadata")
 GET_MODEL_STATUS = _method(_service("model_service.proto", "ModelService"), "GetModelStatus")
 
 
-def string_tensor(values: Sequence[bytes]):
+def string_tensor(values: Sequence[bytes]) -> Any:
     """A rank-1 DT_STRING TensorProto holding `values`."""
     tensor = TensorProto(dtype=DT_STRING, string_val=list(values))
     tensor.tensor_shape.dim.add(size=len(values))
     return tensor
 
 
-def uint8_tensor(content: bytes, shape: Sequence[int]):
+def uint8_tensor(content: bytes, shape: Sequence[int]) -> Any:
     """A DT_UINT8 TensorProto of `shape` whose row-major values are `content`."""
     tensor = TensorProto(dtype=DT_UINT8, tensor_content=content)
     for size in shape:
@@ -103,11 +106,11 @@ def uint8_tensor(content: bytes, shape: Sequence[int]):
     return tensor
 
 
-def tensor_shape(tensor) -> tuple[int, ...]:
+def tensor_shape(tensor: Any) -> tuple[int, ...]:
     return tuple(dim.size for dim in tensor.tensor_shape.dim)
 
 
-def to_numpy(tensor) -> np.ndarray:
+def to_numpy(tensor: Any) -> np.ndarray:
     """A float/double/int32/int64 TensorProto as a numpy array, from tensor_content or else the typed repeated field."""
     if tensor.dtype not in _NUMPY_DTYPES:
         raise ValueError(f"unsupported tensor dtype {tensor.dtype}")

@@ -184,12 +184,14 @@ class BatchScheduler:
         results = await asyncio.gather(
             *(loop.run_in_executor(self._executor, self._run, inputs) for inputs, _ in parts), return_exceptions=True
         )
-        errors = [result for result in results if isinstance(result, BaseException)]
-        for error in errors:
+        errors: list[Exception] = []
+        for error in (result for result in results if isinstance(result, BaseException)):
             if not isinstance(error, Exception):
                 raise error  # cancelled: the server is stopping
+            errors.append(error)
         if not errors:
-            _split(batch, _join_rows(results, [part_size for _, part_size in parts]))
+            outputs = [result for result in results if not isinstance(result, BaseException)]
+            _split(batch, _join_rows(outputs, [part_size for _, part_size in parts]))
         elif len(batch) > 1 and all(isinstance(error, tf.errors.InvalidArgumentError) for error in errors):
             # One bad input must not fail its neighbours: run each call on its own to find it.
             await asyncio.gather(*(self._alone(task) for task in batch))

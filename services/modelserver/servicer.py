@@ -40,6 +40,8 @@ class Runner:
         return await self.scheduler(servable, signature).submit(inputs, size)
 
     def scheduler(self, servable: Servable, signature: Signature) -> BatchScheduler:
+        if self._batching is None:
+            raise RuntimeError("batching is off: signatures run unbatched, without a scheduler")
         key = (servable.name, servable.version, signature.name)
         if key not in self._schedulers:
             observe = None

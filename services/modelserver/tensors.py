@@ -64,10 +64,8 @@ def output_keys(output_filter: list[str], signature: Signature) -> tuple[str, ..
 def batch_size(arrays: dict[str, np.ndarray]) -> int | None:
     """The shared first dimension of every input, or None when the inputs cannot join a batch."""
     sizes = {array.shape[0] if array.ndim else None for array in arrays.values()}
-    if len(sizes) != 1 or None in sizes:
-        return None
-    size = sizes.pop()
-    return size if size > 0 else None
+    size = sizes.pop() if len(sizes) == 1 else None
+    return size if size is not None and size > 0 else None
 
 
 def encode(array: np.ndarray) -> tensor_pb2.TensorProto:

@@ -6,6 +6,7 @@ catalog answers UNAVAILABLE for tokens it cannot check (503 through the gateway)
 is down still accepts valid tokens thanks to its key cache.
 """
 
+import asyncio
 import time
 
 import grpc
@@ -83,7 +84,7 @@ async def test_logout_ends_only_that_session_everywhere(auth_harness, catalog_se
         )
         await _refused_within_bound(catalog, laptop.access_token)
         assert await _list_status(catalog, phone.access_token) == grpc.StatusCode.OK
-        time.sleep(2 * REFRESH_SECONDS)
+        await asyncio.sleep(2 * REFRESH_SECONDS)
         me = await _error(stub.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(laptop.access_token)))
         assert me.code() == grpc.StatusCode.UNAUTHENTICATED, "auth itself refuses the ended session too"
 

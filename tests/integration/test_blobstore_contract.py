@@ -80,11 +80,11 @@ async def test_list_by_prefix_with_sizes_and_times(store):
     "key", ["../escape", "/abs/path", "objects/../../etc/passwd", "objects/", "objects/.hidden", "Objects/x", "a/b/c"]
 )
 async def test_invalid_keys_are_refused(store, key):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid object key"):
         await store.put(key, io.BytesIO(b"x"), 1, content_type="image/jpeg")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid object key"):
         await store.open(key)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid object key"):
         await store.delete(key)
 
 

@@ -32,7 +32,7 @@ async def test_put_new_writes_only_when_nothing_is_stored(blobs):
 async def test_local_put_new_refuses_a_short_source_and_leaves_nothing(tmp_path):
     blobs = LocalBlobStore(tmp_path / "blobs")
     await blobs.ensure_ready()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected 10 bytes, read 3"):
         await blobs.put_new("objects/b2", io.BytesIO(b"abc"), 10, content_type="image/jpeg")
     assert not await blobs.exists("objects/b2")
     assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []

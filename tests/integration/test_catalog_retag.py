@@ -72,7 +72,8 @@ async def test_the_retag_command_tags_with_the_shipped_vocabulary(pool, catalog_
     stale = CatalogStore(pool, vocabulary=next_vocabulary())
     ids = await _classified(stale, 2)
     env = service_env(TAGSMITH_POSTGRES_DSN=catalog_dsn, TAGSMITH_BLOB_DIR=str(tmp_path / "blobs"))
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.catalog", "retag", "--batch-size", "1"],
         cwd=REPO,
         env=env,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from services.catalog.models import NewImage, Outcome
-from services.catalog.similarity import EMBEDDING_DIMENSIONS, NEAR_DUPLICATE_SIMILARITY, SimilarityIndex, _groups
 from services.catalog.store import CatalogStore
+from services.catalog.store.similarity import EMBEDDING_DIMENSIONS, NEAR_DUPLICATE_SIMILARITY, SimilarityIndex, _groups
 from services.common.db import open_pool
 from tests.integration.test_catalog_store import CLASSIFICATION
 

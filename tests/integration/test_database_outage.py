@@ -228,8 +228,9 @@ async def test_auth_answers_unavailable_for_every_call_that_needs_its_database(a
             me = await stub.GetMe(auth_pb2.GetMeRequest(), metadata=signed_in)
             break
         except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, exc.details()
-            await asyncio.sleep(0.1)
+            failure = exc
+        assert failure.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, failure.details()
+        await asyncio.sleep(0.1)
     assert me.username == "alice"
 
 

@@ -23,13 +23,17 @@ async def test_a_quiet_connection_is_lent_without_a_round_trip(postgres_dsn):
         assert sent == []
 
 
+async def _check_until_disturbed(conn: psycopg.AsyncConnection) -> None:
+    for _ in range(100):  # the server's goodbye reaches the socket shortly after the call returns
+        await check_if_disturbed(conn)
+        await asyncio.sleep(0.02)
+
+
 async def test_a_connection_the_server_closed_fails_the_check(postgres_dsn):
     async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as victim:
         await _terminate(postgres_dsn, victim.info.backend_pid)
         with pytest.raises(psycopg.OperationalError):
-            for _ in range(100):  # the server's goodbye reaches the socket shortly after the call returns
-                await check_if_disturbed(victim)
-                await asyncio.sleep(0.02)
+            await _check_until_disturbed(victim)
 
 
 async def test_the_pool_replaces_a_terminated_connection_before_lending_it(postgres_dsn):

@@ -1,9 +1,9 @@
 """The model server in-process: a ModelServerConfig with two versions and a label, and server-side batching."""
 
 import asyncio
-import urllib.request
 
 import grpc
+import httpx
 import pytest
 
 from services.inference import tfserving
@@ -92,7 +92,8 @@ async def test_concurrent_predicts_are_batched(server):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         await served_version(channel, spec(version=1))
         versions = await asyncio.gather(*(served_version(channel, spec(version=1)) for _ in range(16)))
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")).text
     count = _metric(metrics, f'modelserver_batch_size_count{{model="{MODEL_NAME}",version="1"}}')
     total = _metric(metrics, f'modelserver_batch_size_sum{{model="{MODEL_NAME}",version="1"}}')
     assert versions == [1] * 16

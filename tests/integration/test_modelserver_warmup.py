@@ -92,7 +92,7 @@ def test_a_failing_warmup_request_fails_the_load(model_base_path, tmp_path):
 
     wrong_size = predict_record(contract.PIXELS_SIGNATURE, contract.PIXELS_INPUT, np.zeros((1, 64, 64, 3), np.uint8))
     version = version_with_warmup(model_base_path, tmp_path, [pixels_record(), wrong_size])
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValueError, match="failed its warm-up") as error:
         load_servable(MODEL_NAME, 1, version)
     message = str(error.value)
     assert f"model {MODEL_NAME} version 1 failed its warm-up" in message

@@ -4,10 +4,10 @@ import os
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import grpc
+import httpx
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -142,7 +142,8 @@ async def test_metrics_count_calls_by_code(probe_server, test_keys):
         await stub.GetLimits(
             inference_pb2.GetLimitsRequest(), metadata=(("authorization", f"Bearer {test_keys.token()}"),)
         )
-    body = urllib.request.urlopen(f"http://127.0.0.1:{probe_server.metrics_port}/metrics").read().decode()
+    async with httpx.AsyncClient() as client:
+        body = (await client.get(f"http://127.0.0.1:{probe_server.metrics_port}/metrics")).text
     assert f'grpc_server_handled_total{{code="OK",method="/{INFERENCE_SERVICE}/GetLimits"}} 1.0' in body
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance
 from skimage import data
 
-from services.catalog.similarity import NEAR_DUPLICATE_SIMILARITY
+from services.catalog.store.similarity import NEAR_DUPLICATE_SIMILARITY
 from services.common.model_contract import EMBEDDING_OUTPUT, EMBEDDING_SIZE, PIXELS_SIGNATURE
 from services.inference.pixels import to_model_pixels
 

@@ -84,13 +84,15 @@ class ProcessFigures:
 async def measure_service_process(module: str, service: str, *, port: int, env: dict[str, str]) -> ProcessFigures:
     """Runs `python -m <module>` until `service` is SERVING on `port`, measures it at rest, then stops it with
     SIGTERM, which must end it cleanly (exit status 0)."""
-    process = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", module]
+    process = await asyncio.to_thread(subprocess.Popen, command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
         started = await wait_serving(f"127.0.0.1:{port}", service, alive=lambda: process.poll() is None)
         await asyncio.sleep(0.5)
-        figures = ProcessFigures(started, rss_mb(process.pid), Path(f"/proc/{process.pid}/maps").read_text())
+        maps = await asyncio.to_thread(Path(f"/proc/{process.pid}/maps").read_text)
+        figures = ProcessFigures(started, rss_mb(process.pid), maps)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0, process.stderr.read()[-2000:]
+        assert await asyncio.to_thread(process.wait, 15) == 0, process.communicate()[1][-2000:]
     finally:
         process.kill()
         process.wait()

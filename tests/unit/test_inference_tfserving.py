@@ -81,7 +81,7 @@ def test_to_numpy_reads_typed_fields_and_fills_single_values():
     packed = tfserving.TensorProto(dtype=tfserving.DT_FLOAT, tensor_content=np.float32([1, 2]).tobytes())
     packed.tensor_shape.dim.add(size=2)
     assert tfserving.to_numpy(packed).tolist() == [1.0, 2.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unsupported tensor dtype"):
         tfserving.to_numpy(tfserving.string_tensor([b"x"]))
 
 

@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import IO
 
 # Keys look like "objects/<sha256>" or "thumbs/<sha256>-256.jpg": a lower-case folder, then one name that
 # starts with a letter or digit, so no key can climb out of its root ("..") or be absolute.
@@ -66,10 +66,10 @@ class BlobStore(ABC):
         """Creates the bucket or directory when missing."""
 
     @abstractmethod
-    async def put(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> None:
+    async def put(self, key: str, source: IO[bytes], size: int, *, content_type: str) -> None:
         """Stores `size` bytes read from `source`; readers see the old object or the new one, never a mix."""
 
-    async def put_new(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> bool:
+    async def put_new(self, key: str, source: IO[bytes], size: int, *, content_type: str) -> bool:
         """Like put(), unless an object already exists under `key`; True when written.
 
         For content-addressed keys, where an existing object holds the same bytes.

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from services.catalog.blobstore.base import (
     CHUNK_BYTES,
@@ -26,7 +26,7 @@ _STALE_TMP_SECONDS = 3600
 
 
 class _FileReader(BlobReader):
-    def __init__(self, handle: BinaryIO, size: int) -> None:
+    def __init__(self, handle: IO[bytes], size: int) -> None:
         self._handle = handle
         self.size = size
 
@@ -57,14 +57,14 @@ class LocalBlobStore(BlobStore):
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink(missing_ok=True)
 
-    async def put(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> None:
+    async def put(self, key: str, source: IO[bytes], size: int, *, content_type: str) -> None:
         await asyncio.to_thread(self._write, self._path(key), source, size)
 
-    async def put_new(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> bool:
+    async def put_new(self, key: str, source: IO[bytes], size: int, *, content_type: str) -> bool:
         # One worker-thread hop for the check and the write, instead of one each.
         return await asyncio.to_thread(self._write_new, self._path(key), source, size)
 
-    def _write_new(self, target: Path, source: BinaryIO, size: int) -> bool:
+    def _write_new(self, target: Path, source: IO[bytes], size: int) -> bool:
         if target.is_file():
             # A concurrent writer may have renamed it into place without having synced the directory yet.
             _fsync_dir(target.parent)
@@ -72,7 +72,7 @@ class LocalBlobStore(BlobStore):
         self._write(target, source, size)
         return True
 
-    def _write(self, target: Path, source: BinaryIO, size: int) -> None:
+    def _write(self, target: Path, source: IO[bytes], size: int) -> None:
         tmp = self._root / _TMP_DIR / f"{secrets.token_hex(8)}.part"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -113,7 +113,7 @@ class LocalBlobStore(BlobStore):
         await asyncio.to_thread(shutil.rmtree, self._root, True)
 
 
-def _copy(source: BinaryIO, out: BinaryIO, size: int) -> int:
+def _copy(source: IO[bytes], out: IO[bytes], size: int) -> int:
     copied = 0
     while copied < size and (chunk := source.read(min(CHUNK_BYTES, size - copied))):
         out.write(chunk)

@@ -1,8 +1,8 @@
 """The S3 driver (MinIO or any S3 endpoint) on the synchronous minio SDK, each call run in a worker thread."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import IO, Any, TypeVar
 
 import urllib3
 from minio import Minio
@@ -28,7 +28,7 @@ _CONNECT_SECONDS = 5.0
 _READ_SECONDS = 60.0
 
 
-async def _call(fn: Callable[..., T], *args, **kwargs) -> T:
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Runs a blocking SDK call in a thread, turning transport and server failures into BlobStoreUnavailable."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -100,7 +100,7 @@ class S3BlobStore(BlobStore):
                 if not await _call(self._client.bucket_exists, self._bucket):
                     raise
 
-    async def put(self, key: str, source: BinaryIO, size: int, *, content_type: str) -> None:
+    async def put(self, key: str, source: IO[bytes], size: int, *, content_type: str) -> None:
         part_size = _PART_BYTES if size > _PART_BYTES else 0
         await _call(
             self._client.put_object,
@@ -136,8 +136,8 @@ class S3BlobStore(BlobStore):
                 yield BlobInfo(key=item.object_name, size=item.size or 0, modified=item.last_modified)
 
 
-def _take(iterator, n: int) -> list:
-    batch = []
+def _take(iterator: Iterator[T], n: int) -> list[T]:
+    batch: list[T] = []
     for item in iterator:
         batch.append(item)
         if len(batch) == n:

@@ -8,6 +8,8 @@ from pgvector import HalfVector
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from services.catalog.store.base import statement
+from services.common.db import one_row
 from services.common.model_contract import EMBEDDING_SIZE
 
 EMBEDDING_DIMENSIONS = EMBEDDING_SIZE
@@ -21,76 +23,45 @@ NEAR_DUPLICATE_SIMILARITY = 0.80
 _EF_SEARCH = 100
 _MAX_SCAN_TUPLES = 50_000
 
-_SCAN_SETTINGS = sql.SQL(
-    "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-    " set_config('hnsw.max_scan_tuples', %s, true)"
+_SCAN_SETTINGS = statement(
+    "SELECT set_config('hnsw.ef_search', %(ef_search)s, true),"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.max_scan_tuples', %(tuples)s, true)"
 )
-
-_DISTANCE = "OPERATOR(public.<=>)"
-
+_DISTANCE = sql.SQL("OPERATOR(public.<=>)")
 # The owner filter sits inside the ordered index scan, so the index is walked only for this owner's rows;
 # relaxed_order may return the nearest rows slightly out of order, hence the outer sort. Images no longer
 # classified (being deleted, reclassified into failure) drop out after the scan, so a few spare rows are read.
-_SIMILAR = sql.SQL(
-    f"""
-    SELECT found.image_id, 1 - found.distance AS similarity
-    FROM catalog.image_embeddings AS q
-    CROSS JOIN LATERAL (
-        SELECT e.image_id, e.embedding {_DISTANCE} q.embedding AS distance
-        FROM catalog.image_embeddings AS e
-        WHERE e.owner_id = q.owner_id AND e.image_id <> q.image_id
-        ORDER BY e.embedding {_DISTANCE} q.embedding
-        LIMIT %(limit)s + 10
-    ) AS found
-    JOIN catalog.images AS i ON i.id = found.image_id AND i.status = 'classified' AND i.deleted_at IS NULL
-    WHERE q.image_id = %(id)s
-    ORDER BY found.distance, found.image_id DESC
-    LIMIT %(limit)s
-    """
+_SIMILAR = statement(
+    "SELECT found.image_id, 1 - found.distance AS similarity FROM catalog.image_embeddings AS q"
+    " CROSS JOIN LATERAL (SELECT e.image_id, e.embedding {distance} q.embedding AS distance"
+    " FROM catalog.image_embeddings AS e WHERE e.owner_id = q.owner_id AND e.image_id <> q.image_id"
+    " ORDER BY e.embedding {distance} q.embedding LIMIT %(limit)s + 10) AS found"
+    " JOIN catalog.images AS i ON i.id = found.image_id AND i.status = 'classified' AND i.deleted_at IS NULL"
+    " WHERE q.image_id = %(id)s ORDER BY found.distance, found.image_id DESC LIMIT %(limit)s",
+    distance=_DISTANCE,
 )
-
-_HAS_EMBEDDING = sql.SQL("SELECT EXISTS (SELECT FROM catalog.image_embeddings WHERE image_id = %s)")
-
-_NEAREST_OTHER = sql.SQL(
-    f"""
-    SELECT e.image_id, i.uid, 1 - (e.embedding {_DISTANCE} %(embedding)s::public.halfvec) AS similarity
-    FROM catalog.image_embeddings AS e
-    JOIN catalog.images AS i ON i.id = e.image_id AND i.deleted_at IS NULL
-    WHERE e.owner_id = %(owner)s AND e.image_id <> %(id)s
-    ORDER BY e.embedding {_DISTANCE} %(embedding)s::public.halfvec
-    LIMIT 1
-    """
+_HAS_EMBEDDING = statement("SELECT EXISTS (SELECT FROM catalog.image_embeddings WHERE image_id = %(id)s)")
+_NEAREST_OTHER = statement(
+    "SELECT e.image_id, i.uid, 1 - (e.embedding {distance} %(embedding)s::public.halfvec) AS similarity"
+    " FROM catalog.image_embeddings AS e JOIN catalog.images AS i ON i.id = e.image_id AND i.deleted_at IS NULL"
+    " WHERE e.owner_id = %(owner)s AND e.image_id <> %(id)s"
+    " ORDER BY e.embedding {distance} %(embedding)s::public.halfvec LIMIT 1",
+    distance=_DISTANCE,
 )
-
-_SAVE = sql.SQL(
-    """
-    WITH saved AS (
-        INSERT INTO catalog.image_embeddings (image_id, owner_id, embedding)
-        SELECT id, owner_id, %(embedding)s::public.halfvec FROM catalog.images WHERE id = %(id)s
-        ON CONFLICT (image_id) DO UPDATE SET embedding = excluded.embedding
-        RETURNING image_id
-    )
-    UPDATE catalog.images SET near_duplicate_of = %(near)s WHERE id IN (SELECT image_id FROM saved)
-    """
+_SAVE = statement(
+    "WITH saved AS (INSERT INTO catalog.image_embeddings (image_id, owner_id, embedding)"
+    " SELECT id, owner_id, %(embedding)s::public.halfvec FROM catalog.images WHERE id = %(id)s"
+    " ON CONFLICT (image_id) DO UPDATE SET embedding = excluded.embedding RETURNING image_id)"
+    " UPDATE catalog.images SET near_duplicate_of = %(near)s WHERE id IN (SELECT image_id FROM saved)"
 )
-
-_DUPLICATE_LINKS = sql.SQL(
-    """
-    SELECT id, near_duplicate_of FROM catalog.images
-    WHERE owner_id = %(owner)s AND near_duplicate_of IS NOT NULL AND status = 'classified' AND deleted_at IS NULL
-    ORDER BY id DESC
-    LIMIT %(limit)s
-    """
+_DUPLICATE_LINKS = statement(
+    "SELECT id, near_duplicate_of FROM catalog.images WHERE owner_id = %(owner)s AND near_duplicate_of IS NOT NULL"
+    " AND status = 'classified' AND deleted_at IS NULL ORDER BY id DESC LIMIT %(limit)s"
 )
-
-_MISSING = sql.SQL(
-    """
-    SELECT i.id, i.uid, i.owner_id, i.sha256 FROM catalog.images AS i
-    WHERE i.status = 'classified' AND i.id > %(after)s
-      AND NOT EXISTS (SELECT FROM catalog.image_embeddings AS e WHERE e.image_id = i.id)
-    ORDER BY i.id
-    LIMIT %(limit)s
-    """
+_MISSING = statement(
+    "SELECT i.id, i.uid, i.owner_id, i.sha256 FROM catalog.images AS i WHERE i.status = 'classified'"
+    " AND i.id > %(after)s AND NOT EXISTS (SELECT FROM catalog.image_embeddings AS e WHERE e.image_id = i.id)"
+    " ORDER BY i.id LIMIT %(limit)s"
 )
 
 
@@ -109,7 +80,7 @@ def as_vector(embedding: Sequence[float] | np.ndarray) -> str:
 
 
 async def _scan_iteratively(conn: AsyncConnection) -> None:
-    await conn.execute(_SCAN_SETTINGS, (str(_EF_SEARCH), str(_MAX_SCAN_TUPLES)))
+    await conn.execute(_SCAN_SETTINGS, {"ef_search": str(_EF_SEARCH), "tuples": str(_MAX_SCAN_TUPLES)})
 
 
 def _groups(links: list[tuple[int, int]]) -> list[list[int]]:
@@ -140,8 +111,8 @@ async def save_embedding(conn: AsyncConnection, *, image_id: int, owner: str, em
     cur = await conn.execute(_NEAREST_OTHER, {"embedding": vector, "owner": owner, "id": image_id})
     nearest = await cur.fetchone()
     near = nearest if nearest is not None and nearest[2] >= NEAR_DUPLICATE_SIMILARITY else None
-    await conn.execute(_SAVE, {"embedding": vector, "near": near and near[0], "id": image_id})
-    return near and near[1]
+    await conn.execute(_SAVE, {"embedding": vector, "near": None if near is None else near[0], "id": image_id})
+    return None if near is None else str(near[1])
 
 
 class SimilarityIndex:
@@ -159,8 +130,8 @@ class SimilarityIndex:
         """The owner's images nearest to this one, best first, the image itself excluded; None when the image has
         no embedding yet."""
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_HAS_EMBEDDING, (image_id,))
-            if not (await cur.fetchone() or (False,))[0]:
+            cur = await conn.execute(_HAS_EMBEDDING, {"id": image_id})
+            if not one_row(await cur.fetchone(), "checking for an embedding")[0]:
                 return None
             await _scan_iteratively(conn)
             cur = await conn.execute(_SIMILAR, {"id": image_id, "limit": limit})
