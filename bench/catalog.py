@@ -35,8 +35,9 @@ from services.common.db import migrate
 from services.common.server import start_server
 from services.common.settings import ServiceSettings
 from services.common.vocabulary import Vocabulary, load
-from tests.support.catalog_fixtures import CatalogClient, free_port
+from tests.support.catalog_fixtures import CatalogClient
 from tests.support.keys import TestKeys
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = tuple((REPO / "model" / "imagenet_labels.txt").read_text().splitlines())

@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from tagsmith.inference.v1 import inference_pb2_grpc
 
 from tests.support.inference_fixtures import MODEL_NAME, classify_requests, start_modelserver, stop_process
 from tests.support.keys import TestKeys
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
@@ -194,12 +194,6 @@ async def key_server(keys: TestKeys):
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_inference(tfserving_addr: str, auth_addr: str, port: int) -> subprocess.Popen:

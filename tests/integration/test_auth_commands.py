@@ -17,7 +17,8 @@ from services.auth.__main__ import main
 from services.auth.server import create_server
 from services.common.channels import open_channel
 from services.common.db import SchemaNotReady
-from tests.support.auth_fixtures import auth_settings, free_port, measure_service_process, service_env
+from tests.support.auth_fixtures import auth_settings, measure_service_process, service_env
+from tests.support.ports import free_port
 from tests.support.postgres import create_database
 
 REPO = Path(__file__).resolve().parents[2]

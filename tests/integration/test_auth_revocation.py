@@ -17,8 +17,8 @@ from tagsmith.catalog.v1 import catalog_pb2
 from services.common.channels import bearer, open_channel
 from services.gateway.app import create_app
 from services.gateway.clients import Backends
-from tests.support.auth_fixtures import free_port
 from tests.support.gateway_fixtures import gateway_settings
+from tests.support.ports import free_port
 
 PASSWORD = "correct horse battery staple"
 REFRESH_SECONDS = 0.2

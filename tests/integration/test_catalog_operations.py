@@ -16,8 +16,9 @@ from services.catalog.identity import LoginTokenProvider, ServiceLoginFailed
 from services.catalog.server import MIGRATIONS
 from services.common.channels import open_channel
 from services.common.db import migration_files
-from tests.support.catalog_fixtures import free_port, image_bytes
+from tests.support.catalog_fixtures import image_bytes
 from tests.support.inference_fixtures import sample_image
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

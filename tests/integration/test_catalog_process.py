@@ -4,7 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.auth_fixtures import REPO, free_port, measure_service_process, service_env
+from tests.support.auth_fixtures import REPO, measure_service_process, service_env
+from tests.support.ports import free_port
 
 CATALOG_SERVICE = "tagsmith.catalog.v1.CatalogService"
 # Targets for a freshly started process, from spawn to SERVING, and at rest.

@@ -17,8 +17,9 @@ from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
 from services.common.db import open_pool
 from services.common.imaging import register_openers
-from tests.support.catalog_fixtures import Script, free_port, image_bytes
+from tests.support.catalog_fixtures import Script, image_bytes
 from tests.support.inference_fixtures import sample_image
+from tests.support.ports import free_port
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
 FAST_WORKER = {

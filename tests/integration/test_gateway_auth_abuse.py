@@ -15,8 +15,8 @@ from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.common.channels import open_channel
 from services.gateway.__main__ import uvicorn_config
-from tests.support.auth_fixtures import free_port
 from tests.support.gateway_fixtures import gateway_settings
+from tests.support.ports import free_port
 
 PASSWORD = "correct horse battery staple"
 OWNER, ATTACKER = "198.51.100.10", "203.0.113.66"

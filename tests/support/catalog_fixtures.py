@@ -27,7 +27,7 @@ from services.catalog.server import MIGRATIONS, SCHEMA, create_server
 from services.common.channels import bearer, open_channel
 from services.common.db import migrate
 from services.common.server import RunningServer, start_server
-from tests.support.auth_fixtures import free_port
+from tests.support.ports import free_port
 from tests.support.postgres import create_database
 
 CHUNK = 1024 * 1024

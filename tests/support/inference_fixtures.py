@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2
+
+from tests.support.waiting import eventually_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "efficientnet_lite0"
@@ -84,18 +85,23 @@ def _parent_death_signal():
     return lambda: libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def _wait_serving(process: subprocess.Popen, port_file: Path, log_file: Path, deadline: float) -> str:
-    while time.monotonic() < deadline:
+def _wait_serving(process: subprocess.Popen, port_file: Path, log_file: Path) -> str:
+    def serving_address() -> str | None:
         if process.poll() is not None:
             raise RuntimeError(f"model server exited with {process.returncode}:\n{log_file.read_text()[-3000:]}")
-        if port_file.exists():
-            address = f"127.0.0.1:{port_file.read_text().strip()}"
-            with grpc.insecure_channel(address) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return address
-        time.sleep(0.2)
-    raise RuntimeError(f"model server not SERVING after {MODELSERVER_START_SECONDS}s:\n{log_file.read_text()[-3000:]}")
+        if not port_file.exists():
+            return None
+        address = f"127.0.0.1:{port_file.read_text().strip()}"
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return address if reply.status == health_pb2.HealthCheckResponse.SERVING else None
+
+    try:
+        return eventually_blocking(
+            serving_address, awaiting="the model server SERVING", within=MODELSERVER_START_SECONDS
+        )
+    except AssertionError as exc:
+        raise RuntimeError(f"{exc}\n{log_file.read_text()[-3000:]}") from None
 
 
 @contextlib.contextmanager
@@ -118,7 +124,7 @@ def start_modelserver(model_base_path: Path, workdir: Path, *extra_args: str) ->
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal()
         )
     try:
-        yield _wait_serving(process, port_file, log_file, time.monotonic() + MODELSERVER_START_SECONDS), process
+        yield _wait_serving(process, port_file, log_file), process
     finally:
         stop_process(process)
 
