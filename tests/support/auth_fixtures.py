@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -190,6 +191,14 @@ class AuthHarness:
         async with open_channel(address) as channel:
             pair = await login(auth_pb2_grpc.AuthServiceStub(channel), name, password)
         return Credentials(username=name, password=password, token=pair.access_token)
+
+    async def pass_time(self, address: str, seconds: float) -> None:
+        """Ages the failed logins and registrations the server at `address` counts by `seconds`, as if that much
+        time had passed: its throttling windows run on the database's clock, which tests cannot move."""
+        async with await psycopg.AsyncConnection.connect(self._settings[address].postgres_dsn) as conn:
+            await conn.execute(
+                "UPDATE auth.login_failures SET created_at = created_at - make_interval(secs => %s)", (seconds,)
+            )
 
     async def stop(self, running: RunningServer) -> None:
         """Stops one server early (e.g. to restart on the same database with other settings)."""
