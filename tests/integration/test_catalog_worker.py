@@ -2,7 +2,6 @@
 
 import asyncio
 import io
-import time
 
 import grpc
 import pytest
@@ -20,6 +19,7 @@ from services.common.imaging import register_openers
 from tests.support.catalog_fixtures import Script, image_bytes
 from tests.support.inference_fixtures import sample_image
 from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
 FAST_WORKER = {
@@ -31,12 +31,12 @@ FAST_WORKER = {
 
 
 async def _wait_for_status(client, uid: str, status, timeout: float = 60.0) -> catalog_pb2.Image:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def image_in_status() -> catalog_pb2.Image | None:
         image = await client.GetImage(catalog_pb2.GetImageRequest(uid=uid))
-        if image.status == status or time.monotonic() > deadline:
-            return image
-        await asyncio.sleep(0.1)
+        return image if image.status == status else None
+
+    name = catalog_pb2.ImageStatus.Name(status)
+    return await eventually(image_in_status, awaiting=f"image {uid} to be {name}", within=timeout, interval=0.1)
 
 
 async def test_real_classifier_labels_an_upload(catalog_server, inference_server, test_keys):
@@ -205,7 +205,7 @@ async def test_transient_errors_keep_images_pending_without_counting(
     classifier.script(data, error=code)
     alice = catalog.client(test_keys.token("alice"))
     image = await alice.upload(data)
-    await asyncio.sleep(1.0)
+    await eventually(lambda: classifier.calls >= 2, awaiting="the worker to retry the transient error")
     image = await alice.GetImage(catalog_pb2.GetImageRequest(uid=image.uid))
     assert image.status == catalog_pb2.IMAGE_STATUS_PENDING
     assert classifier.calls >= 2
