@@ -3,7 +3,6 @@ against one PostgreSQL, every client balancing round-robin over the replicas' ad
 
 import io
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from local.stack import Stack, StackOptions
 from tests.support.postgres import create_database
+from tests.support.waiting import eventually_blocking
 
 REPLICAS = {"gateway": 2, "catalog": 2, "inference": 2}
 UPLOADS = 200
@@ -87,12 +87,11 @@ def _list_all(client: httpx.Client) -> dict[str, dict]:
 
 
 def _wait_until_classified(client: httpx.Client, timeout: float = 90) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def none_pending() -> dict[str, dict] | None:
         images = _list_all(client)
-        if all(image["status"] != "pending" for image in images.values()) or time.monotonic() > deadline:
-            return images
-        time.sleep(0.5)
+        return images if all(image["status"] != "pending" for image in images.values()) else None
+
+    return eventually_blocking(none_pending, awaiting="no image pending", within=timeout, interval=0.5)
 
 
 def _counter(url: str, metric: str, **labels: str) -> float:
