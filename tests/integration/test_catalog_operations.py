@@ -14,8 +14,8 @@ from services.catalog.identity import LoginTokenProvider, ServiceLoginFailed
 from services.catalog.server import MIGRATIONS
 from services.common.channels import open_channel
 from services.common.db import migration_files
-from tests.support.catalog_fixtures import image_bytes
-from tests.support.inference_fixtures import sample_image
+from tests.support.catalog_fixtures import catalog_database
+from tests.support.images import image_bytes, sample_image
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
 
@@ -51,7 +51,7 @@ def test_migrate_command_is_idempotent(postgres_dsn):
 
 
 async def test_serves_again_after_a_postgres_restart(restartable_postgres, catalog_server, test_keys):
-    catalog = await catalog_server(postgres_dsn=restartable_postgres.database())
+    catalog = await catalog_server(postgres_dsn=catalog_database(restartable_postgres.admin_dsn))
     alice = catalog.client(test_keys.token("alice"))
     image = await alice.upload(image_bytes())
     restartable_postgres.stop()

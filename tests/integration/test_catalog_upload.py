@@ -10,7 +10,8 @@ from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.blobstore import LocalBlobStore
 from services.catalog.blobstore.s3 import S3BlobStore
-from tests.support.catalog_fixtures import image_bytes, upload_messages
+from tests.support.catalog_fixtures import upload_messages
+from tests.support.images import image_bytes
 from tests.support.waiting import eventually
 
 

@@ -7,7 +7,8 @@ import psycopg
 import pytest
 from tagsmith.catalog.v1 import catalog_pb2
 
-from tests.support.catalog_fixtures import image_bytes, upload_messages
+from tests.support.catalog_fixtures import upload_messages
+from tests.support.images import image_bytes
 from tests.support.waiting import eventually
 
 

@@ -16,8 +16,8 @@ from services.catalog.worker import PendingWorker, WorkerPolicy
 from services.common.channels import open_channel
 from services.common.db import open_pool
 from services.common.imaging import register_openers
-from tests.support.catalog_fixtures import Script, image_bytes
-from tests.support.inference_fixtures import sample_image
+from tests.support.catalog_fixtures import Script
+from tests.support.images import image_bytes, sample_image
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
 

@@ -22,7 +22,9 @@ from services.gateway.app import create_app
 from services.gateway.clients import Backends
 from services.gateway.config import Settings as GatewaySettings
 from tests.support.auth_fixtures import auth_settings
-from tests.support.catalog_fixtures import CatalogClient, RestartablePostgres, catalog_settings, image_bytes
+from tests.support.catalog_fixtures import CatalogClient, catalog_database, catalog_settings
+from tests.support.images import image_bytes
+from tests.support.postgres import RestartablePostgres
 from tests.support.waiting import eventually
 
 AUTH_SERVICE = "tagsmith.auth.v1.AuthService"
@@ -75,7 +77,7 @@ def restartable_postgres(cluster):
 @pytest.fixture
 async def system(restartable_postgres, tmp_path, test_keys, scripted_inference):
     """Real auth and catalog on one restartable cluster, a scripted classifier, and a gateway in front of them."""
-    dsn = restartable_postgres.database()
+    dsn = catalog_database(restartable_postgres.admin_dsn)
     migrate(dsn, schema="auth", directory=AUTH_MIGRATIONS)
     auth = await create_auth_server(auth_settings(dsn=dsn, data_dir=tmp_path / "auth"))
     inference, inference_address = await scripted_inference()

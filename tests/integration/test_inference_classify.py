@@ -11,7 +11,8 @@ from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.common.channels import open_channel
 from services.common.imageformats import CONTENT_TYPES
 from services.common.imaging import register_openers
-from tests.support.inference_fixtures import MODEL_NAME, classify_requests, sample_image
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import MODEL_NAME, classify_requests
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 

@@ -10,7 +10,8 @@ from tagsmith.inference.v1 import inference_pb2_grpc
 
 from services.common import tfserving
 from services.common.channels import open_channel
-from tests.support.inference_fixtures import classify_requests, sample_image, start_modelserver
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import classify_requests, start_modelserver
 
 
 def closed_port() -> int:

@@ -7,7 +7,8 @@ import grpc
 import pytest
 
 from services.common import tfserving
-from tests.support.inference_fixtures import MODEL_NAME, sample_image
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import MODEL_NAME
 
 CONFIG = """
 model_config_list {

@@ -5,12 +5,11 @@
 - `inference_server` (function): async factory `await inference_server(verifier=..., **settings)` -> RunningServer,
   an in-process inference service talking to `modelserver_addr` (or to `tfserving_addr=` when given); every server
   it started is stopped after the test.
-- Helpers: `MODEL_NAME`, `classify_requests(data, top_k=0)`, `sample_image(name, fmt)`, `start_modelserver(...)`.
+- Helpers: `MODEL_NAME`, `classify_requests(data, top_k=0)`, `start_modelserver(...)`.
 """
 
 import contextlib
 import ctypes
-import io
 import os
 import signal
 import subprocess
@@ -39,41 +38,6 @@ def classify_requests(data: bytes, *, top_k: int = 0, chunk_bytes: int = CHUNK_B
         inference_pb2.ClassifyRequest(chunk=data[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)
     ]
     return requests
-
-
-def sample_image(name: str = "chelsea", fmt: str = "JPEG", **save_options) -> bytes:
-    """scikit-image's sample photos encoded as `fmt`: "chelsea" is a cat, "coffee" a cup of espresso."""
-    from PIL import Image
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(getattr(data, name)()).save(buffer, fmt, **save_options)
-    return buffer.getvalue()
-
-
-def group_photo(fmt: str = "JPEG") -> bytes:
-    """Two people side by side: scikit-image's astronaut and her mirror image, each 512x512."""
-    from PIL import Image
-    from skimage import data
-
-    astronaut = Image.fromarray(data.astronaut())
-    pair = Image.new("RGB", (1024, 512))
-    pair.paste(astronaut, (0, 0))
-    pair.paste(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (512, 0))
-    buffer = io.BytesIO()
-    pair.save(buffer, fmt, quality=95)
-    return buffer.getvalue()
-
-
-def sideways(data: bytes, fmt: str = "JPEG") -> bytes:
-    """The photo stored turned a quarter anticlockwise, with the EXIF orientation (6) that turns it back."""
-    from PIL import Image
-
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(data)).transpose(Image.Transpose.ROTATE_90).save(buffer, fmt, exif=exif, quality=95)
-    return buffer.getvalue()
 
 
 def _parent_death_signal():
