@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2
 
-from tests.support.waiting import eventually_blocking
+from tests.support.waiting import TimedOut, eventually_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "efficientnet_lite0"
@@ -64,7 +64,7 @@ def _wait_serving(process: subprocess.Popen, port_file: Path, log_file: Path) ->
         return eventually_blocking(
             serving_address, awaiting="the model server SERVING", within=MODELSERVER_START_SECONDS
         )
-    except AssertionError as exc:
+    except TimedOut as exc:
         raise RuntimeError(f"{exc}\n{log_file.read_text()[-3000:]}") from None
 
 

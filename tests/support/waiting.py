@@ -13,6 +13,10 @@ from typing import Any
 INTERVAL_SECONDS = 0.05
 
 
+class TimedOut(AssertionError):
+    """What was awaited did not happen in time (a test failure, like any failed assertion)."""
+
+
 async def eventually(
     condition: Callable[[], Any],
     *,
@@ -32,7 +36,7 @@ async def eventually(
         if last and not isinstance(last, BaseException):
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(_timed_out(awaiting, within, last))
+            raise TimedOut(_timed_out(awaiting, within, last))
         await asyncio.sleep(interval)
 
 
@@ -54,7 +58,7 @@ def eventually_blocking(
         if last and not isinstance(last, BaseException):
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(_timed_out(awaiting, within, last))
+            raise TimedOut(_timed_out(awaiting, within, last))
         time.sleep(interval)
 
 
