@@ -4,6 +4,7 @@ import asyncio
 import io
 
 import grpc
+import psycopg
 import pytest
 from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
@@ -37,6 +38,12 @@ async def _wait_for_status(client, uid: str, status, timeout: float = 60.0) -> c
 
     name = catalog_pb2.ImageStatus.Name(status)
     return await eventually(image_in_status, awaiting=f"image {uid} to be {name}", within=timeout, interval=0.1)
+
+
+def _tried(dsn: str) -> bool:
+    """Whether the worker has claimed a pending image since its upload (a claim moves its next attempt on)."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT bool_and(next_attempt_at > created_at) FROM catalog.images").fetchone()[0]
 
 
 async def test_real_classifier_labels_an_upload(catalog_server, inference_server, test_keys):
@@ -102,13 +109,15 @@ async def inference_on_port(modelserver_addr, test_keys):
         await running.stop(0)
 
 
-async def test_pending_image_is_classified_when_inference_comes_back(catalog_server, inference_on_port, test_keys):
+async def test_pending_image_is_classified_when_inference_comes_back(
+    catalog_server, catalog_dsn, inference_on_port, test_keys
+):
     port = free_port()
     catalog = await catalog_server(inference_addr=f"127.0.0.1:{port}", **FAST_WORKER)
     alice = catalog.client(test_keys.token("alice"))
     image = await alice.upload(sample_image("chelsea"), "chelsea.jpg")
     assert image.status == catalog_pb2.IMAGE_STATUS_PENDING
-    await asyncio.sleep(0.5)  # the worker tries, fails and backs off meanwhile
+    await eventually(lambda: _tried(catalog_dsn), awaiting="the worker to try while inference is down")
     await inference_on_port(port)
     image = await _wait_for_status(alice, image.uid, catalog_pb2.IMAGE_STATUS_CLASSIFIED)
     assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED
