@@ -9,7 +9,6 @@ Run: `python -m bench.catalog` (or through `python -m bench`); figures are also 
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -35,8 +34,10 @@ from services.common.db import migrate
 from services.common.server import start_server
 from services.common.settings import ServiceSettings
 from services.common.vocabulary import Vocabulary, load
-from tests.support.catalog_fixtures import CatalogClient, free_port
+from tests.support.catalog_fixtures import CatalogClient
 from tests.support.keys import TestKeys
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = tuple((REPO / "model" / "imagenet_labels.txt").read_text().splitlines())
@@ -183,15 +184,16 @@ class _PublishedKeys(auth_pb2_grpc.AuthServiceServicer):
 
 async def _serving(address: str, process: subprocess.Popen) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
-        for _ in range(300):
+
+        async def serving() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"the catalog exited with {process.returncode}")
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the catalog did not start")
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        await eventually(
+            serving, awaiting="the catalog to serve", within=30, interval=0.1, ignoring=(grpc.aio.AioRpcError,)
+        )
 
 
 def _catalog_process(dsn: str, blob_dir: Path, port: int, auth_port: int) -> subprocess.Popen:

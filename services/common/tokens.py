@@ -101,7 +101,7 @@ class TokenVerifier:
     old, which bounds how long a revoked token keeps working). When auth cannot be reached the last known keys
     and list stay in use, and a token with an unknown key gets KeysUnavailable rather than InvalidToken: an auth
     outage must not log anyone out. With `cache_file`, keys and list are also saved there, so a restart while
-    auth is down still knows them.
+    auth is down still knows them. `clock` (monotonic) and `wall_clock` (epoch) let tests move time on.
     """
 
     def __init__(
@@ -116,7 +116,11 @@ class TokenVerifier:
         revocation_source: RevocationSource | None = None,
         revocation_refresh_seconds: float = 15.0,
         cache_file: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ):
+        self._clock = clock  # refresh intervals and key age
+        self._wall_clock = wall_clock  # remembered tokens' expiry, in the epoch seconds of `exp`
         self._jwks_source = jwks_source
         self._issuer = issuer
         self._audience = audience
@@ -162,8 +166,8 @@ class TokenVerifier:
 
     def _still_trusted(self, expires_at: float, kid: str) -> bool:
         """A remembered token counts while unexpired, its key still listed and the key set fresh."""
-        fresh = time.monotonic() - self._fetched_at <= self._max_age
-        return fresh and kid in self._keys and time.time() < expires_at
+        fresh = self._clock() - self._fetched_at <= self._max_age
+        return fresh and kid in self._keys and self._wall_clock() < expires_at
 
     async def _verify_signature(self, token: str) -> tuple[Principal, float, str]:
         try:
@@ -205,7 +209,7 @@ class TokenVerifier:
     async def _key_for(self, kid: object) -> jwt.PyJWK:
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("token has no key id")
-        if kid not in self._keys or time.monotonic() - self._fetched_at > self._max_age:
+        if kid not in self._keys or self._clock() - self._fetched_at > self._max_age:
             await self._refresh()
         if kid in self._keys:
             return self._keys[kid]
@@ -216,9 +220,9 @@ class TokenVerifier:
     async def _refresh(self) -> None:
         async with self._lock:
             interval = RETRY_FAILED_FETCH_SECONDS if self._last_fetch_failed else self._min_refresh
-            if time.monotonic() - self._fetched_at < interval:
+            if self._clock() - self._fetched_at < interval:
                 return
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._clock()
             try:
                 jwks = await self._jwks_source()
                 self._keys, self._jwks = parse_jwks(jwks), jwks
@@ -233,7 +237,7 @@ class TokenVerifier:
         """Starts refreshing the list once it is due; returns the refresh to wait for once it is twice as old."""
         if self._revocation_source is None:
             return None
-        now = time.monotonic()
+        now = self._clock()
         if now - self._revocations_at < self._revocation_every:
             return None
         if self._revocations_task is None or self._revocations_task.done():
@@ -249,7 +253,7 @@ class TokenVerifier:
         except Exception:
             log.warning("could not fetch the revocation list; keeping the one already known", exc_info=True)
             return
-        self._revocations_at = time.monotonic()
+        self._revocations_at = self._clock()
         self._save_cache()
 
     def _load_cache(self) -> None:

@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 from tagsmith_client import ApiError, Client
 
 from tests.e2e.conftest import PASSWORD
+from tests.support.waiting import eventually_blocking
 
 SOURCES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png", "horse.png")
 
@@ -162,9 +162,12 @@ def _interrupt_after(args: list[str], env: dict, api_url: str, username: str, *,
     process = subprocess.Popen(
         [sys.executable, "-m", "tagsmith_client", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 240
-    while _stored_count(api_url, username) < at_least and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually_blocking(
+        lambda: _stored_count(api_url, username) >= at_least or process.poll() is not None,
+        awaiting=f"the import to store {at_least} images",
+        within=240,
+        interval=0.1,
+    )
     assert process.poll() is None, "the import finished before it could be interrupted"
     process.send_signal(sig)
     stdout, _ = process.communicate(timeout=120)

@@ -13,6 +13,7 @@ import httpx
 from tests.fault.holdings import listed, lost_uploads
 from tests.fault.load import Ack, Answer, Load
 from tests.fault.system import POSTGRES, FaultSystem
+from tests.support.waiting import TimedOut, eventually_blocking
 
 # Answers a trial waits for while a component is down, and the shortest and longest outage.
 OUTAGE_ANSWERS = 4
@@ -98,11 +99,11 @@ def _round(value: float | None) -> float | None:
 def wait_for(check: Callable[[], bool], limit: float, *, interval: float = 0.1) -> float | None:
     """Seconds until `check()` held, or None when it did not within `limit`."""
     started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if check():
-            return time.monotonic() - started
-        time.sleep(interval)
-    return None
+    try:
+        eventually_blocking(check, awaiting="a trial's condition", within=limit, interval=interval)
+    except TimedOut:
+        return None
+    return time.monotonic() - started
 
 
 class TrialRunner:

@@ -17,8 +17,10 @@ from services.auth.__main__ import main
 from services.auth.server import create_server
 from services.common.channels import open_channel
 from services.common.db import SchemaNotReady
-from tests.support.auth_fixtures import auth_settings, free_port, measure_service_process, service_env
+from tests.support.auth_fixtures import auth_settings, measure_service_process, service_env
+from tests.support.ports import free_port
 from tests.support.postgres import create_database
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
@@ -123,8 +125,15 @@ async def test_disable_enable_and_delete_user(command_env, auth_harness, capsys)
         await _roles_after_login(command_env, "erin", PASSWORD)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert await _run_async(["enable-user", "erin"]) == 0
-    await asyncio.sleep(1)  # tokens issued in the second of the revocation are refused with it
-    assert await _roles_after_login(command_env, "erin", PASSWORD) == ["user"]
+    # Tokens issued in the second of the revocation are refused with it: the next second's login works.
+    roles = await eventually(
+        lambda: _roles_after_login(command_env, "erin", PASSWORD),
+        awaiting="erin to log in again once enabled",
+        within=5,
+        interval=0.1,
+        ignoring=(grpc.aio.AioRpcError,),
+    )
+    assert roles == ["user"]
     assert await _run_async(["delete-user", "erin"]) == 0
     assert "deleted user erin" in capsys.readouterr().out
     with pytest.raises(grpc.aio.AioRpcError) as gone:

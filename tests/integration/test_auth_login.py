@@ -50,7 +50,9 @@ def _retry_after(err: grpc.aio.AioRpcError) -> int:
 
 
 async def test_one_address_locks_only_itself_out_of_the_account_until_the_window_passes(auth_harness):
-    stub, _, channel = await _start(auth_harness, login_window_seconds=2, login_max_failures_per_account_address=3)
+    stub, address, channel = await _start(
+        auth_harness, login_window_seconds=2, login_max_failures_per_account_address=3
+    )
     async with channel:
         await _fail(stub, 3)
         locked = await _error(_login(stub))
@@ -59,7 +61,7 @@ async def test_one_address_locks_only_itself_out_of_the_account_until_the_window
         assert locked.details() == "too many failed logins for this account from your address; try again in 1 minute"
         assert dict(locked.trailing_metadata()).get("x-request-id")
         assert await _login(stub, address=OWNER), "the owner, elsewhere, is not refused"
-        await asyncio.sleep(_retry_after(locked) + 0.2)
+        await auth_harness.pass_time(address, _retry_after(locked) + 0.2)
         assert (await _login(stub)).access_token
 
 
@@ -90,14 +92,14 @@ async def test_success_clears_the_pair_but_not_failures_from_elsewhere(auth_harn
 
 
 async def test_guessing_from_many_addresses_is_capped_per_hour_but_never_locks_the_owner_out(auth_harness):
-    stub, _, channel = await _start(
+    stub, address, channel = await _start(
         auth_harness, login_window_seconds=1, login_max_failures_per_account_hour=3, login_max_failures_per_address=100
     )
     async with channel:
         await _login(stub, address=OWNER)  # where alice usually logs in
         for i in range(3):
             await _fail(stub, 1, address=f"203.0.113.{i}")
-        await asyncio.sleep(1.1)
+        await auth_harness.pass_time(address, 1.1)
         locked = await _error(_login(stub, address="203.0.113.200"))
         assert locked.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert 3500 < _retry_after(locked) <= 3600
@@ -212,7 +214,7 @@ async def _register(stub, username: str, address: str, *, public: bool = True):
 
 
 async def test_registrations_are_limited_per_address(auth_harness):
-    stub, _, channel = await _start(auth_harness, register_max_per_address=2, register_window_seconds=2)
+    stub, address, channel = await _start(auth_harness, register_max_per_address=2, register_window_seconds=2)
     async with channel:
         await _register(stub, "first", ATTACKER)
         taken = await _error(_register(stub, "first", ATTACKER))  # attempts count, taken names included
@@ -226,7 +228,7 @@ async def test_registrations_are_limited_per_address(auth_harness):
         invalid = await _error(_register(stub, "x", OWNER))  # refused input does not count
         assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert await _register(stub, "another", OWNER)
-        await asyncio.sleep(_retry_after(refused) + 0.2)
+        await auth_harness.pass_time(address, _retry_after(refused) + 0.2)
         assert await _register(stub, "third", ATTACKER)
 
 

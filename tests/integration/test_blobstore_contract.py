@@ -8,7 +8,7 @@ import pytest
 
 from services.catalog.blobstore import BlobNotFound, BlobStore, BlobStoreUnavailable, LocalBlobStore
 from services.catalog.blobstore.s3 import S3BlobStore
-from tests.support.catalog_fixtures import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture(params=["local", "s3"])

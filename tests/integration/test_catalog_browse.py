@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
 
-from tests.support.catalog_fixtures import image_bytes
+from tests.support.images import image_bytes
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from tagsmith.catalog.v1 import catalog_pb2
 
-from tests.support.catalog_fixtures import image_bytes
+from tests.support.images import image_bytes
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from tagsmith.catalog.v1 import catalog_pb2
 
 from tests.integration.test_inference_faces import ASTRONAUT_FACE_CENTRE, centre
 from tests.support.catalog_fixtures import ScriptedInference
-from tests.support.inference_fixtures import group_photo, sample_image, sideways
+from tests.support.images import group_photo, sample_image, sideways
 
 PEOPLE_TAGS = {"person", "people", "portrait", "group"}
 

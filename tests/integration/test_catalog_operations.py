@@ -1,10 +1,8 @@
 """Operating the catalog: the migrate command, the real auth service's tokens, and PostgreSQL connection loss."""
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -14,8 +12,10 @@ from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.server import MIGRATIONS
 from services.common.db import migration_files
-from tests.support.catalog_fixtures import free_port, image_bytes
-from tests.support.inference_fixtures import sample_image
+from tests.support.catalog_fixtures import catalog_database
+from tests.support.images import image_bytes, sample_image
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def test_migrate_command_is_idempotent(postgres_dsn):
 
 
 async def test_serves_again_after_a_postgres_restart(restartable_postgres, catalog_server, test_keys):
-    catalog = await catalog_server(postgres_dsn=restartable_postgres.database())
+    catalog = await catalog_server(postgres_dsn=catalog_database(restartable_postgres.admin_dsn))
     alice = catalog.client(test_keys.token("alice"))
     image = await alice.upload(image_bytes())
     restartable_postgres.stop()
@@ -95,10 +95,12 @@ async def test_worker_uses_its_service_account_with_real_auth_and_inference(
         )
     )
     try:
-        deadline = time.monotonic() + 60
-        while image.status == catalog_pb2.IMAGE_STATUS_PENDING and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            image = await carol.GetImage(catalog_pb2.GetImageRequest(uid=image.uid))
+
+        async def settled() -> catalog_pb2.Image | None:
+            current = await carol.GetImage(catalog_pb2.GetImageRequest(uid=image.uid))
+            return None if current.status == catalog_pb2.IMAGE_STATUS_PENDING else current
+
+        image = await eventually(settled, awaiting="the pending image to be classified", within=60, interval=0.1)
     finally:
         await inference.stop(0)
     assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED, image.status_reason

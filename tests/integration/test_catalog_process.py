@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 from services.catalog.server import SERVICE_NAME as CATALOG_SERVICE
-from tests.support.auth_fixtures import REPO, free_port, measure_service_process, service_env
+from tests.support.auth_fixtures import REPO, measure_service_process, service_env
+from tests.support.ports import free_port
 
 # Targets for a freshly started process, from spawn to SERVING, and at rest.
 START_LIMIT_SECONDS = 2.0

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from tagsmith.catalog.v1 import catalog_pb2
 
-from tests.support.catalog_fixtures import image_bytes
+from tests.support.images import image_bytes
 
 
 def _rows(dsn: str) -> int:

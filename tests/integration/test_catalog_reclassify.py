@@ -7,7 +7,7 @@ from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.server import open_runtime
 from services.common.identity import StaticTokenProvider
-from tests.support.catalog_fixtures import image_bytes
+from tests.support.images import image_bytes
 
 
 @pytest.fixture

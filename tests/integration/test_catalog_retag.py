@@ -14,6 +14,7 @@ from services.common.db import open_pool
 from services.common.vocabulary import Vocabulary, load
 from tests.integration.test_catalog_store import CLASSIFICATION, new_image
 from tests.support.auth_fixtures import REPO, service_env
+from tests.support.waiting import eventually
 
 
 def next_vocabulary() -> Vocabulary:
@@ -92,8 +93,10 @@ async def test_the_server_retags_in_the_background_after_a_vocabulary_change(poo
     ids = await _classified(CatalogStore(pool, vocabulary=next_vocabulary()), 3)
     await catalog_server(retag_enabled=True)
     current = CatalogStore(pool)
-    async with asyncio.timeout(30):
-        while await current.count_untagged():
-            await asyncio.sleep(0.1)
+
+    async def all_tagged() -> bool:
+        return await current.count_untagged() == 0
+
+    await eventually(all_tagged, awaiting="the background re-tag of every image", within=30, interval=0.1)
     assert await _search(current, "retriever") == ids
     assert await _search(current, "goldie") == []

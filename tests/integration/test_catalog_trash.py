@@ -9,7 +9,7 @@ from services.catalog.content import ContentBytes
 from services.catalog.store import CatalogStore
 from services.catalog.sweeper import Sweeper
 from services.common.db import open_pool
-from tests.support.catalog_fixtures import image_bytes
+from tests.support.images import image_bytes
 
 DAY = 86400
 

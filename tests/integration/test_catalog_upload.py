@@ -10,7 +10,9 @@ from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.blobstore import LocalBlobStore
 from services.catalog.blobstore.s3 import S3BlobStore
-from tests.support.catalog_fixtures import image_bytes, upload_messages
+from tests.support.catalog_fixtures import upload_messages
+from tests.support.images import image_bytes
+from tests.support.waiting import eventually
 
 
 def _rows(dsn: str) -> list[tuple]:
@@ -252,13 +254,6 @@ async def test_thumbnail_of_an_image_that_cannot_be_decoded_is_a_clear_error(cat
     assert await _objects(catalog.blobs) == [f"objects/{image.sha256}"]
 
 
-async def _wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_identical_upload_survives_the_cancellation_of_the_one_it_joined(
     catalog_server, scripted_inference, catalog_dsn, test_keys
 ):
@@ -268,9 +263,9 @@ async def test_identical_upload_survives_the_cancellation_of_the_one_it_joined(
     data = image_bytes((11, 11, 11))
     classifier.script(data, [("tabby", 0.9)], ["cat"], delay=1.0)
     first = asyncio.ensure_future(alice.upload(data))
-    await _wait_until(lambda: classifier.calls == 1)
+    await eventually(lambda: classifier.calls == 1, awaiting="the first upload to reach the classifier")
     second = asyncio.ensure_future(alice.upload(data))
-    await _wait_until(lambda: classifier.calls == 2)
+    await eventually(lambda: classifier.calls == 2, awaiting="the identical upload to reach the classifier")
     first.cancel()
     image = await second
     assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED

@@ -7,7 +7,9 @@ import psycopg
 import pytest
 from tagsmith.catalog.v1 import catalog_pb2
 
-from tests.support.catalog_fixtures import image_bytes, upload_messages
+from tests.support.catalog_fixtures import upload_messages
+from tests.support.images import image_bytes
+from tests.support.waiting import eventually
 
 
 def _row_count(dsn: str) -> int:
@@ -20,11 +22,16 @@ async def _objects(blobs) -> list[str]:
 
 
 async def _eventually_empty(dsn: str, blobs) -> None:
-    for _ in range(100):
-        if _row_count(dsn) == 0 and not await _objects(blobs):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"left behind: {_row_count(dsn)} rows, objects {await _objects(blobs)}")
+    async def left_behind() -> tuple[int, list[str]]:
+        return _row_count(dsn), await _objects(blobs)
+
+    async def nothing_left() -> bool:
+        return await left_behind() == (0, [])
+
+    try:
+        await eventually(nothing_left, awaiting="no rows and no objects left behind", within=5)
+    except AssertionError:
+        raise AssertionError(f"left behind (rows, objects): {await left_behind()}") from None
 
 
 @pytest.fixture
@@ -91,10 +98,7 @@ async def test_a_call_cancelled_while_classifying_is_undone(catalog_server, clas
     data = image_bytes(color=(4, 5, 6))
     servicer.script(data, [("tabby", 0.9)], delay=1.5)
     upload = asyncio.ensure_future(alice.upload(data))
-    for _ in range(200):
-        if _row_count(catalog_dsn):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: _row_count(catalog_dsn), awaiting="the upload's row", within=2, interval=0.01)
     assert _row_count(catalog_dsn) == 1
     upload.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -113,13 +117,12 @@ async def test_uploads_cancelled_at_every_stage_never_leave_a_row(catalog_server
         await asyncio.sleep(0.002 * (index % 10))
         upload.cancel()
     await asyncio.gather(*uploads, return_exceptions=True)
-    # An undone upload deletes its row first and its bytes after: wait for both.
-    for _ in range(100):
+
+    def statuses_once_settled() -> tuple[list[str]] | None:
+        # An undone upload deletes its row first and its bytes after: wait for both.
         with psycopg.connect(catalog_dsn) as conn:
             statuses = [row[0] for row in conn.execute("SELECT status FROM catalog.images")]
-        objects = await _objects(catalog.blobs)
-        if "uploading" not in statuses and len(objects) == len(statuses):
-            break
-        await asyncio.sleep(0.05)
-    assert "uploading" not in statuses
-    assert len(objects) == len(statuses)
+        return None if "uploading" in statuses else (statuses,)
+
+    (statuses,) = await eventually(statuses_once_settled, awaiting="no row left uploading", within=5)
+    assert len(await _objects(catalog.blobs)) == len(statuses)

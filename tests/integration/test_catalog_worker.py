@@ -2,9 +2,9 @@
 
 import asyncio
 import io
-import time
 
 import grpc
+import psycopg
 import pytest
 from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
@@ -17,8 +17,10 @@ from services.common.channels import open_channel
 from services.common.db import open_pool
 from services.common.identity import StaticTokenProvider
 from services.common.imaging import register_openers
-from tests.support.catalog_fixtures import Script, free_port, image_bytes
-from tests.support.inference_fixtures import sample_image
+from tests.support.catalog_fixtures import Script
+from tests.support.images import image_bytes, sample_image
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
 FAST_WORKER = {
@@ -30,12 +32,18 @@ FAST_WORKER = {
 
 
 async def _wait_for_status(client, uid: str, status, timeout: float = 60.0) -> catalog_pb2.Image:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def image_in_status() -> catalog_pb2.Image | None:
         image = await client.GetImage(catalog_pb2.GetImageRequest(uid=uid))
-        if image.status == status or time.monotonic() > deadline:
-            return image
-        await asyncio.sleep(0.1)
+        return image if image.status == status else None
+
+    name = catalog_pb2.ImageStatus.Name(status)
+    return await eventually(image_in_status, awaiting=f"image {uid} to be {name}", within=timeout, interval=0.1)
+
+
+def _tried(dsn: str) -> bool:
+    """Whether the worker has claimed a pending image since its upload (a claim moves its next attempt on)."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT bool_and(next_attempt_at > created_at) FROM catalog.images").fetchone()[0]
 
 
 async def test_real_classifier_labels_an_upload(catalog_server, inference_server, test_keys):
@@ -101,13 +109,15 @@ async def inference_on_port(modelserver_addr, test_keys):
         await running.stop(0)
 
 
-async def test_pending_image_is_classified_when_inference_comes_back(catalog_server, inference_on_port, test_keys):
+async def test_pending_image_is_classified_when_inference_comes_back(
+    catalog_server, catalog_dsn, inference_on_port, test_keys
+):
     port = free_port()
     catalog = await catalog_server(inference_addr=f"127.0.0.1:{port}", **FAST_WORKER)
     alice = catalog.client(test_keys.token("alice"))
     image = await alice.upload(sample_image("chelsea"), "chelsea.jpg")
     assert image.status == catalog_pb2.IMAGE_STATUS_PENDING
-    await asyncio.sleep(0.5)  # the worker tries, fails and backs off meanwhile
+    await eventually(lambda: _tried(catalog_dsn), awaiting="the worker to try while inference is down")
     await inference_on_port(port)
     image = await _wait_for_status(alice, image.uid, catalog_pb2.IMAGE_STATUS_CLASSIFIED)
     assert image.status == catalog_pb2.IMAGE_STATUS_CLASSIFIED
@@ -204,7 +214,7 @@ async def test_transient_errors_keep_images_pending_without_counting(
     classifier.script(data, error=code)
     alice = catalog.client(test_keys.token("alice"))
     image = await alice.upload(data)
-    await asyncio.sleep(1.0)
+    await eventually(lambda: classifier.calls >= 2, awaiting="the worker to retry the transient error")
     image = await alice.GetImage(catalog_pb2.GetImageRequest(uid=image.uid))
     assert image.status == catalog_pb2.IMAGE_STATUS_PENDING
     assert classifier.calls >= 2

@@ -22,7 +22,10 @@ from services.gateway.app import create_app
 from services.gateway.clients import Backends
 from services.gateway.config import Settings as GatewaySettings
 from tests.support.auth_fixtures import auth_settings
-from tests.support.catalog_fixtures import CatalogClient, RestartablePostgres, catalog_settings, image_bytes
+from tests.support.catalog_fixtures import CatalogClient, catalog_database, catalog_settings
+from tests.support.images import image_bytes
+from tests.support.postgres import RestartablePostgres
+from tests.support.waiting import eventually
 
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 # A call that needs the database must fail within this while it is down (the issue asks for about 2 s).
@@ -44,11 +47,13 @@ async def _status(address: str, service: str) -> int:
 
 async def _seconds_until(address: str, service: str, status: int) -> float:
     started = time.monotonic()
-    while time.monotonic() - started < HEALTH_FOLLOWS_SECONDS:
-        if await _status(address, service) == status:
-            return time.monotonic() - started
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{service} did not report {status} within {HEALTH_FOLLOWS_SECONDS}s")
+
+    async def reported() -> bool:
+        return await _status(address, service) == status
+
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    await eventually(reported, awaiting=f"{service} to report {name}", within=HEALTH_FOLLOWS_SECONDS, interval=0.1)
+    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,7 @@ def restartable_postgres(cluster):
 @pytest.fixture
 async def system(restartable_postgres, tmp_path, test_keys, scripted_inference):
     """Real auth and catalog on one restartable cluster, a scripted classifier, and a gateway in front of them."""
-    dsn = restartable_postgres.database()
+    dsn = catalog_database(restartable_postgres.admin_dsn)
     migrate(dsn, schema="auth", directory=AUTH_MIGRATIONS)
     auth = await create_auth_server(auth_settings(dsn=dsn, data_dir=tmp_path / "auth"))
     inference, inference_address = await scripted_inference()
@@ -253,21 +258,18 @@ async def test_an_upload_cut_by_the_outage_is_refused_and_leaves_nothing(system,
     await _eventually_no_rows(system["dsn"])
 
 
+async def _image_rows(dsn: str) -> int:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute("SELECT count(*) FROM catalog.images")
+        return (await cur.fetchone())[0]
+
+
 async def _wait_for_reservation(dsn: str) -> None:
-    for _ in range(500):
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            cur = await conn.execute("SELECT count(*) FROM catalog.images")
-            if (await cur.fetchone())[0]:
-                return
-        await asyncio.sleep(0.005)
-    raise AssertionError("the upload never reserved its row")
+    await eventually(lambda: _image_rows(dsn), awaiting="the upload to reserve its row", interval=0.005)
 
 
 async def _eventually_no_rows(dsn: str) -> None:
-    for _ in range(200):
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            cur = await conn.execute("SELECT count(*) FROM catalog.images")
-            if (await cur.fetchone())[0] == 0:
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the cut upload's row is still there")
+    async def no_rows() -> bool:
+        return await _image_rows(dsn) == 0
+
+    await eventually(no_rows, awaiting="the cut upload's row to go", within=20, interval=0.1)

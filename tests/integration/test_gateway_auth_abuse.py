@@ -15,8 +15,9 @@ from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.common.channels import open_channel
 from services.gateway.__main__ import uvicorn_config
-from tests.support.auth_fixtures import free_port
 from tests.support.gateway_fixtures import gateway_settings
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 PASSWORD = "correct horse battery staple"
 OWNER, ATTACKER = "198.51.100.10", "203.0.113.66"
@@ -31,9 +32,12 @@ async def _gateway(auth_address: str, **overrides):
     )
     server = uvicorn.Server(uvicorn_config(settings))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+
+    def started() -> bool:
         assert not task.done(), "the gateway did not start"
-        await asyncio.sleep(0.02)
+        return server.started
+
+    await eventually(started, awaiting="the gateway to listen", interval=0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:

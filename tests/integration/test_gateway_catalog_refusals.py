@@ -12,8 +12,8 @@ import pytest
 from services.gateway.app import create_app
 from services.gateway.clients import Backends
 from services.gateway.config import Settings
-from tests.support.auth_fixtures import free_port
-from tests.support.catalog_fixtures import image_bytes
+from tests.support.images import image_bytes
+from tests.support.ports import free_port
 
 MIB = 1024 * 1024
 

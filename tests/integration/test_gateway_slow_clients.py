@@ -10,6 +10,7 @@ import uvicorn
 from services.gateway.__main__ import uvicorn_config
 from services.gateway.config import Settings
 from tests.support.gateway_fixtures import gateway_settings
+from tests.support.waiting import eventually
 
 HEAD_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
@@ -31,8 +32,8 @@ async def server(fake_backends):
     )
     running = uvicorn.Server(uvicorn_config(settings))
     task = asyncio.create_task(running.serve())
-    while not running.started:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: running.started or task.done(), awaiting="the gateway to listen", interval=0.01)
+    assert running.started, "the gateway did not start"
     yield running.servers[0].sockets[0].getsockname()[1]
     running.should_exit = True
     await task

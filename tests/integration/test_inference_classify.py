@@ -12,7 +12,8 @@ from services.common.channels import open_channel
 from services.common.imageformats import CONTENT_TYPES
 from services.common.imaging import register_openers
 from services.inference import tfserving
-from tests.support.inference_fixtures import MODEL_NAME, classify_requests, sample_image
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import MODEL_NAME, classify_requests
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 

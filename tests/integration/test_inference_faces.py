@@ -8,7 +8,7 @@ from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.common.channels import open_channel
 from tests.integration.test_inference_classify import CAT_CLASSES, classify
-from tests.support.inference_fixtures import group_photo, sample_image, sideways
+from tests.support.images import group_photo, sample_image, sideways
 
 # Where the astronaut's face is in scikit-image's astronaut photo (fractions of the 512x512 image): between her
 # eyebrows and chin, left of the centre.

@@ -15,7 +15,8 @@ from services.inference import tfserving
 from services.inference.classifier import ClassifierClient
 from services.inference.model_client import ModelClient, open_tfserving_channel
 from services.inference.server import check_model
-from tests.support.inference_fixtures import classify_requests, sample_image, start_modelserver
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import classify_requests, start_modelserver
 
 
 def closed_port() -> int:

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 from tagsmith.inference.v1 import inference_pb2_grpc
 
-from tests.support.auth_fixtures import REPO, free_port, register_and_login, service_env, wait_serving
+from tests.support.auth_fixtures import REPO, register_and_login, service_env, wait_serving
 from tests.support.inference_fixtures import INFERENCE_SERVICE, classify_requests
+from tests.support.ports import free_port
 
 CONCURRENT_UPLOADS = 8
 SIDE = 7000  # 49 megapixels, just under the 50-megapixel limit

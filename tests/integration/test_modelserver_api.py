@@ -10,7 +10,8 @@ from PIL import Image
 
 from services.common import model_contract as contract
 from services.inference import tfserving
-from tests.support.inference_fixtures import MODEL_NAME, sample_image
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import MODEL_NAME
 
 ESPRESSO = 967
 DT_UINT8 = 4  # tensorflow.DataType

@@ -7,7 +7,8 @@ import httpx
 import pytest
 
 from services.inference import tfserving
-from tests.support.inference_fixtures import MODEL_NAME, sample_image
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import MODEL_NAME
 
 CONFIG = """
 model_config_list {

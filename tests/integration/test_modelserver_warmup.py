@@ -12,7 +12,8 @@ from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_
 
 from services.common import model_contract as contract
 from services.inference import tfserving
-from tests.support.inference_fixtures import MODEL_NAME, REPO, sample_image
+from tests.support.images import sample_image
+from tests.support.inference_fixtures import MODEL_NAME, REPO
 
 
 def version_with_warmup(model_base_path, root, requests: list[bytes] | None):

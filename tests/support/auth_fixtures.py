@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -32,6 +32,7 @@ from services.common.channels import open_channel
 from services.common.db import migrate
 from services.common.server import RunningServer
 from tests.support.postgres import create_database
+from tests.support.waiting import eventually
 
 DEFAULT_PASSWORD = "correct horse battery staple"
 REPO = Path(__file__).resolve().parents[2]
@@ -63,13 +64,6 @@ async def register_and_login(address: str, username: str | None = None, password
 
 async def login(stub: auth_pb2_grpc.AuthServiceStub, username: str, password: str) -> auth_pb2.TokenPair:
     return await stub.Login(auth_pb2.LoginRequest(username=username, password=password))
-
-
-def free_port() -> int:
-    """A port nothing listens on (e.g. for a service that is down), free at the moment of asking."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -120,16 +114,20 @@ async def wait_serving(address: str, service: str, *, alive, limit: float = 30.0
     started = time.monotonic()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() - started < limit:
+
+        async def serving() -> bool:
             assert alive(), "the server exited before serving"
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=0.5)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return time.monotonic() - started
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"{service} not SERVING within {limit}s")
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=0.5)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        await eventually(
+            serving,
+            awaiting=f"{service} SERVING at {address}",
+            within=limit,
+            interval=0.02,
+            ignoring=(grpc.aio.AioRpcError,),
+        )
+    return time.monotonic() - started
 
 
 class AuthHarness:
@@ -195,6 +193,14 @@ class AuthHarness:
         async with open_channel(address) as channel:
             pair = await login(auth_pb2_grpc.AuthServiceStub(channel), name, password)
         return Credentials(username=name, password=password, token=pair.access_token)
+
+    async def pass_time(self, address: str, seconds: float) -> None:
+        """Ages the failed logins and registrations the server at `address` counts by `seconds`, as if that much
+        time had passed: its throttling windows run on the database's clock, which tests cannot move."""
+        async with await psycopg.AsyncConnection.connect(self._settings[address].postgres_dsn) as conn:
+            await conn.execute(
+                "UPDATE auth.login_failures SET created_at = created_at - make_interval(secs => %s)", (seconds,)
+            )
 
     async def stop(self, running: RunningServer) -> None:
         """Stops one server early (e.g. to restart on the same database with other settings)."""

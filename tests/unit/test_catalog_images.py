@@ -8,7 +8,7 @@ from PIL import Image
 
 from services.catalog import content, images, thumbnails
 from services.common.imaging import register_openers
-from tests.support.catalog_fixtures import image_bytes
+from tests.support.images import image_bytes
 
 
 @pytest.mark.parametrize(

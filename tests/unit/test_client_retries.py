@@ -9,6 +9,8 @@ import pytest
 from tagsmith_client import ApiError, Client, Session
 from tagsmith_client.config import SavedSession, SessionStore
 
+from tests.support.clock import FakeClock
+
 CATEGORIES = (200, {}, {"categories": [{"category": "tabby", "count": 2}]})
 UNAVAILABLE = {"error": {"code": "unavailable", "message": "a backend service is unavailable", "request_id": "r"}}
 TOKENS = {"access_token": "new-access", "refresh_token": "new-refresh", "expires_in": 900, "refresh_expires_in": 9}
@@ -125,12 +127,13 @@ def test_a_renewed_token_is_kept_through_later_retries(scripted):
 def test_a_session_renewed_by_another_process_is_adopted_not_renewed_again(scripted, tmp_path):
     server = scripted((200, {}, TOKENS), CATEGORIES, CATEGORIES)
     store = SessionStore(tmp_path)
+    clock = FakeClock(time.time())
     # Usable for one more second (renewal starts 30 s before expiry).
-    store.save(server.url, Session("old", "refresh-1", time.time() + 31))
-    first = Client(server.url, keeper=SavedSession(store, server.url))
-    second = Client(server.url, keeper=SavedSession(store, server.url))
+    store.save(server.url, Session("old", "refresh-1", clock() + 31))
+    first = Client(server.url, keeper=SavedSession(store, server.url), clock=clock)
+    second = Client(server.url, keeper=SavedSession(store, server.url), clock=clock)
     second.authenticate()  # holds the old pair now
-    time.sleep(1.2)
+    clock.advance(2)
     first.categories()
     second.categories()
     assert [request[2] for request in server.requests] == ["/v1/auth/refresh", "/v1/categories", "/v1/categories"]

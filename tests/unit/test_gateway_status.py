@@ -1,6 +1,6 @@
 """Readiness of a gateway pod, and the administrators' status page listing every backend and dependency."""
 
-from tests.support.auth_fixtures import free_port
+from tests.support.ports import free_port
 
 
 def _bearer(token: str) -> dict:

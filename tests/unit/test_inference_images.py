@@ -17,7 +17,7 @@ from services.inference.images import (
     reduce_to_rgb,
     shrink_factor,
 )
-from tests.support.inference_fixtures import sample_image
+from tests.support.images import sample_image
 
 FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "HEIF", "AVIF"]
 ORIENTATION = 0x0112

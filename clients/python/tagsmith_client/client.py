@@ -92,8 +92,10 @@ class Client:
         retries: int = 8,
         max_retry_wait: float = 60.0,
         http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url.rstrip("/")
+        self._clock = clock  # epoch seconds, as in `expires_at`
         self._http = http or httpx.Client(
             base_url=self.url,
             timeout=timeout,
@@ -152,7 +154,7 @@ class Client:
         return User(id=data["id"], username=data["username"], roles=list(data.get("roles", [])))
 
     def _adopt(self, data: dict[str, Any]) -> Session:
-        session = Session(data["access_token"], data["refresh_token"], time.time() + float(data["expires_in"]))
+        session = Session(data["access_token"], data["refresh_token"], self._clock() + float(data["expires_in"]))
         self._access, self._refresh, self._expires_at = session.access_token, session.refresh_token, session.expires_at
         if self._keeper is not None:
             self._keeper.save(session)
@@ -173,7 +175,7 @@ class Client:
                 return self._obtain(stale)
 
     def _usable(self, stale: str | None) -> bool:
-        return bool(self._access) and self._access != stale and time.time() < self._expires_at - EXPIRY_MARGIN_SECONDS
+        return bool(self._access) and self._access != stale and self._clock() < self._expires_at - EXPIRY_MARGIN_SECONDS
 
     def _take_saved(self, stale: str | None) -> None:
         """Adopts the kept pair: another process may have renewed it, spending the refresh token held here."""

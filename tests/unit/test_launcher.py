@@ -12,6 +12,7 @@ from local.__main__ import busy_port, ports_from
 from local.children import REPO, Child, child_environment
 from local.config import LocalSettings
 from local.stack import Ports, Stack, StackOptions
+from tests.support.waiting import eventually_blocking
 
 
 def test_children_get_their_own_settings_only(monkeypatch):
@@ -58,8 +59,7 @@ def test_without_a_sink_the_child_writes_its_log_file_itself(tmp_path):
 def test_a_stuck_child_is_killed_after_the_grace_period(tmp_path):
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready'); time.sleep(60)"
     child = Child("stuck", ["-c", code], env={}, log_dir=tmp_path, sink=None).start()
-    while "ready" not in child.tail():
-        time.sleep(0.05)
+    eventually_blocking(lambda: "ready" in child.tail(), awaiting="the child to start")
     child.terminate()
     began = time.monotonic()
     child.wait(began + 0.5)

@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from services.common.tokens import InvalidToken, KeysUnavailable, Revocations, TokenVerifier
+from tests.support.clock import FakeClock
 from tests.support.keys import AUDIENCE, ISSUER, TestKeys
 
 
@@ -58,14 +59,16 @@ async def test_keys_are_refetched_when_old_so_a_withdrawn_key_stops_working():
         fetches.append(1)
         return published["jwks"]
 
+    clock = FakeClock()
     verifier = TokenVerifier(
-        jwks_source=source, issuer=ISSUER, audience=AUDIENCE, min_refresh_seconds=0, max_key_age_seconds=0.05
+        jwks_source=source, issuer=ISSUER, audience=AUDIENCE, min_refresh_seconds=0, max_key_age_seconds=60, clock=clock
     )
     await verifier.verify(keys.token())
+    clock.advance(59)
     await verifier.verify(keys.token())
     assert len(fetches) == 1
     published["jwks"] = {"keys": []}
-    await asyncio.sleep(0.1)
+    clock.advance(2)
     with pytest.raises(InvalidToken, match="unknown key"):
         await verifier.verify(keys.token())
 
@@ -98,15 +101,27 @@ async def test_keys_marked_for_encryption_are_ignored():
 
 
 async def test_verified_tokens_are_remembered_until_they_expire(test_keys, monkeypatch):
+    wall_clock = FakeClock(time.time())
     verifier = TokenVerifier(
-        jwks_source=test_keys.jwks_source, issuer=ISSUER, audience=AUDIENCE, min_refresh_seconds=0, leeway_seconds=0
+        jwks_source=test_keys.jwks_source,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        min_refresh_seconds=0,
+        leeway_seconds=0,
+        wall_clock=wall_clock,
     )
-    token = test_keys.token(ttl=1)
+    token = test_keys.token(ttl=60)
     first = await verifier.verify(token)
+    wall_clock.advance(59)
     with monkeypatch.context() as patch:
         patch.setattr(jwt, "decode", lambda *a, **k: pytest.fail("a remembered token was verified again"))
         assert await verifier.verify(token) == first
-    await asyncio.sleep(1.1)
+    wall_clock.advance(2)
+
+    def expired(*args, **kwargs):  # what PyJWT, on its own clock, answers once `exp` has passed
+        raise jwt.ExpiredSignatureError("Signature has expired")
+
+    monkeypatch.setattr(jwt, "decode", expired)
     with pytest.raises(InvalidToken, match="expired"):
         await verifier.verify(token)
 
@@ -178,12 +193,14 @@ async def test_revoked_sessions_and_users_are_refused_once_the_list_is_refreshed
     keys = TestKeys("k1")
     now = int(time.time())
     published = {"list": Revocations()}
+    clock = FakeClock()
     verifier = TokenVerifier(
         jwks_source=keys.jwks_source,
         revocation_source=_listing(published),
-        revocation_refresh_seconds=0.1,
+        revocation_refresh_seconds=15,
         issuer=ISSUER,
         audience=AUDIENCE,
+        clock=clock,
     )
     session_token = keys.token("u-1", sid="s-1", iat=now - 5)
     user_token = keys.token("u-2", sid="s-2", iat=now - 5)
@@ -191,7 +208,7 @@ async def test_revoked_sessions_and_users_are_refused_once_the_list_is_refreshed
     for token in (session_token, user_token, later_token):
         await verifier.verify(token)
     published["list"] = Revocations(sessions={"s-1": now}, users={"u-2": now})
-    await asyncio.sleep(0.25)  # past twice the refresh interval: the next call waits for the new list
+    clock.advance(30)  # twice the refresh interval: the next call waits for the new list
     for token in (session_token, user_token):
         with pytest.raises(InvalidToken, match="log in again"):
             await verifier.verify(token)
@@ -203,30 +220,30 @@ async def test_an_unreachable_revocation_list_keeps_the_last_one_and_does_not_st
     keys = TestKeys("k1")
     now = int(time.time())
     calls = []
+    clock = FakeClock()
 
     async def flaky() -> Revocations:
-        calls.append(time.monotonic())
+        calls.append(clock())
         if len(calls) > 1:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # an answer that takes a while: callers go on meanwhile
             raise ConnectionError("auth is down")
         return Revocations(users={"u-2": now})
 
     verifier = TokenVerifier(
         jwks_source=keys.jwks_source,
         revocation_source=flaky,
-        revocation_refresh_seconds=0.1,
+        revocation_refresh_seconds=10,
         issuer=ISSUER,
         audience=AUDIENCE,
+        clock=clock,
     )
     revoked = keys.token("u-2", iat=now - 5)
-    started = time.monotonic()
     for _ in range(20):
         with pytest.raises(InvalidToken, match="log in again"):
             await verifier.verify(revoked)
         assert (await verifier.verify(keys.token("u-1"))).subject == "u-1"
-        await asyncio.sleep(0.02)
-    intervals = (time.monotonic() - started) / 0.1
-    assert 2 <= len(calls) <= intervals + 2, "retried about once per interval, not on every call"
+        clock.advance(2)
+    assert 2 <= len(calls) <= 40 / 10 + 2, "retried about once per interval, not on every call"
 
 
 @pytest.mark.parametrize("claims", [{"sid": 5}, {"sid": ["a"]}, {"iat": "yesterday"}])

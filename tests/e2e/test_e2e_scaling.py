@@ -3,7 +3,6 @@ against one PostgreSQL, every client balancing round-robin over the replicas' ad
 
 import io
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from local.stack import Stack, StackOptions
 from tests.support.postgres import create_database
+from tests.support.waiting import eventually_blocking
 
 REPLICAS = {"gateway": 2, "catalog": 2, "inference": 2}
 UPLOADS = 200
@@ -24,27 +24,27 @@ FAIR_SHARE = 0.25
 
 
 @pytest.fixture(scope="module")
-def stack(model_base_path, postgres_admin_dsn, tmp_path_factory):
+def replicated(model_base_path, postgres_admin_dsn, tmp_path_factory):
     options = StackOptions(
         model_base_path=model_base_path, postgres_dsn=create_database(postgres_admin_dsn), replicas=REPLICAS
     )
-    with Stack(options).start(tmp_path_factory.mktemp("stack")) as running:
+    with Stack(options).start(tmp_path_factory.mktemp("replicated")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def token(stack) -> str:
+def token(replicated) -> str:
     credentials = {"username": "scaler", "password": "scale-out-password"}
-    with httpx.Client(base_url=stack.gateway_urls[0], timeout=30) as client:
+    with httpx.Client(base_url=replicated.gateway_urls[0], timeout=30) as client:
         client.post("/v1/auth/register", json=credentials).raise_for_status()
         return client.post("/v1/auth/login", json=credentials).json()["access_token"]
 
 
 @pytest.fixture(scope="module")
-def uploaded(stack, token) -> dict[str, tuple[bytes, int]]:
+def uploaded(replicated, token) -> dict[str, tuple[bytes, int]]:
     """Uploads UPLOADS distinct photos, alternating gateways; returns uid -> (bytes, gateway index)."""
     files = [_photo(i) for i in range(UPLOADS)]
-    clients = [_client(url, token) for url in stack.gateway_urls]
+    clients = [_client(url, token) for url in replicated.gateway_urls]
     try:
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             replies = list(pool.map(lambda i: _upload(clients[i % len(clients)], i, files[i]), range(UPLOADS)))
@@ -87,12 +87,11 @@ def _list_all(client: httpx.Client) -> dict[str, dict]:
 
 
 def _wait_until_classified(client: httpx.Client, timeout: float = 90) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def none_pending() -> dict[str, dict] | None:
         images = _list_all(client)
-        if all(image["status"] != "pending" for image in images.values()) or time.monotonic() > deadline:
-            return images
-        time.sleep(0.5)
+        return images if all(image["status"] != "pending" for image in images.values()) else None
+
+    return eventually_blocking(none_pending, awaiting="no image pending", within=timeout, interval=0.5)
 
 
 def _counter(url: str, metric: str, **labels: str) -> float:
@@ -106,29 +105,29 @@ def _counter(url: str, metric: str, **labels: str) -> float:
     )
 
 
-def _metrics_urls(stack: Stack, service: str) -> list[str]:
+def _metrics_urls(replicated: Stack, service: str) -> list[str]:
     """Each replica's /metrics: the gateway serves it on its HTTP port, the gRPC services on their metrics port."""
     if service == "gateway":
-        return [f"{url}/metrics" for url in stack.gateway_urls]
-    children = [c for c in stack.children if c.name == service or c.name.startswith(f"{service}-")]
-    return [f"http://{stack.options.host}:{c.env['TAGSMITH_METRICS_PORT']}/metrics" for c in children]
+        return [f"{url}/metrics" for url in replicated.gateway_urls]
+    children = [c for c in replicated.children if c.name == service or c.name.startswith(f"{service}-")]
+    return [f"http://{replicated.options.host}:{c.env['TAGSMITH_METRICS_PORT']}/metrics" for c in children]
 
 
-def test_every_image_is_classified_exactly_once(stack, token, uploaded):
+def test_every_image_is_classified_exactly_once(replicated, token, uploaded):
     assert len(uploaded) == UPLOADS, "every upload got its own image"
-    with _client(stack.gateway_urls[0], token) as client:
+    with _client(replicated.gateway_urls[0], token) as client:
         images = _wait_until_classified(client)
     assert images.keys() == uploaded.keys()
     assert {image["status"] for image in images.values()} == {"classified"}
     assert all(image["labels"] and image["category"] for image in images.values())
-    urls = _metrics_urls(stack, "inference")
+    urls = _metrics_urls(replicated, "inference")
     classified = [_counter(url, "grpc_server_handled", method=CLASSIFY_RPC, code="OK") for url in urls]
     attempts = [_counter(url, "grpc_server_handled", method=CLASSIFY_RPC) for url in urls]
     assert sum(classified) == UPLOADS, f"successful Classify calls per inference replica {classified}, all {attempts}"
 
 
-def test_images_are_listed_and_downloadable_from_either_gateway(stack, token, uploaded):
-    clients = [_client(url, token) for url in stack.gateway_urls]
+def test_images_are_listed_and_downloadable_from_either_gateway(replicated, token, uploaded):
+    clients = [_client(url, token) for url in replicated.gateway_urls]
     try:
         listings = [_list_all(client).keys() for client in clients]
         assert listings[0] == listings[1] == uploaded.keys()
@@ -141,19 +140,19 @@ def test_images_are_listed_and_downloadable_from_either_gateway(stack, token, up
             client.close()
 
 
-def test_each_replica_served_part_of_the_load(stack, uploaded):
+def test_each_replica_served_part_of_the_load(replicated, uploaded):
     shares = {
         "gateway": [
             _counter(url, "http_requests", method="POST", route="/v1/images", status="201")
-            for url in _metrics_urls(stack, "gateway")
+            for url in _metrics_urls(replicated, "gateway")
         ],
         "catalog": [
             _counter(url, "grpc_server_handled", method=UPLOAD_RPC, code="OK")
-            for url in _metrics_urls(stack, "catalog")
+            for url in _metrics_urls(replicated, "catalog")
         ],
         "inference": [
             _counter(url, "grpc_server_handled", method=CLASSIFY_RPC, code="OK")
-            for url in _metrics_urls(stack, "inference")
+            for url in _metrics_urls(replicated, "inference")
         ],
     }
     for service, counts in shares.items():
