@@ -10,7 +10,7 @@ from services.common.channels import open_channel
 from services.common.identity import RENEW_AT, LoginFailed, LoginTokenProvider
 from services.gateway.errors import ApiError
 from services.gateway.identity import anonymous_token
-from tests.support.auth_fixtures import free_port
+from tests.support.ports import free_port
 
 ACCESS_TTL = 60
 
