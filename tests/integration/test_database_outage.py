@@ -24,7 +24,7 @@ from services.gateway.config import Settings as GatewaySettings
 from tests.support.auth_fixtures import auth_settings
 from tests.support.catalog_fixtures import CatalogClient, catalog_database, catalog_settings
 from tests.support.images import image_bytes
-from tests.support.postgres import RestartablePostgres
+from tests.support.postgres import RestartablePostgres, create_database
 from tests.support.waiting import eventually
 
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
@@ -189,7 +189,7 @@ async def test_direct_grpc_calls_answer_unavailable_without_channel_retries(syst
 @pytest.fixture
 async def auth_alone(restartable_postgres, tmp_path):
     """A real auth server on the restartable cluster, with one registered user logged in."""
-    dsn = restartable_postgres.database()
+    dsn = create_database(restartable_postgres.admin_dsn)
     migrate(dsn, schema="auth", directory=AUTH_MIGRATIONS)
     auth = await create_auth_server(auth_settings(dsn=dsn, data_dir=tmp_path / "auth"))
     channel = open_channel(f"127.0.0.1:{auth.port}", default_timeout=30)

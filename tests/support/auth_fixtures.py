@@ -75,9 +75,22 @@ class ProcessFigures:
     maps: str
 
 
-async def measure_service_process(module: str, service: str, *, port: int, env: dict[str, str]) -> ProcessFigures:
+async def measure_service_process(
+    module: str, service: str, *, port: int, env: dict[str, str], start_limit: float | None = None
+) -> ProcessFigures:
     """Runs `python -m <module>` until `service` is SERVING on `port`, measures it at rest, then stops it with
-    SIGTERM, which must end it cleanly (exit status 0)."""
+    SIGTERM, which must end it cleanly (exit status 0).
+
+    With `start_limit`, a start slower than it is measured once more and the faster start counts: on a shared
+    machine one start can lose a second to a neighbour, while a service that really starts slowly fails both."""
+    figures = await _measure_once(module, service, port=port, env=env)
+    if start_limit is not None and figures.start_seconds >= start_limit:
+        again = await _measure_once(module, service, port=port, env=env)
+        figures = min(figures, again, key=lambda measured: measured.start_seconds)
+    return figures
+
+
+async def _measure_once(module: str, service: str, *, port: int, env: dict[str, str]) -> ProcessFigures:
     command = [sys.executable, "-m", module]
     process = await asyncio.to_thread(subprocess.Popen, command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:

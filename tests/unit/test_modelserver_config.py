@@ -66,7 +66,7 @@ def test_environment_is_read_and_flags_win(monkeypatch):
 
 
 def test_bad_values_fail_fast():
-    with pytest.raises(ValueError, match="max_batch_size"):
+    with pytest.raises(ValueError, match=r"(?i)max_batch_size: Input should be greater than or equal to 1"):
         load_settings(["--max_batch_size=0"])
     with pytest.raises(SystemExit):
         load_settings(["--enable_batching=maybe"])
