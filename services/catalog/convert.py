@@ -13,7 +13,11 @@ STATUSES = {
 }
 
 
-def image_message(row: ImageRow, *, duplicate: bool = False, near_duplicate_of: str = "") -> catalog_pb2.Image:
+def image_message(
+    row: ImageRow, *, duplicate: bool = False, near_duplicate_of: str = "", min_score: float = 0.0
+) -> catalog_pb2.Image:
+    """The image as the API shows it; model tags scoring under `min_score` (the owner's search threshold) are left
+    out, so every tag listed is one the owner's search finds the image by."""
     message = catalog_pb2.Image(
         uid=row.uid,
         owner_id=row.owner_id,
@@ -28,7 +32,7 @@ def image_message(row: ImageRow, *, duplicate: bool = False, near_duplicate_of: 
         status_reason=row.status_reason,
         category=row.category,
         labels=[_label(item, row) for item in row.labels],
-        tags=row.tag_names,
+        tags=row.tag_names_from(min_score),
         manual_tags=row.manual_tags,
         model_name=row.model_name,
         model_version=row.model_version,

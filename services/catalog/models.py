@@ -93,6 +93,9 @@ class ImageRow(NewImage):
     def tag_names(self) -> list[str]:
         return visible_tag_names(self.model_tags, self.manual_tags, self.hidden_tags)
 
+    def tag_names_from(self, min_score: float) -> list[str]:
+        return visible_tag_names(self.model_tags, self.manual_tags, self.hidden_tags, min_score)
+
 
 @dataclass(frozen=True)
 class Classification:

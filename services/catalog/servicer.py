@@ -217,13 +217,13 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request_iterator: AsyncIterator[catalog_pb2.UploadImageRequest], context: grpc.aio.ServicerContext
     ) -> catalog_pb2.Image:
         row, duplicate, near_duplicate_of = await self._uploader.upload(aiter(request_iterator), current_principal())
-        return image_message(row, duplicate=duplicate, near_duplicate_of=near_duplicate_of)
+        return await self._message(row, duplicate=duplicate, near_duplicate_of=near_duplicate_of)
 
     @_unary
     async def GetImage(
         self, request: catalog_pb2.GetImageRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.Image:
-        return image_message(await self._visible(request.uid, current_principal()))
+        return await self._message(await self._visible(request.uid, current_principal()))
 
     @_streaming
     async def DownloadImage(
@@ -309,7 +309,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=owner, category=category, tag=tag, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         return catalog_pb2.ListImagesResponse(
-            images=[image_message(row) for row in page.rows],
+            images=await self._messages(page.rows),
             next_page_token=pagination.encode(query, page.next_cursor) if page.next_cursor else "",
         )
 
@@ -328,7 +328,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=caller.subject, query_terms=found, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         token = pagination.encode(query, page.next_cursor) if page.next_cursor else ""
-        return catalog_pb2.SearchImagesResponse(images=[image_message(row) for row in page.rows], next_page_token=token)
+        return catalog_pb2.SearchImagesResponse(images=await self._messages(page.rows), next_page_token=token)
 
     @_unary
     async def ListCategories(
@@ -371,6 +371,18 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             await self._store.set_min_score(owner, _min_score(request.min_score))
         return catalog_pb2.UserSettings(min_score=await self._setting(owner))
 
+    async def _message(
+        self, row: ImageRow, *, duplicate: bool = False, near_duplicate_of: str = ""
+    ) -> catalog_pb2.Image:
+        """The image with the model tags its owner's search threshold keeps: search finds it by no others."""
+        min_score = await self._setting(row.owner_id)
+        return image_message(row, duplicate=duplicate, near_duplicate_of=near_duplicate_of, min_score=min_score)
+
+    async def _messages(self, rows: Sequence[ImageRow]) -> list[catalog_pb2.Image]:
+        """Image messages as _message makes them, with one settings lookup per owner (an admin's list spans many)."""
+        thresholds = {owner: await self._setting(owner) for owner in {row.owner_id for row in rows}}
+        return [image_message(row, min_score=thresholds[row.owner_id]) for row in rows]
+
     async def _setting(self, owner: str) -> float:
         found = await self._store.min_score_setting(owner)
         return DEFAULT_MIN_SCORE if found is None else found
@@ -394,7 +406,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         )
         if row is None:
             raise _not_found()
-        return image_message(row)
+        return await self._message(row)
 
     @_unary
     async def FindSimilarImages(
@@ -411,8 +423,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
                 grpc.StatusCode.FAILED_PRECONDITION, "this photo has not been analysed yet; try again in a minute"
             )
         rows = {r.id: r for r in await self._store.rows_by_id([n.image_id for n in neighbours])}
+        min_score = await self._setting(row.owner_id)
         found = [
-            catalog_pb2.SimilarImage(image=image_message(rows[n.image_id]), similarity=n.similarity)
+            catalog_pb2.SimilarImage(
+                image=image_message(rows[n.image_id], min_score=min_score), similarity=n.similarity
+            )
             for n in neighbours
             if n.image_id in rows
         ]
@@ -422,11 +437,15 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListNearDuplicates(
         self, request: catalog_pb2.ListNearDuplicatesRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.ListNearDuplicatesResponse:
-        groups = await self._similarity.duplicate_groups(owner=current_principal().subject, max_links=_MAX_LINKS)
+        owner = current_principal().subject
+        groups = await self._similarity.duplicate_groups(owner=owner, max_links=_MAX_LINKS)
         rows = {r.id: r for r in await self._store.rows_by_id([i for group in groups for i in group])}
+        min_score = await self._setting(owner)
         return catalog_pb2.ListNearDuplicatesResponse(
             groups=[
-                catalog_pb2.DuplicateGroup(images=[image_message(rows[i]) for i in group if i in rows])
+                catalog_pb2.DuplicateGroup(
+                    images=[image_message(rows[i], min_score=min_score) for i in group if i in rows]
+                )
                 for group in groups
             ]
         )
@@ -473,7 +492,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         row = await self._store.restore(_uid(request.uid), owner=current_principal().subject)
         if row is None:
             raise StatusError(grpc.StatusCode.NOT_FOUND, "the image is not in the trash")
-        return image_message(row)
+        return await self._message(row)
 
     @_unary
     async def ListTrash(

@@ -105,10 +105,13 @@ def visible_tags(model_tags: Iterable[Sequence[Any]], manual: Sequence[str], hid
     return rows
 
 
-def visible_tag_names(model_tags: Iterable[Sequence[Any]], manual: Sequence[str], hidden: Sequence[str]) -> list[str]:
-    """The tags of visible_tags, names only: what every image message lists, so it builds no rows."""
+def visible_tag_names(
+    model_tags: Iterable[Sequence[Any]], manual: Sequence[str], hidden: Sequence[str], min_score: float = 0.0
+) -> list[str]:
+    """The tags of visible_tags, names only: what every image message lists, so it builds no rows. Model tags
+    scoring under `min_score` are left out: the owner's search would not find the image by them."""
     skip = set(manual) | set(hidden)
-    return [*manual, *(tag for tag, _ in model_tags if tag not in skip)]
+    return [*manual, *(tag for tag, score in model_tags if tag not in skip and score >= min_score)]
 
 
 def search_terms(tags: Iterable[TagRow], vocabulary: Vocabulary) -> dict[str, float]:

@@ -117,7 +117,10 @@ class Image(BaseModel):
     status_reason: str
     category: str = Field(description="The best label; empty while pending.")
     labels: list[Label]
-    tags: list[str]
+    tags: list[str] = Field(
+        description="Your tags first, then the model's, best first; the model's scoring under your search threshold "
+        "(min_score in /v1/me/settings) are left out, so every tag listed finds the image."
+    )
     manual_tags: list[str]
     model_name: str
     model_version: str

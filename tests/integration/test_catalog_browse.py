@@ -86,6 +86,12 @@ async def test_filters_by_category_tag_and_score(world, test_keys):
     # Best first: "retriever" carries both retrievers (0.95), "golden retriever" one (0.9).
     assert image.tags[0] == "retriever" and "golden retriever" in image.tags and "dog" in image.tags
     assert "golden" not in image.tags and image.vocabulary_version
+    # The 5 % Labrador finds nothing at the default threshold, so its own tag is not listed either; lowering the
+    # owner's threshold lists it again.
+    assert "labrador retriever" not in image.tags
+    await alice.UpdateSettings(catalog_pb2.UpdateSettingsRequest(min_score=0.01))
+    relisted = (await alice.ListImages(catalog_pb2.ListImagesRequest())).images
+    assert "labrador retriever" in next(found for found in relisted if found.uid == dog_uid).tags
 
 
 async def test_search_ranking_manual_first_plurals_phrases_and_paging(world, test_keys):
