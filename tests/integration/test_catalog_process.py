@@ -8,8 +8,10 @@ from services.catalog.server import SERVICE_NAME as CATALOG_SERVICE
 from tests.support.auth_fixtures import REPO, measure_service_process, service_env
 from tests.support.ports import free_port
 
-# Targets for a freshly started process, from spawn to SERVING, and at rest.
-START_LIMIT_SECONDS = 2.0
+# Targets for a freshly started process, from spawn to SERVING, and at rest. Alone the catalog serves after about
+# 1.3 s on a 2-core machine; within the full suite, beside the session's idle system, its best of two starts took
+# up to 2.7 s, so the limit is 3 s (a start loading TensorFlow or waiting on a dependency takes far longer).
+START_LIMIT_SECONDS = 3.0
 IDLE_RSS_LIMIT_MB = 150
 
 
