@@ -5,6 +5,7 @@ and shrunk a strip at a time otherwise, so a full-size decode is the only full-s
 """
 
 import io
+import math
 from typing import IO
 
 from PIL import Image
@@ -34,6 +35,9 @@ def render(source: IO[bytes], thumb_format: str) -> bytes:
             scale = next((s for s in _JPEG_SCALES if factor >= s), 1) if image.format == "JPEG" else 1
             if scale > 1:
                 image.draft("RGB", (image.width // scale, image.height // scale))
+            elif image.format == "HEIF" and factor > 1:
+                # An embedded thumbnail at least THUMB_SIZE on the long side, when the file has one.
+                image.draft(image.mode, (math.ceil(image.width / factor), math.ceil(image.height / factor)))
             image.load()
             reduced = reduce_to_rgb(image, max(1, max(image.size) // THUMB_SIZE))
     except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:

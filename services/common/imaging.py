@@ -61,4 +61,5 @@ def register_openers() -> None:
     # Imported on first use: it adds a third of a second to a service's start.
     import pillow_heif
 
-    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    # Thumbnails stay on: decoders pick a big enough embedded one through `draft` instead of the full image.
+    pillow_heif.register_heif_opener(thumbnails=True, depth_images=False, aux_images=False)

@@ -97,6 +97,16 @@ def test_heic_and_avif_get_thumbnails(fmt):
         assert thumb.getpixel((128, 64))[0] > 150
 
 
+def test_heic_thumbnail_is_made_from_the_embedded_one_when_big_enough():
+    register_openers()
+    source = io.BytesIO()
+    Image.new("RGB", (1200, 600), (20, 200, 20)).save(source, "HEIF", thumbnails=[300])
+    data = thumbnails.render(source, "jpeg")
+    with Image.open(io.BytesIO(data)) as thumb:
+        assert (thumb.format, thumb.size) == ("JPEG", (256, 128))
+        assert thumb.getpixel((128, 64))[1] > 150
+
+
 def test_thumbnail_of_a_tiny_png_at_the_pixel_limit_is_made_in_strips():
     source = io.BytesIO()
     Image.new("P", (7000, 7000)).save(source, format="PNG", optimize=True)

@@ -16,6 +16,7 @@ from services.inference.images import (
     jpeg_scale,
     reduce_to_rgb,
     shrink_factor,
+    smallest_serving_size,
 )
 from tests.support.images import sample_image
 
@@ -132,6 +133,48 @@ def test_phone_jpeg_is_decoded_at_an_eighth_of_its_size():
     assert (plan.dct_scale, plan.reduce_factor) == (8, 1)
     assert not image_decoder.is_large(plan)
     assert (image_decoder.decode(plan).width, plan.width) == (4032, 4032)
+
+
+def phone_heic(thumbnail_side: int | None) -> tuple[bytes, Image.Image]:
+    """A 12-megapixel HEIC stored sideways, with an embedded thumbnail of that long side (as phones write)."""
+    photo = Image.open(io.BytesIO(sample_image("chelsea", "PNG"))).convert("RGB").resize((4032, 3024))
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    thumbnails = [thumbnail_side] if thumbnail_side else []
+    options = {"quality": 60, "exif": exif.tobytes(), "thumbnails": thumbnails, "enc_params": {"preset": "ultrafast"}}
+    return encode(photo.transpose(Image.Transpose.ROTATE_90), "HEIF", **options), photo
+
+
+def test_phone_heic_is_decoded_from_its_embedded_thumbnail():
+    data, upright = phone_heic(320)
+    image_decoder = decoder()
+    plan = image_decoder.plan(data)
+    assert plan.image.size == (320, 240)
+    assert not image_decoder.is_large(plan)
+    image = image_decoder.decode(plan)
+    # The size reported is the image's own, upright. The pixels are near the full image's: the thumbnail went
+    # through the HEVC encoder at the file's quality (60 here), which costs about 5 levels on average.
+    assert (image.width, image.height) == (4032, 3024)
+    assert Image.open(io.BytesIO(image.thumbnail)).size == (256, 192)
+    expected = pixels_of(decode(encode(upright.resize((448, 336)), "PNG")))
+    assert np.abs(pixels_of(image).astype(int) - expected).mean() < 8
+
+
+def test_heic_thumbnail_too_small_for_the_model_is_not_used():
+    data, _ = phone_heic(160)
+    image_decoder = decoder()
+    plan = image_decoder.plan(data)
+    assert plan.image.size == (4032, 3024)
+    assert plan.decode_bytes == 4032 * 3024 * 4
+    image = image_decoder.decode(plan)
+    assert (image.width, image.height) == (4032, 3024)
+
+
+def test_smallest_serving_size_fills_the_model_input_and_the_thumbnail():
+    assert smallest_serving_size(4032, 3024) == (299, 224)
+    assert smallest_serving_size(3000, 600) == (1120, 224)
+    assert smallest_serving_size(300, 290) == (256, 248)
+    assert smallest_serving_size(200, 100) == (200, 100)
 
 
 def test_scales_keep_the_model_input_and_the_thumbnail_sharp():
