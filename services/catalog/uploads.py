@@ -2,12 +2,12 @@
 
 import asyncio
 import hashlib
+import io
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import IO
+from collections.abc import AsyncIterator, Awaitable
+from typing import IO, TypeVar
 
 import grpc
 import psycopg
@@ -26,6 +26,8 @@ from services.common.errors import StatusError, invalid
 from services.common.tokens import Principal
 
 log = logging.getLogger(__name__)
+A = TypeVar("A")
+B = TypeVar("B")
 
 MAX_CHUNK_BYTES = 1024 * 1024
 # Uploads up to this size stay in memory; larger ones spill to a temporary file.
@@ -42,17 +44,31 @@ _UNDO_WAIT_SECONDS = 3.0
 _RESERVE_ATTEMPTS = 3
 
 
-@dataclass
 class Received:
-    file: IO[bytes]
-    size: int
-    sha256: str
+    """The bytes of one upload, checked and hashed: in memory up to a bound, else in a temporary file. Each reader
+    is independent, so the original is stored while the classifier reads it."""
+
+    def __init__(self, size: int, sha256: str, *, data: bytes | None = None, spill: IO[bytes] | None = None) -> None:
+        self.size = size
+        self.sha256 = sha256
+        self._data = data
+        self._spill = spill
+
+    def reader(self) -> IO[bytes]:
+        if self._data is not None:
+            return io.BytesIO(self._data)  # shares the bytes, no copy
+        assert self._spill is not None
+        return open(self._spill.name, "rb")  # closed by the caller
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
 
 
 async def file_chunks(source: IO[bytes]) -> AsyncIterator[bytes]:
-    source.seek(0)
-    while chunk := source.read(MAX_CHUNK_BYTES):
-        yield chunk
+    with source:
+        while chunk := source.read(MAX_CHUNK_BYTES):
+            yield chunk
 
 
 async def read_header(messages: AsyncIterator[catalog_pb2.UploadImageRequest]) -> catalog_pb2.UploadHeader:
@@ -76,9 +92,9 @@ async def _drain(messages: AsyncIterator[catalog_pb2.UploadImageRequest]) -> Non
 
 
 async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, max_bytes: int) -> Received:
-    """Spools the chunks, hashing as they come; stops at the first byte over the limit."""
-    # Handed to the caller, who closes it; closed here only on failure.
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, prefix="tagsmith-upload-")  # noqa: SIM115
+    """Keeps the chunks, hashing as they come; stops at the first byte over the limit."""
+    chunks: list[bytes] = []
+    spill: IO[bytes] | None = None
     digest, size = hashlib.sha256(), 0
     try:
         async for message in messages:
@@ -93,13 +109,40 @@ async def receive(messages: AsyncIterator[catalog_pb2.UploadImageRequest], *, ma
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"the image is larger than the limit of {max_bytes} bytes"
                 )
             digest.update(message.chunk)
-            spool.write(message.chunk)
+            if spill is None and size > _SPOOL_IN_MEMORY:
+                spill = tempfile.NamedTemporaryFile(prefix="tagsmith-upload-")  # noqa: SIM115  # Received closes it
+                spill.writelines(chunks)
+                chunks.clear()
+            if spill is None:
+                chunks.append(message.chunk)
+            else:
+                spill.write(message.chunk)
         if size == 0:
             raise invalid("the upload is empty: send the image bytes after the header")
     except BaseException:
-        spool.close()
+        if spill is not None:
+            spill.close()
         raise
-    return Received(spool, size, digest.hexdigest())
+    if spill is None:
+        return Received(size, digest.hexdigest(), data=b"".join(chunks))
+    spill.flush()
+    return Received(size, digest.hexdigest(), spill=spill)
+
+
+async def all_or_none(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Runs both at once and returns both results; when one fails (or the caller is cancelled), the other is
+    cancelled and waited for before the error goes on, so an undo never races a write still in progress."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+        return tasks[0].result(), tasks[1].result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Cleanups:
@@ -182,11 +225,12 @@ class Uploader:
             new = await self._describe(header, received, caller)
             return await self._store_and_classify(new, received, caller)
         finally:
-            received.file.close()
+            received.close()
 
     async def _describe(self, header: catalog_pb2.UploadHeader, received: Received, caller: Principal) -> NewImage:
         try:
-            info = await asyncio.to_thread(images.inspect, received.file, max_pixels=self._max_pixels)
+            with received.reader() as source:
+                info = await asyncio.to_thread(images.inspect, source, max_pixels=self._max_pixels)
         except images.UnsupportedImage as exc:
             raise invalid(str(exc)) from None
         uid = new_uid()
@@ -232,10 +276,11 @@ class Uploader:
     ) -> tuple[ImageRow, bool, str] | None:
         """Bytes, classification, then the row made visible; None when the joined row vanished meanwhile."""
         try:
-            await self._contents.save_original(new.sha256, received.file, new.size_bytes, content_type=new.content_type)
-            outcome = await self._classify(received, token)
-            await self._contents.save_thumbnail(new.sha256, outcome.classification, thumb_format=new.thumb_format)
-            final = await self._store.finalize(row.id, outcome)
+            saving = self._save_original(new, received)
+            _, outcome = await all_or_none(saving, self._classify(received, token))
+            # The thumbnail is best effort (rendered on request when missing), so it need not precede the row.
+            thumbnail = self._contents.save_thumbnail(new.sha256, outcome.classification, thumb_format=new.thumb_format)
+            _, final = await all_or_none(thumbnail, self._store.finalize(row.id, outcome))
         except BaseException as exc:
             if created:
                 await self._cleanups.undo(row.uid, cause=exc)
@@ -260,13 +305,17 @@ class Uploader:
             return ""
         return near or ""
 
+    async def _save_original(self, new: NewImage, received: Received) -> None:
+        with received.reader() as source:
+            await self._contents.save_original(new.sha256, source, new.size_bytes, content_type=new.content_type)
+
     async def _classify(self, received: Received, token: str) -> Outcome:
         timeout = self._timeout
         remaining = time_remaining()
         if remaining is not None:
             timeout = max(0.05, min(timeout, remaining - _DEADLINE_MARGIN))
         try:
-            result = await self._inference.classify(file_chunks(received.file), token=token, timeout=timeout)
+            result = await self._inference.classify(file_chunks(received.reader()), token=token, timeout=timeout)
         except InferenceUnavailable as exc:
             log.info("stored as pending: %s", exc)
             return Outcome("pending", "waiting for the classifier, which is unavailable or slow")
