@@ -1,5 +1,6 @@
 """What an uploaded file is: format, upright size, orientation and transparency, read by Pillow from the header."""
 
+import io
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -155,7 +156,12 @@ def _is_complete(image: ImageFile.ImageFile, source: IO[bytes]) -> bool:
 
 
 def _contains(source: IO[bytes], marker: bytes, *, start: int) -> bool:
-    """Whether `marker` occurs in `source` from offset `start`, read a chunk at a time."""
+    """Whether `marker` occurs in `source` from offset `start`, read a chunk at a time. The last chunk is looked
+    at first: an end marker is almost always there, so a complete photo costs one chunk, not a pass over it all."""
+    end = source.seek(0, io.SEEK_END)
+    source.seek(max(start, end - _SCAN_CHUNK_BYTES))
+    if marker in source.read():
+        return True
     source.seek(start)
     tail = b""
     while chunk := source.read(_SCAN_CHUNK_BYTES):

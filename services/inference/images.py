@@ -212,7 +212,8 @@ class ImageDecoder:
 
 def encode_thumbnail(upright: Image.Image, *, has_alpha: bool) -> bytes:
     thumb = upright.copy()
-    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+    # Bicubic, Pillow's default for thumbnails: a third cheaper than Lanczos, alike to the eye at this size.
+    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     if has_alpha:
         thumb.save(out, format="PNG", compress_level=6)
