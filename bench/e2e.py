@@ -12,6 +12,7 @@ A second measurement gives the model server cores of its own, as TF Serving has 
 the cores run the model server, the other half everything else, and the raw model is measured on the model's half.
 """
 
+import argparse
 import asyncio
 import contextlib
 import io
@@ -579,8 +580,26 @@ def run_dedicated(options: StackOptions, model_dir: Path, model_cpus: set[int], 
         os.sched_setaffinity(0, everything)
 
 
+def run_phone() -> dict:
+    """The phone-photo workload alone, on a fresh system (about a minute): for trying a change to that path."""
+    model_base = Path(os.environ.get("TAGSMITH_MODEL_BASE_PATH", REPO / "models"))
+    model_dir = max((model_base / "efficientnet_lite0").iterdir(), key=lambda p: int(p.name))
+    options = StackOptions(model_base_path=model_base, postgres_dsn=os.environ.get("TAGSMITH_POSTGRES_DSN", ""))
+    (REPO / "var").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=REPO / "var") as base, Stack(options) as stack:
+        stack.start(Path(base))
+        phone = asyncio.run(measure_phone(stack, model_dir))
+    sys.stdout.write("\n".join(phone_report(phone)) + "\n")
+    return phone
+
+
 def main(argv: list[str] | None = None) -> int:
-    run()
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--phone", action="store_true", help="run only the phone-photo workload")
+    if parser.parse_args(argv).phone:
+        run_phone()
+    else:
+        run()
     return 0
 
 
