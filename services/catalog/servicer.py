@@ -6,7 +6,7 @@ import io
 import logging
 import math
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, timedelta
 from typing import IO, NoReturn
 
@@ -300,7 +300,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         tag = normalize_tag(request.tag) if request.tag else ""
         category = _category(request.category)
         filtered = bool(tag or category)
-        min_score = await self._min_score(request, caller.subject) if filtered else _given_min_score(request)
+        min_score, read = (
+            await self._threshold(request, caller.subject) if filtered else (_given_min_score(request), {})
+        )
         owner = None if request.all_users else caller.subject
         taken = _taken(request)
         query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score, taken)
@@ -309,7 +311,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=owner, category=category, tag=tag, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         return catalog_pb2.ListImagesResponse(
-            images=await self._messages(page.rows),
+            images=await self._messages(page.rows, settings=read),
             next_page_token=pagination.encode(query, page.next_cursor) if page.next_cursor else "",
         )
 
@@ -320,7 +322,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         caller = current_principal()
         found = query_terms(request.query, self._store.vocabulary)
         size = pagination.page_size(request.page_size)
-        min_score = await self._min_score(request, caller.subject)
+        min_score, read = await self._threshold(request, caller.subject)
         taken = _taken(request)
         query = pagination.fingerprint("search", caller.subject, found, min_score, taken)
         cursor = pagination.decode(request.page_token, query, (str, int) if taken.order else (float, int))
@@ -328,7 +330,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=caller.subject, query_terms=found, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         token = pagination.encode(query, page.next_cursor) if page.next_cursor else ""
-        return catalog_pb2.SearchImagesResponse(images=await self._messages(page.rows), next_page_token=token)
+        images = await self._messages(page.rows, settings=read)
+        return catalog_pb2.SearchImagesResponse(images=images, next_page_token=token)
 
     @_unary
     async def ListCategories(
@@ -378,9 +381,14 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         min_score = await self._setting(row.owner_id)
         return image_message(row, duplicate=duplicate, near_duplicate_of=near_duplicate_of, min_score=min_score)
 
-    async def _messages(self, rows: Sequence[ImageRow]) -> list[catalog_pb2.Image]:
-        """Image messages as _message makes them, with one settings lookup per owner (an admin's list spans many)."""
-        thresholds = {owner: await self._setting(owner) for owner in {row.owner_id for row in rows}}
+    async def _messages(
+        self, rows: Sequence[ImageRow], *, settings: Mapping[str, float] | None = None
+    ) -> list[catalog_pb2.Image]:
+        """Image messages as _message makes them. `settings` holds owners' min_score settings the caller has read
+        already; the others are read once per owner (an admin's list spans many)."""
+        thresholds = dict(settings or {})
+        for owner in {row.owner_id for row in rows} - thresholds.keys():
+            thresholds[owner] = await self._setting(owner)
         return [image_message(row, min_score=thresholds[row.owner_id]) for row in rows]
 
     async def _setting(self, owner: str) -> float:
@@ -389,9 +397,16 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     async def _min_score(self, request, owner: str) -> float:
         """The request's min_score when it sets one, else the owner's setting."""
+        min_score, _ = await self._threshold(request, owner)
+        return min_score
+
+    async def _threshold(self, request, owner: str) -> tuple[float, dict[str, float]]:
+        """The min_score to filter by, and the owner's setting when it was read to find it ({} when the request
+        sets its own): the tags shown always follow the setting, so _messages reuses it rather than read it again."""
         if request.HasField("min_score"):
-            return _min_score(request.min_score)
-        return await self._setting(owner)
+            return _min_score(request.min_score), {}
+        setting = await self._setting(owner)
+        return setting, {owner: setting}
 
     @_unary
     async def UpdateTags(

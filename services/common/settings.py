@@ -1,6 +1,7 @@
 """Typed settings read from TAGSMITH_* environment variables; each service subclasses ServiceSettings."""
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,24 +108,37 @@ class InvalidSettings(ValueError):
     """The environment holds settings the service cannot run with; the message names each problem."""
 
 
-def load_settings(settings_class: type[SettingsT], **overrides: Any) -> SettingsT:
+def load_settings(
+    settings_class: type[SettingsT], *, sources: Mapping[str, str] | None = None, **overrides: Any
+) -> SettingsT:
     """Reads the settings from the environment, `overrides` (e.g. command-line flags) winning, turning pydantic's
-    report into one line per problem.
+    report into one line per problem, named by where the value came from: `sources` names the overrides' origins
+    (e.g. {"max_batch_size": "--max_batch_size"}), every other setting is named by its environment variable.
 
-    Only field names and messages are kept: pydantic's full text echoes the input, secrets included.
+    Only names and messages are kept: pydantic's full text echoes the input, secrets included.
     """
     try:
         return settings_class(**overrides)
     except ValidationError as exc:
-        problems = (f"TAGSMITH_{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}" for e in exc.errors())
+        problems = (f"{_source(settings_class, e['loc'], sources or {})}: {e['msg']}" for e in exc.errors())
         raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
-def settings_or_report(settings_class: type[SettingsT], **overrides: Any) -> SettingsT | None:
+def _source(settings_class: type[BaseSettings], loc: tuple[int | str, ...], sources: Mapping[str, str]) -> str:
+    """What the operator wrote to give the setting at `loc`: its override's source, else its environment variable."""
+    field = ".".join(map(str, loc))
+    if field in sources:
+        return sources[field]
+    return f"{settings_class.model_config.get('env_prefix', '')}{field or 'settings'}".upper()
+
+
+def settings_or_report(
+    settings_class: type[SettingsT], *, sources: Mapping[str, str] | None = None, **overrides: Any
+) -> SettingsT | None:
     """load_settings for an entry point: on bad settings the report goes to stderr and None comes back, so the
     caller exits with status 2."""
     try:
-        return load_settings(settings_class, **overrides)
+        return load_settings(settings_class, sources=sources, **overrides)
     except InvalidSettings as exc:
         sys.stderr.write(f"{exc}\n")
         return None

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         sys.stderr.write(f"modelserver: {exc}\n")
         return 2
-    if (settings := settings_or_report(Settings, **overrides)) is None:
+    if (settings := settings_or_report(Settings, sources=overrides.sources, **overrides.values)) is None:
         return 2
     setup_logging("modelserver", level=settings.log_level, fmt=settings.log_format)
     try:

@@ -5,7 +5,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
@@ -120,12 +120,23 @@ def parse_batching_parameters(text: str) -> dict[str, int]:
     return values
 
 
-def flag_overrides(argv: Sequence[str]) -> dict[str, Any]:
+class Overrides(NamedTuple):
+    """Settings given by flags and a batching parameters file, and where each came from (for error messages)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+
+
+def flag_overrides(argv: Sequence[str]) -> Overrides:
     """The settings TF Serving's flags give, over those of a batching parameters file; the environment gives the
     rest. An unreadable batching file raises ValueError."""
-    args = vars(_parser().parse_args(argv))
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
     skipped = {"batching_parameters_file", "ignored_rest_api_port", "ignored_poll"}
-    overrides = {key: value for key, value in args.items() if value is not None and key not in skipped}
+    flags = {key: value for key, value in args.items() if value is not None and key not in skipped}
+    # A setting's flag, e.g. intra_op_threads -> --tensorflow_intra_op_parallelism.
+    flag_names = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    overrides = Overrides(flags, {key: flag_names[key] for key in flags})
     batching_file = args.get("batching_parameters_file")
     if batching_file is None:
         return overrides
@@ -133,12 +144,17 @@ def flag_overrides(argv: Sequence[str]) -> dict[str, Any]:
         text = batching_file.read_text()
     except OSError as exc:
         raise ValueError(f"batching parameters file {batching_file}: {exc.strerror}") from None
-    return {**parse_batching_parameters(text), **overrides}
+    from_file = parse_batching_parameters(text)
+    return Overrides(
+        {**from_file, **overrides.values},
+        {**{key: f"{key} in {batching_file}" for key in from_file}, **overrides.sources},
+    )
 
 
 def load_settings(argv: Sequence[str]) -> Settings:
     """Environment first, then a batching parameters file, then flags, checked by the shared loader."""
-    return common_settings.load_settings(Settings, **flag_overrides(argv))
+    overrides = flag_overrides(argv)
+    return common_settings.load_settings(Settings, sources=overrides.sources, **overrides.values)
 
 
 def model_config_text(base_paths: dict[str, Path]) -> str:

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
 
+from services.catalog.store import CatalogStore
 from tests.support.images import image_bytes
 
 
@@ -183,6 +184,42 @@ async def test_the_min_score_setting_applies_to_search_and_counts(world, test_ke
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await alice.UpdateSettings(catalog_pb2.UpdateSettingsRequest(min_score=1.5))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_page_reads_the_min_score_setting_once(world, test_keys, monkeypatch):
+    catalog, classifier = world
+    alice = catalog.client(test_keys.token("alice"))
+    classifier.script(_img(46), [("beagle", 0.4), ("basset", 0.2)])
+    classifier.script(_img(47), [("beagle", 0.6)])
+    for n in (46, 47):
+        await alice.upload(_img(n))
+    await alice.UpdateSettings(catalog_pb2.UpdateSettingsRequest(min_score=0.3))
+    reads: list[str] = []
+    read_setting = CatalogStore.min_score_setting
+
+    async def counted(store, owner):
+        reads.append(owner)
+        return await read_setting(store, owner)
+
+    # The real store, counted: every read of the setting is one statement on PostgreSQL.
+    monkeypatch.setattr(CatalogStore, "min_score_setting", counted)
+    pages = {
+        "search": lambda: alice.SearchImages(catalog_pb2.SearchImagesRequest(query="beagle")),
+        "search at 0.1": lambda: alice.SearchImages(catalog_pb2.SearchImagesRequest(query="beagle", min_score=0.1)),
+        "tag": lambda: alice.ListImages(catalog_pb2.ListImagesRequest(tag="beagle")),
+        "category": lambda: alice.ListImages(catalog_pb2.ListImagesRequest(category="beagle")),
+        "tag at 0.1": lambda: alice.ListImages(catalog_pb2.ListImagesRequest(tag="beagle", min_score=0.1)),
+        "unfiltered": lambda: alice.ListImages(catalog_pb2.ListImagesRequest()),
+    }
+    for name, call in pages.items():
+        reads.clear()
+        reply = await call()
+        assert len(reply.images) == 2, name
+        assert reads == ["alice"], name
+        # The request's min_score filters; the tags shown follow the owner's setting (0.3) all the same.
+        assert all("basset" not in image.tags for image in reply.images), name
+    await alice.UpdateSettings(catalog_pb2.UpdateSettingsRequest(min_score=0.1))
+    assert any("basset" in image.tags for image in (await pages["unfiltered"]()).images)
 
 
 async def test_manual_tags_add_hide_replace(world, test_keys):

@@ -13,7 +13,7 @@ from services.common.imageformats import CONTENT_TYPES
 from services.common.imaging import register_openers
 from services.inference import tfserving
 from tests.support.images import sample_image
-from tests.support.inference_fixtures import MODEL_NAME, classify_requests
+from tests.support.inference_fixtures import MODEL_NAME, classify_requests, stand_in_tfserving
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -205,22 +205,8 @@ async def unnamed_model_server(modelserver_addr):
     async def metadata(request, context):
         return await forward(request, timeout=10)
 
-    handler = grpc.method_handlers_generic_handler(
-        "tensorflow.serving.PredictionService",
-        {
-            "GetModelMetadata": grpc.unary_unary_rpc_method_handler(
-                metadata,
-                request_deserializer=tfserving.GetModelMetadataRequest.FromString,
-                response_serializer=tfserving.GetModelMetadataResponse.SerializeToString,
-            )
-        },
-    )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(0)
+    async with stand_in_tfserving({tfserving.GET_MODEL_METADATA: metadata}) as address:
+        yield address
     await upstream.close()
 
 

@@ -16,7 +16,7 @@ from services.inference.classifier import ClassifierClient
 from services.inference.model_client import ModelClient, open_tfserving_channel
 from services.inference.server import check_model
 from tests.support.images import sample_image
-from tests.support.inference_fixtures import classify_requests, start_modelserver
+from tests.support.inference_fixtures import classify_requests, stand_in_tfserving, start_modelserver
 
 
 def closed_port() -> int:
@@ -32,22 +32,24 @@ async def hanging_tfserving():
     async def hang(request, context):
         await asyncio.sleep(3600)
 
-    handler = grpc.method_handlers_generic_handler(
-        "tensorflow.serving.PredictionService",
-        {
-            "Predict": grpc.unary_unary_rpc_method_handler(
-                hang,
-                request_deserializer=tfserving.PredictRequest.FromString,
-                response_serializer=tfserving.PredictResponse.SerializeToString,
-            )
-        },
-    )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(0)
+    async with stand_in_tfserving({tfserving.PREDICT: hang}) as address:
+        yield address
+
+
+async def test_a_stand_in_tfserving_answers_only_the_methods_it_is_given():
+    async def answer(request, context):
+        return tfserving.PredictResponse(model_spec=request.model_spec)
+
+    async with (
+        stand_in_tfserving({tfserving.PREDICT: answer}) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        request = tfserving.PredictRequest()
+        request.model_spec.name = "stand-in"
+        assert (await tfserving.PREDICT.callable(channel)(request, timeout=10)).model_spec.name == "stand-in"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await tfserving.GET_MODEL_METADATA.callable(channel)(tfserving.GetModelMetadataRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def timed_classify(port: int, token: str, data: bytes, timeout: float | None = 30):

@@ -5,7 +5,8 @@
 - `inference_server` (function): async factory `await inference_server(verifier=..., **settings)` -> RunningServer,
   an in-process inference service talking to `modelserver_addr` (or to `tfserving_addr=` when given); every server
   it started is stopped after the test.
-- Helpers: `MODEL_NAME`, `classify_requests(data, top_k=0)`, `start_modelserver(...)`.
+- Helpers: `MODEL_NAME`, `classify_requests(data, top_k=0)`, `start_modelserver(...)`,
+  `stand_in_tfserving({tfserving.PREDICT: handler, ...})`.
 """
 
 import contextlib
@@ -14,14 +15,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2
 
+from services.inference import tfserving
 from tests.support.waiting import TimedOut, eventually_blocking
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +42,30 @@ def classify_requests(data: bytes, *, top_k: int = 0, chunk_bytes: int = CHUNK_B
         inference_pb2.ClassifyRequest(chunk=data[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)
     ]
     return requests
+
+
+@contextlib.asynccontextmanager
+async def stand_in_tfserving(
+    handlers: Mapping[tfserving.Method, Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]],
+) -> AsyncIterator[str]:
+    """A stand-in TF Serving on port 0 that answers only `handlers` (e.g. {tfserving.PREDICT: never_answer}), for
+    behaviour the real model server cannot be made to show; yields its address."""
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = defaultdict(dict)
+    for method, handler in handlers.items():
+        service, name = method.path.lstrip("/").split("/")
+        by_service[service][name] = grpc.unary_unary_rpc_method_handler(
+            handler,
+            request_deserializer=method.request.FromString,
+            response_serializer=method.response.SerializeToString,
+        )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(s, m) for s, m in by_service.items()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
 
 
 def _parent_death_signal():

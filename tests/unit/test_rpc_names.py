@@ -1,6 +1,8 @@
 """Service and method names come from the generated descriptors: every name a server registers, opens or checks
 health under is one its protos define."""
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import descriptor_pool
 from tagsmith.auth.v1 import auth_pb2
@@ -51,3 +53,15 @@ def test_tf_serving_methods_pair_paths_with_their_messages():
         found = tfserving._POOL.FindServiceByName(service).methods_by_name[name]
         assert (found.input_type, found.output_type) == (method.request.DESCRIPTOR, method.response.DESCRIPTOR)
     assert tfserving.PREDICT.path.startswith(f"/{tfserving.PREDICTION_SERVICE}/")
+
+
+def test_tests_name_tf_serving_methods_through_tfserving():
+    """Stand-in TF Serving servers take tfserving's Methods (tests.support.inference_fixtures.stand_in_tfserving);
+    a service name spelled by hand would drift from the captured descriptors unnoticed."""
+    from services.inference import tfserving
+
+    tests = Path(__file__).resolve().parents[1]
+    spelled = [
+        str(p.relative_to(tests)) for p in tests.rglob("*.py") if f'"{tfserving.PREDICTION_SERVICE}"' in p.read_text()
+    ]
+    assert spelled == []
