@@ -2,6 +2,7 @@
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -218,8 +219,25 @@ def token_verification(
     return AuthInterceptor(auth_verifier(settings, channel), open_methods=open_methods), channel
 
 
+def freeze_start_up_objects() -> None:
+    """Takes every object alive once a service has started (modules, protobuf descriptors, the vocabulary, pools)
+    out of the garbage collector's sight.
+
+    CPython's full collection walks every tracked object, and it runs on its own every few hundred thousand
+    allocations: a page of 50 images is several thousand. In the catalog that walk covered the 73k start-up objects
+    and took 20-40 ms on a quiet machine (100+ ms on a busy one), once every 70-80 page requests, which made the
+    whole p99 of list and search (p50 12 ms, p99 45-65 ms at 100k images). Start-up objects live as long as the
+    process, so they are never garbage; frozen, a full collection walks only what was made since and takes well
+    under a millisecond. Objects freed by reference counting are still freed as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_until_signalled(running: RunningServer, *, grace: float) -> None:
-    """Waits for SIGTERM or SIGINT, then stops gracefully."""
+    """Freezes the start-up objects (see freeze_start_up_objects), waits for SIGTERM or SIGINT, then stops
+    gracefully."""
+    freeze_start_up_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
