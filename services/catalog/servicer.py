@@ -6,7 +6,7 @@ import io
 import logging
 import math
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, timedelta
 from typing import IO, NoReturn
 
@@ -300,7 +300,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         tag = normalize_tag(request.tag) if request.tag else ""
         category = _category(request.category)
         filtered = bool(tag or category)
-        min_score = await self._min_score(request, caller.subject) if filtered else _given_min_score(request)
+        known: dict[str, float] = {}
+        if filtered:
+            min_score, known[caller.subject] = await self._thresholds(request, caller.subject)
+        else:
+            min_score = _given_min_score(request)
         owner = None if request.all_users else caller.subject
         taken = _taken(request)
         query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score, taken)
@@ -309,7 +313,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=owner, category=category, tag=tag, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         return catalog_pb2.ListImagesResponse(
-            images=await self._messages(page.rows),
+            images=await self._messages(page.rows, known=known),
             next_page_token=pagination.encode(query, page.next_cursor) if page.next_cursor else "",
         )
 
@@ -320,7 +324,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         caller = current_principal()
         found = query_terms(request.query, self._store.vocabulary)
         size = pagination.page_size(request.page_size)
-        min_score = await self._min_score(request, caller.subject)
+        min_score, setting = await self._thresholds(request, caller.subject)
         taken = _taken(request)
         query = pagination.fingerprint("search", caller.subject, found, min_score, taken)
         cursor = pagination.decode(request.page_token, query, (str, int) if taken.order else (float, int))
@@ -328,7 +332,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=caller.subject, query_terms=found, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         token = pagination.encode(query, page.next_cursor) if page.next_cursor else ""
-        return catalog_pb2.SearchImagesResponse(images=await self._messages(page.rows), next_page_token=token)
+        images = await self._messages(page.rows, known={caller.subject: setting})
+        return catalog_pb2.SearchImagesResponse(images=images, next_page_token=token)
 
     @_unary
     async def ListCategories(
@@ -378,14 +383,25 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         min_score = await self._setting(row.owner_id)
         return image_message(row, duplicate=duplicate, near_duplicate_of=near_duplicate_of, min_score=min_score)
 
-    async def _messages(self, rows: Sequence[ImageRow]) -> list[catalog_pb2.Image]:
-        """Image messages as _message makes them, with one settings lookup per owner (an admin's list spans many)."""
-        thresholds = {owner: await self._setting(owner) for owner in {row.owner_id for row in rows}}
+    async def _messages(
+        self, rows: Sequence[ImageRow], *, known: Mapping[str, float] | None = None
+    ) -> list[catalog_pb2.Image]:
+        """Image messages as _message makes them, with one settings lookup per owner (an admin's list spans many)
+        whose setting is not `known` already."""
+        thresholds = dict(known or {})
+        for owner in {row.owner_id for row in rows} - thresholds.keys():
+            thresholds[owner] = await self._setting(owner)
         return [image_message(row, min_score=thresholds[row.owner_id]) for row in rows]
 
     async def _setting(self, owner: str) -> float:
         found = await self._store.min_score_setting(owner)
         return DEFAULT_MIN_SCORE if found is None else found
+
+    async def _thresholds(self, request, owner: str) -> tuple[float, float]:
+        """The request's min_score (the owner's setting when it sets none) and the owner's setting, read once: a
+        page's messages need the setting as well, and a second read cost a pool checkout and a round trip."""
+        setting = await self._setting(owner)
+        return (_min_score(request.min_score) if request.HasField("min_score") else setting), setting
 
     async def _min_score(self, request, owner: str) -> float:
         """The request's min_score when it sets one, else the owner's setting."""
