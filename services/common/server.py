@@ -223,12 +223,12 @@ def freeze_start_up_objects() -> None:
     """Takes every object alive once a service has started (modules, protobuf descriptors, the vocabulary, pools)
     out of the garbage collector's sight.
 
-    CPython's full collection walks every tracked object, and it runs on its own every few hundred thousand
-    allocations: a page of 50 images is several thousand. In the catalog that walk covered the 73k start-up objects
-    and took 20-40 ms on a quiet machine (100+ ms on a busy one), once every 70-80 page requests, which made the
-    whole p99 of list and search (p50 12 ms, p99 45-65 ms at 100k images). Start-up objects live as long as the
-    process, so they are never garbage; frozen, a full collection walks only what was made since and takes well
-    under a millisecond. Objects freed by reference counting are still freed as before.
+    CPython's full collection walks every tracked object; it runs on its own after about a hundred young
+    collections, and a page of 50 images makes more than one of those. In the catalog the walk covered some 73k
+    start-up objects and took 35-220 ms on the shared 2-core machine, once every 45-60 page requests: the tail of
+    list and search (p50 12 ms, p99 45-65 ms at 100k images on a quiet machine). Start-up objects live as long as
+    the process, so they are never garbage; frozen, a full collection walks only what was made since, 0.2-1 ms in
+    the same runs. Objects freed by reference counting are freed as before.
     """
     gc.collect()
     gc.freeze()
