@@ -300,9 +300,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         tag = normalize_tag(request.tag) if request.tag else ""
         category = _category(request.category)
         filtered = bool(tag or category)
-        min_score, read = (
-            await self._threshold(request, caller.subject) if filtered else (_given_min_score(request), {})
-        )
+        known: dict[str, float] = {}
+        if filtered:
+            min_score, known[caller.subject] = await self._thresholds(request, caller.subject)
+        else:
+            min_score = _given_min_score(request)
         owner = None if request.all_users else caller.subject
         taken = _taken(request)
         query = pagination.fingerprint("list", caller.subject, owner, category, tag, min_score, taken)
@@ -311,7 +313,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=owner, category=category, tag=tag, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         return catalog_pb2.ListImagesResponse(
-            images=await self._messages(page.rows, settings=read),
+            images=await self._messages(page.rows, known=known),
             next_page_token=pagination.encode(query, page.next_cursor) if page.next_cursor else "",
         )
 
@@ -322,7 +324,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         caller = current_principal()
         found = query_terms(request.query, self._store.vocabulary)
         size = pagination.page_size(request.page_size)
-        min_score, read = await self._threshold(request, caller.subject)
+        min_score, setting = await self._thresholds(request, caller.subject)
         taken = _taken(request)
         query = pagination.fingerprint("search", caller.subject, found, min_score, taken)
         cursor = pagination.decode(request.page_token, query, (str, int) if taken.order else (float, int))
@@ -330,7 +332,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             owner=caller.subject, query_terms=found, min_score=min_score, after=cursor, limit=size, taken=taken
         )
         token = pagination.encode(query, page.next_cursor) if page.next_cursor else ""
-        images = await self._messages(page.rows, settings=read)
+        images = await self._messages(page.rows, known={caller.subject: setting})
         return catalog_pb2.SearchImagesResponse(images=images, next_page_token=token)
 
     @_unary
@@ -382,11 +384,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         return image_message(row, duplicate=duplicate, near_duplicate_of=near_duplicate_of, min_score=min_score)
 
     async def _messages(
-        self, rows: Sequence[ImageRow], *, settings: Mapping[str, float] | None = None
+        self, rows: Sequence[ImageRow], *, known: Mapping[str, float] | None = None
     ) -> list[catalog_pb2.Image]:
-        """Image messages as _message makes them. `settings` holds owners' min_score settings the caller has read
-        already; the others are read once per owner (an admin's list spans many)."""
-        thresholds = dict(settings or {})
+        """Image messages as _message makes them, with one settings lookup per owner (an admin's list spans many)
+        whose setting is not `known` already."""
+        thresholds = dict(known or {})
         for owner in {row.owner_id for row in rows} - thresholds.keys():
             thresholds[owner] = await self._setting(owner)
         return [image_message(row, min_score=thresholds[row.owner_id]) for row in rows]
@@ -395,18 +397,17 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         found = await self._store.min_score_setting(owner)
         return DEFAULT_MIN_SCORE if found is None else found
 
+    async def _thresholds(self, request, owner: str) -> tuple[float, float]:
+        """The request's min_score (the owner's setting when it sets none) and the owner's setting, read once: a
+        page's messages need the setting as well, and a second read cost a pool checkout and a round trip."""
+        setting = await self._setting(owner)
+        return (_min_score(request.min_score) if request.HasField("min_score") else setting), setting
+
     async def _min_score(self, request, owner: str) -> float:
         """The request's min_score when it sets one, else the owner's setting."""
-        min_score, _ = await self._threshold(request, owner)
-        return min_score
-
-    async def _threshold(self, request, owner: str) -> tuple[float, dict[str, float]]:
-        """The min_score to filter by, and the owner's setting when it was read to find it ({} when the request
-        sets its own): the tags shown always follow the setting, so _messages reuses it rather than read it again."""
         if request.HasField("min_score"):
-            return _min_score(request.min_score), {}
-        setting = await self._setting(owner)
-        return setting, {owner: setting}
+            return _min_score(request.min_score)
+        return await self._setting(owner)
 
     @_unary
     async def UpdateTags(

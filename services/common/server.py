@@ -2,6 +2,7 @@
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -218,8 +219,28 @@ def token_verification(
     return AuthInterceptor(auth_verifier(settings, channel), open_methods=open_methods), channel
 
 
+def freeze_start_up_objects() -> None:
+    """Takes every object alive once a service has started (modules, protobuf descriptors, the vocabulary, pools)
+    out of the garbage collector's sight.
+
+    CPython's full collection walks every tracked object; it runs on its own after about a hundred young
+    collections, and a page of 50 images makes more than one of those. In the catalog the walk covered some 73k
+    start-up objects and took 35-220 ms on the shared 2-core machine, once every 45-60 page requests: the tail of
+    list and search (p50 12 ms, p99 45-65 ms at 100k images on a quiet machine). Start-up objects live as long as
+    the process, so they are never garbage; frozen, a full collection walks only what was made since, 0.2-1 ms in
+    the same runs. Objects freed by reference counting are freed as before.
+
+    No collection first: it would free only what start-up left in cycles, and run once the port is open, a
+    collection held the first callers' connection attempts long enough for gRPC's reconnect backoff to make the
+    catalog answer them a second and a half late.
+    """
+    gc.freeze()
+
+
 async def serve_until_signalled(running: RunningServer, *, grace: float) -> None:
-    """Waits for SIGTERM or SIGINT, then stops gracefully."""
+    """Freezes the start-up objects (see freeze_start_up_objects), waits for SIGTERM or SIGINT, then stops
+    gracefully."""
+    freeze_start_up_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

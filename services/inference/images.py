@@ -149,7 +149,7 @@ class ImageDecoder:
         costs a few milliseconds where the 12-megapixel image costs about half a second. pillow-heif picks only a
         thumbnail that is a scaled copy of the image (same aspect, rotation and mirroring), else keeps the image.
         """
-        with contextlib.suppress(_DECODE_ERRORS):  # a damaged thumbnail: the image itself is decoded instead
+        with contextlib.suppress(*_DECODE_ERRORS):  # a damaged thumbnail: the image itself is decoded instead
             image.draft(image.mode, smallest_serving_size(width, height))
 
     def is_large(self, plan: Plan) -> bool:

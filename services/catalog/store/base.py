@@ -101,7 +101,11 @@ class StoreBase:
     @asynccontextmanager
     async def _single_statements(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection in autocommit mode: each statement is its own transaction, sent without the
-        BEGIN and COMMIT round trips."""
+        BEGIN and COMMIT round trips.
+
+        Reads use it too: at READ COMMITTED every statement takes its own snapshot inside a transaction as well, so
+        a transaction around them bought nothing but those two round trips per checkout.
+        """
         async with self._pool.connection() as conn:
             await conn.set_autocommit(True)
             try:

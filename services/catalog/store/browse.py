@@ -51,16 +51,16 @@ class Browsing(StoreBase):
 
     async def get(self, uid: str, *, owner: str | None, trashed: bool = False) -> ImageRow | None:
         """A visible image by uid (or, with `trashed`, one in the trash too); `owner` None means any owner."""
-        async with self._pool.connection() as conn:
+        async with self._single_statements() as conn:
             return await self._fetch_one(conn, _GET, {"uid": uid, "trashed": trashed, "owner": owner})
 
     async def get_by_id(self, image_id: int) -> ImageRow | None:
-        async with self._pool.connection() as conn:
+        async with self._single_statements() as conn:
             return await self._fetch_one(conn, _GET_BY_ID, {"id": image_id})
 
     async def rows_by_id(self, ids: list[int]) -> list[ImageRow]:
         """The rows of these ids, in the given order (missing ones left out)."""
-        async with self._pool.connection() as conn:
+        async with self._single_statements() as conn:
             return await self._rows_by_id(conn, ids)
 
     async def list_images(
@@ -98,7 +98,7 @@ class Browsing(StoreBase):
         query = sql.SQL(_PAGE).format(
             columns=COLUMNS, source=source, where=sql.SQL(" AND ").join(where), order=keyset.order_by(key, taken.order)
         )
-        async with self._pool.connection() as conn:
+        async with self._single_statements() as conn:
             rows = await self._fetch_all(conn, query, params)
         if len(rows) <= limit:
             return Page(rows)
@@ -108,7 +108,7 @@ class Browsing(StoreBase):
     async def category_counts(self, owner: str, *, min_score: float) -> list[tuple[str, int]]:
         """Classified images per category whose top label reaches `min_score`, as a category search finds them."""
         query = _CATEGORY_COUNTS if min_score == terms.DEFAULT_MIN_SCORE else _CATEGORY_COUNTS_AT
-        async with self._pool.connection() as conn:
+        async with self._single_statements() as conn:
             cur = await conn.execute(query, {"owner": owner, "min": min_score})
             return [(category, count) for category, count in await cur.fetchall()]
 
@@ -118,6 +118,6 @@ class Browsing(StoreBase):
         low, high = terms.prefix_range(prefix)
         params = {"owner": owner, "low": low, "high": high, "min": min_score, "limit": limit or None}
         query = _TAG_COUNTS if min_score == terms.DEFAULT_MIN_SCORE else _TAG_COUNTS_AT
-        async with self._pool.connection() as conn:
+        async with self._single_statements() as conn:
             cur = await conn.execute(query, params)
             return [(term, count) for term, count in await cur.fetchall()]

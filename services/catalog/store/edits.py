@@ -69,7 +69,7 @@ class Edits(StoreBase):
 
     async def min_score_setting(self, owner: str) -> float | None:
         """The owner's min_score setting; None until they set one."""
-        async with self._pool.connection() as conn:
+        async with self._single_statements() as conn:
             cur = await conn.execute(_MIN_SCORE, {"owner": owner})
             row = await cur.fetchone()
         return None if row is None else float(row[0])
