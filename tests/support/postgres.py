@@ -1,6 +1,7 @@
 """A private PostgreSQL cluster for tests: an existing server via TAGSMITH_TEST_POSTGRES_DSN, or embedded."""
 
 import contextlib
+import functools
 import os
 import subprocess
 import tempfile
@@ -29,12 +30,27 @@ def _tune_for_tests(dsn: str) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
-def create_database(admin_dsn: str) -> str:
-    """Creates an empty database and returns its DSN, so tests never see each other's rows."""
+def create_database(admin_dsn: str, *, template: str = "template1") -> str:
+    """Creates a database (empty, or a copy of `template`) and returns its DSN, so tests never see each other's rows."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
+
+
+def create_migrated_database(admin_dsn: str, *, schema: str, directory: Path) -> str:
+    """A new database holding one service's migrated schema: a copy of a template migrated once per cluster, which
+    takes about half the time of running every migration again."""
+    return create_database(admin_dsn, template=_migrated_template(admin_dsn, schema, directory))
+
+
+@functools.cache
+def _migrated_template(admin_dsn: str, schema: str, directory: Path) -> str:
+    from services.common.db import migrate
+
+    dsn = create_database(admin_dsn)
+    migrate(dsn, schema=schema, directory=directory)
+    return psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
 
 
 # pg_ctl runs that may die of a signal before giving up (see ThrowawayCluster._pg_ctl).
