@@ -57,6 +57,9 @@ class StackOptions:
     start_timeout: float = 180.0
     grace_seconds: float = 10.0
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # A model server already running (host:port) to use instead of starting one: it serves read-only models, so
+    # systems on one machine can share it and load TensorFlow once.
+    modelserver_addr: str = ""
 
 
 class StackError(RuntimeError):
@@ -101,7 +104,8 @@ class Stack:
 
     def _start_all(self) -> None:
         deadline = time.monotonic() + self.options.start_timeout
-        self._launch("modelserver", self._modelserver_args(), self._modelserver_env())
+        if not self.options.modelserver_addr:
+            self._launch("modelserver", self._modelserver_args(), self._modelserver_env())
         self.dsn = self._database()
         self._prepare_database()
         commands = {
@@ -128,6 +132,8 @@ class Stack:
             first = getattr(ports, name)
             self._ports[name] = [pick(first)] + [free_port(self.options.host) for _ in range(count - 1)]
             self.addresses[name] = [f"{self.options.host}:{port}" for port in self._ports[name]]
+        if self.options.modelserver_addr:
+            self.addresses["modelserver"] = [self.options.modelserver_addr]
         self._metrics = {name: pick(port) for name, port in ports.metrics.items()}
         self.gateway_urls = [f"http://{self.options.host}:{port}" for port in self._ports["gateway"]]
 

@@ -12,11 +12,15 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, model_base_path, postgres_admin_dsn):
-    """The whole system, once per session, with anonymous mode on so the original API also works without tokens."""
+def stack(tmp_path_factory, model_base_path, postgres_admin_dsn, modelserver_addr):
+    """The whole system, once per session, with anonymous mode on so the original API also works without tokens.
+
+    Its model server is the session's (the integration tier's), serving the same models: TensorFlow loads once.
+    """
     options = StackOptions(
         model_base_path=model_base_path,
         postgres_dsn=create_database(postgres_admin_dsn),
+        modelserver_addr=modelserver_addr,
         anonymous_mode=True,
         start_timeout=240,
         # Every test signs up from 127.0.0.1, and schemathesis registers at random: lift the per-address limit.

@@ -24,9 +24,13 @@ FAIR_SHARE = 0.25
 
 
 @pytest.fixture(scope="module")
-def replicated(model_base_path, postgres_admin_dsn, tmp_path_factory):
+def replicated(modelserver_addr, model_base_path, postgres_admin_dsn, tmp_path_factory):
+    """The replicas, with the session's model server (the tests count calls at inference, not below it)."""
     options = StackOptions(
-        model_base_path=model_base_path, postgres_dsn=create_database(postgres_admin_dsn), replicas=REPLICAS
+        model_base_path=model_base_path,
+        postgres_dsn=create_database(postgres_admin_dsn),
+        replicas=REPLICAS,
+        modelserver_addr=modelserver_addr,
     )
     with Stack(options).start(tmp_path_factory.mktemp("replicated")) as running:
         yield running

@@ -5,6 +5,7 @@ import subprocess
 import psutil
 
 from tests.support.postgres import PgCtl, library_pg_ctl, start_cluster
+from tests.support.waiting import eventually_blocking
 
 
 def dying_on(calls: list[str], deaths: set[int]) -> PgCtl:
@@ -43,4 +44,5 @@ def test_the_session_cluster_survives_pg_ctl_dying_of_a_signal(monkeypatch):
     # Each death was followed by a second run; cleanup stopped the server itself, leaving the library only the files.
     assert calls == ["stop", "stop", "start", "stop", "stop"]
     assert gone(postmaster)
-    assert not cluster.pgdata.parent.exists()
+    # The files are deleted in the background, so the run does not wait for them.
+    eventually_blocking(lambda: not cluster.pgdata.parent.exists(), awaiting="the cluster's files deleted")

@@ -29,9 +29,8 @@ from services.auth.__main__ import change_user, create_account
 from services.auth.config import Settings
 from services.auth.server import MIGRATIONS, SCHEMA, create_server
 from services.common.channels import open_channel
-from services.common.db import migrate
 from services.common.server import RunningServer
-from tests.support.postgres import create_database
+from tests.support.postgres import create_migrated_database
 from tests.support.waiting import eventually
 
 DEFAULT_PASSWORD = "correct horse battery staple"
@@ -171,9 +170,7 @@ class AuthHarness:
 
     def new_database(self) -> str:
         """A fresh database with the auth schema migrated."""
-        dsn = create_database(self._admin_dsn)
-        migrate(dsn, schema=SCHEMA, directory=MIGRATIONS)
-        return dsn
+        return create_migrated_database(self._admin_dsn, schema=SCHEMA, directory=MIGRATIONS)
 
     def settings(self, address: str) -> Settings:
         """The settings the server at `address` runs with (its postgres_dsn, data_dir, ...)."""

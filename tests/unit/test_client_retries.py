@@ -44,7 +44,9 @@ class ScriptedServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        # shutdown() waits out the current poll interval (0.5 s by default) in every test's teardown.
+        serve = {"poll_interval": 0.02}
+        threading.Thread(target=self._httpd.serve_forever, kwargs=serve, daemon=True).start()
 
     def close(self) -> None:
         self._httpd.shutdown()

@@ -87,6 +87,13 @@ def test_replicas_get_distinct_free_ports_and_joined_addresses(tmp_path):
     assert len(stack.gateway_urls) == 2
 
 
+def test_a_shared_model_server_is_used_instead_of_a_new_one(tmp_path):
+    stack = Stack(StackOptions(model_base_path=tmp_path, modelserver_addr="127.0.0.1:8600"))
+    stack._assign_ports(Ports.free())
+    assert stack.addresses["modelserver"] == ["127.0.0.1:8600"]
+    assert stack._inference_env(stack._ports["inference"][0])["TAGSMITH_TFSERVING_ADDR"] == "127.0.0.1:8600"
+
+
 def test_default_ports_are_the_documented_ones(tmp_path):
     stack = Stack(StackOptions(model_base_path=tmp_path))
     stack._assign_ports(Ports())
