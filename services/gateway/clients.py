@@ -103,7 +103,9 @@ class CatalogClient:
             if second is not None:
                 messages.append(catalog_pb2.UploadImageRequest(chunk=second))
                 return await self._stream(token, messages, limited)
-        return await self._stub.UploadImage(iter(messages), metadata=bearer(token), timeout=self._transfer_timeout)
+        return await _answer(
+            self._stub.UploadImage(iter(messages), metadata=bearer(token), timeout=self._transfer_timeout)
+        )
 
     async def _stream(
         self, token: str, messages: list[catalog_pb2.UploadImageRequest], rest: AsyncIterator[bytes]
@@ -120,7 +122,7 @@ class CatalogClient:
         except BaseException:
             call.cancel()
             raise
-        return await call
+        return await _answer(call)
 
     def download(self, token: str, uid: str, *, thumbnail: bool = False) -> grpc.aio.UnaryStreamCall:
         """The open stream: first message the metadata, then the bytes."""
@@ -218,6 +220,24 @@ class Backends:
     async def status(self) -> dict[str, dict]:
         """Each backend's status and that of each dependency it watches, all checked concurrently."""
         return dict(await asyncio.gather(*(_backend_status(name, c) for name, c in self._named().items())))
+
+
+async def _answer(call: grpc.aio.StreamUnaryCall) -> catalog_pb2.Image:
+    """The catalog's answer to an upload. When the connection drops while the request is being written, grpc's
+    asyncio client cancels the call itself and raises CancelledError, though nobody cancelled this request: that
+    is the catalog gone away, so it is answered as UNAVAILABLE (503 with Retry-After), not as a server error."""
+    try:
+        return await call
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this request itself is being cancelled (the client went away, a timeout)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details="the connection to the catalog broke during the upload",
+        ) from None
 
 
 async def _within_limit(chunks: AsyncIterator[bytes], *, max_bytes: int, name: str) -> AsyncIterator[bytes]:

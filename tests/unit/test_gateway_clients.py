@@ -15,7 +15,7 @@ MIB = 1024 * 1024
 class FakeCall:
     """A stream-unary call; `finished_after` messages, the catalog has answered and further writes fail."""
 
-    def __init__(self, *, finished_after: int | None = None, error: grpc.aio.AioRpcError | None = None) -> None:
+    def __init__(self, *, finished_after: int | None = None, error: BaseException | None = None) -> None:
         self.written: list[catalog_pb2.UploadImageRequest] = []
         self.finished_after = finished_after
         self.error = error
@@ -101,3 +101,29 @@ async def test_growing_past_the_limit_is_413_and_cancels_the_call(client):
     assert raised.value.status == 413
     assert call.cancelled
     assert len(call.written) == 3
+
+
+@pytest.mark.parametrize("sizes", [(1000,), (MIB, MIB, 5)])
+async def test_a_call_grpc_cancelled_itself_is_the_catalog_unavailable(client, sizes):
+    # grpc's asyncio client cancels a call whose connection dropped mid-write and raises CancelledError from it.
+    call = FakeCall(error=asyncio.CancelledError())
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await upload(client, call, *sizes)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "catalog" in raised.value.details()
+
+
+async def test_a_request_cancelled_itself_stays_cancelled(client):
+    answered = asyncio.Event()
+
+    class SlowCall(FakeCall):
+        async def _result(self) -> catalog_pb2.Image:
+            answered.set()
+            await asyncio.sleep(30)
+            raise AssertionError("not cancelled")
+
+    request = asyncio.create_task(upload(client, SlowCall(), 1000))
+    await asyncio.wait_for(answered.wait(), timeout=5)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
