@@ -8,7 +8,7 @@ from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
 from services.catalog.models import Classification, ModelId
 from services.catalog.terms import LabelScore
-from services.common.channels import bearer
+from services.common.channels import bearer, stream_answer
 
 TOP_K = 5
 CHUNK_BYTES = 1024 * 1024
@@ -66,7 +66,8 @@ class InferenceClient:
 
     async def classify(self, chunks: AsyncIterable[bytes], *, token: str, timeout: float) -> Classification:
         try:
-            reply = await self._stub.Classify(_requests(chunks), metadata=bearer(token), timeout=timeout)
+            call = self._stub.Classify(_requests(chunks), metadata=bearer(token), timeout=timeout)
+            reply = await stream_answer(call, peer="inference")
         except grpc.aio.AioRpcError as error:
             _raise_for(error)
         return Classification(

@@ -1,5 +1,6 @@
 """Client channels: round-robin over every address, retries on UNAVAILABLE, a deadline on every call."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TypeVar
@@ -151,3 +152,21 @@ def open_channel(
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     """Call metadata forwarding a caller's token downstream."""
     return (("authorization", f"Bearer {token}"),)
+
+
+async def stream_answer(call: Awaitable[Response], *, peer: str) -> Response:
+    """The answer of a client-streaming call. When the connection breaks while the request is being written, grpc's
+    asyncio client cancels the call itself and raises CancelledError from it, though nobody cancelled the caller:
+    that is the peer gone away, so it is raised as UNAVAILABLE, as any broken connection is."""
+    try:
+        return await call
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the caller itself is being cancelled (its client went away, a deadline)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=f"the connection to {peer} broke while the request was being sent",
+        ) from None

@@ -11,7 +11,7 @@ from tagsmith.auth.v1 import auth_pb2, auth_pb2_grpc
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tagsmith.inference.v1 import inference_pb2, inference_pb2_grpc
 
-from services.common.channels import bearer, open_channel
+from services.common.channels import bearer, open_channel, stream_answer
 from services.gateway.config import Settings
 from services.gateway.errors import ApiError
 
@@ -103,9 +103,8 @@ class CatalogClient:
             if second is not None:
                 messages.append(catalog_pb2.UploadImageRequest(chunk=second))
                 return await self._stream(token, messages, limited)
-        return await _answer(
-            self._stub.UploadImage(iter(messages), metadata=bearer(token), timeout=self._transfer_timeout)
-        )
+        call = self._stub.UploadImage(iter(messages), metadata=bearer(token), timeout=self._transfer_timeout)
+        return await stream_answer(call, peer="the catalog")
 
     async def _stream(
         self, token: str, messages: list[catalog_pb2.UploadImageRequest], rest: AsyncIterator[bytes]
@@ -122,7 +121,7 @@ class CatalogClient:
         except BaseException:
             call.cancel()
             raise
-        return await _answer(call)
+        return await stream_answer(call, peer="the catalog")
 
     def download(self, token: str, uid: str, *, thumbnail: bool = False) -> grpc.aio.UnaryStreamCall:
         """The open stream: first message the metadata, then the bytes."""
@@ -220,24 +219,6 @@ class Backends:
     async def status(self) -> dict[str, dict]:
         """Each backend's status and that of each dependency it watches, all checked concurrently."""
         return dict(await asyncio.gather(*(_backend_status(name, c) for name, c in self._named().items())))
-
-
-async def _answer(call: grpc.aio.StreamUnaryCall) -> catalog_pb2.Image:
-    """The catalog's answer to an upload. When the connection drops while the request is being written, grpc's
-    asyncio client cancels the call itself and raises CancelledError, though nobody cancelled this request: that
-    is the catalog gone away, so it is answered as UNAVAILABLE (503 with Retry-After), not as a server error."""
-    try:
-        return await call
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # this request itself is being cancelled (the client went away, a timeout)
-        raise grpc.aio.AioRpcError(
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.aio.Metadata(),
-            grpc.aio.Metadata(),
-            details="the connection to the catalog broke during the upload",
-        ) from None
 
 
 async def _within_limit(chunks: AsyncIterator[bytes], *, max_bytes: int, name: str) -> AsyncIterator[bytes]:

@@ -110,7 +110,7 @@ async def test_a_call_grpc_cancelled_itself_is_the_catalog_unavailable(client, s
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await upload(client, call, *sizes)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "catalog" in raised.value.details()
+    assert "the catalog" in raised.value.details()
 
 
 async def test_a_request_cancelled_itself_stays_cancelled(client):
