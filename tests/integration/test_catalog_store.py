@@ -103,3 +103,19 @@ async def test_the_precomputed_counts_use_the_default_min_score(store):
     async with store.pool.connection() as conn:
         threshold = (await (await conn.execute("SELECT catalog.count_threshold()")).fetchone())[0]
     assert threshold == terms.DEFAULT_MIN_SCORE
+
+
+async def test_a_several_word_search_reads_the_rarest_word_first(store):
+    # Words that seldom meet ("animal vehicle") made the search read the commoner word's rows until the end.
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO catalog.term_counts (owner_id, term, images) VALUES"
+            " ('owner-1', 'animal', 900), ('owner-1', 'vehicle', 12), ('owner-2', 'animal', 1)"
+        )
+        assert await store._rarest_first(conn, "owner-1", ["animal", "vehicle"]) == ["vehicle", "animal"]
+        # Another owner's counts do not count; a word on none of the owner's images is the rarest of all.
+        assert await store._rarest_first(conn, "owner-2", ["vehicle", "animal", "unicorn"]) == [
+            "vehicle",
+            "unicorn",
+            "animal",
+        ]

@@ -10,6 +10,10 @@ from services.catalog.store import keyset
 from services.catalog.store.base import StoreBase
 from services.catalog.store.keyset import TakenFilter
 
+# How many of the owner's images carry each term (any weight), kept by a trigger.
+_TERM_COUNTS = sql.SQL(
+    "SELECT term, images FROM catalog.term_counts WHERE owner_id = %(owner)s AND term = ANY(%(terms)s)"
+)
 # Rows of the first term read per statement when several terms must match.
 _SEARCH_CHUNK = 200
 _FIRST_TERM = sql.SQL("s.owner_id = %(owner)s AND s.term = %(t0)s AND s.weight >= %(min)s")
@@ -90,6 +94,7 @@ class Search(StoreBase):
         """
         async with self._single_statements() as conn:
             if len(query_terms) > 1 and not taken.order:
+                query_terms = await self._rarest_first(conn, owner, query_terms)
                 hits = await self._best_of_several(conn, query_terms, owner, min_score, after, limit)
             else:
                 hits = await self._hits(conn, query_terms, owner, min_score, after, limit, taken)
@@ -102,6 +107,15 @@ class Search(StoreBase):
             cursor = (keyset.taken_key(by_id[last.image_id]), last.image_id) if last.image_id in by_id else None
             return Page(rows, cursor)
         return Page(rows, (last.weight, last.image_id))
+
+    @staticmethod
+    async def _rarest_first(conn: AsyncConnection, owner: str, query_terms: Sequence[str]) -> list[str]:
+        """The terms, the one on the fewest of the owner's images first. The search reads the first term's rows
+        until enough images match them all: words that seldom meet ("animal vehicle") made it read every row of
+        the commoner one, 200 at a time (about a second at 100k images), where the rarer one's rows are few."""
+        cur = await conn.execute(_TERM_COUNTS, {"owner": owner, "terms": list(query_terms)})
+        counts: dict[str, int] = dict(await cur.fetchall())
+        return sorted(query_terms, key=lambda term: counts.get(term, 0))
 
     @staticmethod
     async def _hits(
