@@ -1,11 +1,11 @@
-"""Similar-photo search at scale: one user's images among many users' in one pgvector HNSW index.
+"""Similar-photo search at scale: one user's images among many users' in the catalog's pgvector HNSW indexes.
 
 Seeds embeddings straight into a private embedded PostgreSQL with COPY (clustered unit vectors: photo libraries hold
 many shots of few subjects), builds the index the migrations create (timed), then runs the catalog's own query
 (`SimilarityIndex.similar_to`) for random images of the measured user: p50/p99 latency, and recall@10 against an
-exact search of that user's images. Prints bytes per image of the table and the index.
-Run: `python -m bench.similar [--user 100000 --total 1000000]` (the defaults take long on a small machine: the
-index build dominates); figures are also written to bench/results/similar.json.
+exact search of that user's images. Prints bytes per image of the table and the index, and the load average the
+figures were measured under. Run: `python -m bench.similar [--user 100000 --total 1000000]`; the defaults took
+15 minutes on 2 CPUs (3 to seed, 11 to build the index). Figures are also written to bench/results/similar.json.
 """
 
 import argparse
