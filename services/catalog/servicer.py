@@ -433,7 +433,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         row = await self._store.get(_uid(request.uid), owner=current_principal().subject)
         if row is None:
             raise _not_found()
-        neighbours = await self._similarity.similar_to(image_id=row.id, limit=size)
+        neighbours = await self._similarity.similar_to(image_id=row.id, owner=row.owner_id, limit=size)
         if neighbours is None:
             raise StatusError(
                 grpc.StatusCode.FAILED_PRECONDITION, "this photo has not been analysed yet; try again in a minute"

@@ -41,8 +41,13 @@ async def add_image(store: CatalogStore, index: SimilarityIndex, *, owner: str, 
     return row.id
 
 
-async def test_similar_photos_are_the_owners_own_nearest_first(pool):
-    store, index, rng = CatalogStore(pool), SimilarityIndex(pool), np.random.default_rng(7)
+# Owners with few images are compared exactly, others through the HNSW index: both ways must keep to the owner.
+SEARCHES = pytest.mark.parametrize("exact_max", [0, 10_000], ids=["indexed", "exact"])
+
+
+@SEARCHES
+async def test_similar_photos_are_the_owners_own_nearest_first(pool, exact_max):
+    store, index, rng = CatalogStore(pool), SimilarityIndex(pool, exact_max_images=exact_max), np.random.default_rng(7)
     query = unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
     mine = [
         await add_image(store, index, owner="alice", seed=f"a{i}", embedding=nudged(query, rng, 0.3 * i))
@@ -52,13 +57,36 @@ async def test_similar_photos_are_the_owners_own_nearest_first(pool):
     for user in range(20):
         for i in range(10):
             await add_image(store, index, owner=f"user{user}", seed=f"u{i}", embedding=nudged(query, rng, 0.01))
-    found = await index.similar_to(image_id=mine[0], limit=10)
+    found = await index.similar_to(image_id=mine[0], owner="alice", limit=10)
     assert [n.image_id for n in found] == mine[1:], "alice's other images, nearest first, and nothing else"
     assert all(a.similarity >= b.similarity for a, b in itertools.pairwise(found))
+    # Another owner's image is not alice's to search from: as if it had no embedding.
+    assert await index.similar_to(image_id=mine[0], owner="user0", limit=10) is None
 
 
-async def test_a_near_duplicate_links_to_the_earlier_shot_and_groups_form(pool):
-    store, index, rng = CatalogStore(pool), SimilarityIndex(pool), np.random.default_rng(8)
+async def test_an_owner_sharing_a_partition_with_many_others_finds_only_their_own(pool):
+    """Every owner's embeddings sit in one of 16 partitions, shared with other owners: the index walk in a crowded
+    partition must still return the owner's images only, and all of them when few."""
+    store, index, rng = CatalogStore(pool), SimilarityIndex(pool, exact_max_images=0), np.random.default_rng(9)
+    query = unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
+    mine = [
+        await add_image(store, index, owner="carol", seed=f"c{i}", embedding=nudged(query, rng, 2.0)) for i in range(3)
+    ]
+    for user in range(64):
+        await add_image(store, index, owner=f"crowd{user}", seed="x", embedding=nudged(query, rng, 0.01))
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM catalog.image_embeddings WHERE owner_id <> 'carol' AND tableoid ="
+            " (SELECT tableoid FROM catalog.image_embeddings WHERE owner_id = 'carol' LIMIT 1)"
+        )
+        assert (await cur.fetchone())[0] > 0, "carol's partition holds other owners' images"
+    found = await index.similar_to(image_id=mine[0], owner="carol", limit=10)
+    assert sorted(n.image_id for n in found) == sorted(mine[1:])
+
+
+@SEARCHES
+async def test_a_near_duplicate_links_to_the_earlier_shot_and_groups_form(pool, exact_max):
+    store, index, rng = CatalogStore(pool), SimilarityIndex(pool, exact_max_images=exact_max), np.random.default_rng(8)
     shot = unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
     first = await add_image(store, index, owner="alice", seed="first", embedding=shot)
     again = await add_image(store, index, owner="alice", seed="again", embedding=nudged(shot, rng, 0.05))

@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance
 from skimage import data
 
-from services.catalog.store.similarity import NEAR_DUPLICATE_SIMILARITY
+from services.catalog.store.similarity import NEAR_DUPLICATE_SIMILARITY, STORED_DIMENSIONS, project
 from services.common.model_contract import EMBEDDING_OUTPUT, EMBEDDING_SIZE, PIXELS_SIGNATURE
 from services.inference.pixels import to_model_pixels
 
@@ -79,6 +79,20 @@ def test_every_variant_is_nearest_to_its_own_original(originals_and_variants):
 def test_the_near_duplicate_threshold_separates_variants_from_other_photos(originals_and_variants):
     originals, variant_sets = originals_and_variants
     same = np.concatenate([variants @ originals[i] for i, variants in enumerate(variant_sets)])
+    others = (originals @ originals.T)[~np.eye(len(PHOTOS), dtype=bool)]
+    assert (same >= NEAR_DUPLICATE_SIMILARITY).mean() >= 0.95
+    assert (others < NEAR_DUPLICATE_SIMILARITY).all()
+
+
+def test_the_stored_projection_keeps_variants_nearest_and_the_threshold(originals_and_variants):
+    """The catalog stores a 256-number projection: variants must still be nearest to their own original, and the
+    near-duplicate threshold must still separate them from other photos."""
+    originals, variant_sets = originals_and_variants
+    originals = project(originals)
+    assert originals.shape == (len(PHOTOS), STORED_DIMENSIONS)
+    for index, variant_embeddings in enumerate(variant_sets):
+        assert (np.argmax(project(variant_embeddings) @ originals.T, axis=1) == index).all(), PHOTOS[index]
+    same = np.concatenate([project(variants) @ originals[i] for i, variants in enumerate(variant_sets)])
     others = (originals @ originals.T)[~np.eye(len(PHOTOS), dtype=bool)]
     assert (same >= NEAR_DUPLICATE_SIMILARITY).mean() >= 0.95
     assert (others < NEAR_DUPLICATE_SIMILARITY).all()

@@ -37,7 +37,7 @@ _OUTDATED = sql.SQL(
     "status IN ('classified', 'failed') AND (model_name <> %(name)s OR model_version <> %(version)s"
     " OR (%(face_version)s <> '' AND face_model_version <> %(face_version)s)"
     " OR (status = 'classified' AND NOT EXISTS"
-    " (SELECT FROM catalog.image_embeddings AS e WHERE e.image_id = images.id)))"
+    " (SELECT FROM catalog.image_embeddings AS e WHERE e.owner_id = images.owner_id AND e.image_id = images.id)))"
     " AND reclassify_tried <> %(key)s AND deleted_at IS NULL"
 )
 _CLAIM_OUTDATED = statement(
