@@ -106,15 +106,16 @@ def _projection() -> np.ndarray:
     that every process, version and platform computes the same one: row i holds the bits of one digest."""
     digests = b"".join(hashlib.sha256(_PROJECTION_SEED + str(row).encode()).digest() for row in range(EMBEDDING_SIZE))
     bits = np.unpackbits(np.frombuffer(digests, dtype=np.uint8)).reshape(EMBEDDING_SIZE, -1)[:, :STORED_DIMENSIONS]
-    matrix = (bits.astype(np.float32) * 2 - 1) / np.sqrt(STORED_DIMENSIONS)
+    matrix: np.ndarray = (bits.astype(np.float32) * 2 - 1) / np.sqrt(STORED_DIMENSIONS)
     matrix.setflags(write=False)
     return matrix
 
 
 def project(embeddings: np.ndarray) -> np.ndarray:
     """Model embeddings (rows of 1280) as the unit vectors of STORED_DIMENSIONS that are stored and compared."""
-    projected = np.asarray(embeddings, dtype=np.float32) @ _projection()
-    return projected / np.linalg.norm(projected, axis=-1, keepdims=True)
+    projected: np.ndarray = np.asarray(embeddings, dtype=np.float32) @ _projection()
+    unit: np.ndarray = projected / np.linalg.norm(projected, axis=-1, keepdims=True)
+    return unit
 
 
 def as_vector(embedding: Sequence[float] | np.ndarray) -> str:
