@@ -10,6 +10,7 @@ from typing import Any
 
 from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
+from services.catalog import embedding_upgrade
 from services.catalog.blobstore import BlobStore, open_blob_store
 from services.catalog.classify import StoredImageClassifier
 from services.catalog.config import Settings
@@ -19,6 +20,7 @@ from services.catalog.reclassify import Reclassifier
 from services.catalog.retag import Retagger
 from services.catalog.servicer import CatalogServicer
 from services.catalog.store import CatalogStore
+from services.catalog.store.similarity import SimilarityIndex
 from services.catalog.sweeper import Sweeper
 from services.catalog.uploads import Uploader
 from services.catalog.worker import PendingWorker, WorkerPolicy
@@ -119,6 +121,8 @@ def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Job]:
         jobs.append(worker.run)
     if settings.retag_enabled:
         jobs.append(Retagger(runtime.store, batch_size=settings.retag_batch_size).run)
+    index = SimilarityIndex(runtime.store.pool)
+    jobs.append(lambda: embedding_upgrade.run(index))
     if settings.sweeper_enabled:
         sweeper = Sweeper(
             store=runtime.store,

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
+from services.catalog import embedding_upgrade
 from services.catalog.models import NewImage, Outcome
 from services.catalog.store import CatalogStore
 from services.catalog.store.similarity import EMBEDDING_DIMENSIONS, NEAR_DUPLICATE_SIMILARITY, SimilarityIndex, _groups
@@ -105,3 +106,30 @@ async def test_a_near_duplicate_links_to_the_earlier_shot_and_groups_form(pool, 
 def test_groups_join_chains_and_order_newest_first():
     assert _groups([(5, 3), (3, 1), (9, 8)]) == [[9, 8], [5, 3, 1]]
     assert NEAR_DUPLICATE_SIMILARITY < 1
+
+
+async def test_embeddings_stored_before_the_projection_are_projected_without_the_model(pool):
+    store, index, rng = CatalogStore(pool), SimilarityIndex(pool), np.random.default_rng(11)
+    query = unit(rng.standard_normal(EMBEDDING_DIMENSIONS))
+    old = {
+        await add_image(store, index, owner="alice", seed=f"o{i}", embedding=nudged(query, rng, 0.3 * i)): i
+        for i in range(5)
+    }
+    # As migration 0019 left them: the model's 1280 numbers, set aside in the old table.
+    async with pool.connection() as conn:
+        await conn.execute("DELETE FROM catalog.image_embeddings WHERE image_id = ANY(%s)", [list(old)])
+        for image_id, i in old.items():
+            text = "[" + ",".join(f"{x:.6f}" for x in nudged(query, np.random.default_rng(i), 0.3 * i)) + "]"
+            await conn.execute(
+                "INSERT INTO catalog.image_embeddings_1280 VALUES (%s, 'alice', %s::public.halfvec)", [image_id, text]
+            )
+    first = min(old)
+    assert await index.similar_to(image_id=first, owner="alice", limit=10) is None
+
+    assert await embedding_upgrade.project_stored_embeddings(index, batch=2) == 5
+    found = await index.similar_to(image_id=first, owner="alice", limit=10)
+    assert [n.image_id for n in found] == sorted(old)[1:], "the projected embeddings, nearest first"
+    async with pool.connection() as conn:
+        left = await (await conn.execute("SELECT count(*) FROM catalog.image_embeddings_1280")).fetchone()
+    assert left == (0,)
+    assert await embedding_upgrade.project_stored_embeddings(index) == 0

@@ -5,9 +5,13 @@
 -- * The table is split by owner into 16 hash partitions, each with its own HNSW index: an owner's search walks
 --   only the index of the partition holding their images, among a sixteenth of everyone else's, so the owner
 --   filter inside the index scan discards far fewer rows. (Owners with few images are searched exactly instead.)
--- Stored 1280-dimension embeddings cannot be projected in SQL, so they are dropped: the backfill (reclassify) embeds
--- those images again, as it does any classified image without an embedding. Near-duplicate links are kept.
-DROP TABLE image_embeddings;
+-- Stored 1280-dimension embeddings cannot be projected in SQL: they are set aside in image_embeddings_1280, and the
+-- catalog projects them into the new table in the background, a batch at a time, deleting each batch as it goes
+-- (services/catalog/store/similarity.py, EmbeddingUpgrade): no model run. Near-duplicate links are kept.
+DROP INDEX image_embeddings_nearest;
+DROP INDEX image_embeddings_owner;
+ALTER TABLE image_embeddings RENAME TO image_embeddings_1280;
+ALTER INDEX image_embeddings_pkey RENAME TO image_embeddings_1280_pkey;
 
 CREATE TABLE image_embeddings (
     image_id bigint NOT NULL REFERENCES images (id) ON DELETE CASCADE,

@@ -94,6 +94,18 @@ _MISSING = statement(
 )
 
 
+# Embeddings stored before migration 0019 (1280 numbers), taken a batch at a time to be projected.
+_TAKE_UNPROJECTED = statement(
+    "DELETE FROM catalog.image_embeddings_1280 WHERE image_id IN (SELECT image_id FROM catalog.image_embeddings_1280"
+    " ORDER BY image_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING image_id, owner_id, embedding::text"
+)
+# An embedding stored since (by an upload or the backfill) is newer and stays.
+_PUT_PROJECTED = statement(
+    "INSERT INTO catalog.image_embeddings (image_id, owner_id, embedding) VALUES (%s, %s, %s::public.halfvec)"
+    " ON CONFLICT (owner_id, image_id) DO NOTHING"
+)
+
+
 @dataclass(frozen=True)
 class Neighbour:
     image_id: int
@@ -192,6 +204,23 @@ class SimilarityIndex:
             return await save_embedding(
                 conn, image_id=image_id, owner=owner, embedding=embedding, exact_max=self._exact_max
             )
+
+    async def project_stored(self, *, limit: int) -> int:
+        """Moves up to `limit` embeddings stored before migration 0019 into the projected table, in one transaction
+        (SKIP LOCKED, so replicas share the work); returns how many it took, 0 once none are left."""
+        async with self._pool.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(_TAKE_UNPROJECTED, {"limit": limit})).fetchall()
+            if not rows:
+                return 0
+            vectors = project(np.stack([HalfVector.from_text(text).to_numpy() for _, _, text in rows]))
+            kept = [
+                (image_id, owner, HalfVector(vector.astype(np.float16)).to_text())
+                for (image_id, owner, _), vector in zip(rows, vectors, strict=True)
+                if np.isfinite(vector).all()
+            ]
+            async with conn.cursor() as cur:
+                await cur.executemany(_PUT_PROJECTED, kept)
+        return len(rows)
 
     async def similar_to(self, *, image_id: int, owner: str, limit: int) -> list[Neighbour] | None:
         """The owner's images nearest to this one of theirs, best first, the image itself excluded; None when the
