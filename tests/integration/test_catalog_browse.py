@@ -391,7 +391,9 @@ async def test_taken_dates_filter_and_order_lists_and_search(world, test_keys):
 
 
 async def test_several_words_page_by_the_weakest_match_in_chunks(world, test_keys, monkeypatch):
-    # Tiny chunks, so the early stop of the several-word search is exercised on a few images.
+    # A tiny probe and tiny chunks, so the chunked reading after the probe and its early stop are exercised on a few
+    # images (with the real probe of 200 rows, the probe alone answers).
+    monkeypatch.setattr("services.catalog.store.search._PROBED_ROWS", 2)
     monkeypatch.setattr("services.catalog.store.search._SEARCH_CHUNK", 2)
     catalog, classifier = world
     alice = catalog.client(test_keys.token("alice"))
