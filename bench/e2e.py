@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -543,16 +544,27 @@ def cpu_table(results: dict) -> list[str]:
     return lines
 
 
-def run() -> dict:
-    """Starts the system on free ports in a temporary directory, measures, stops it, prints and returns the figures."""
+def model_and_options() -> tuple[Path, StackOptions]:
+    """The served classifier's newest version directory, and the options of a system serving it."""
     model_base = Path(os.environ.get("TAGSMITH_MODEL_BASE_PATH", REPO / "models"))
     model_dir = max((model_base / "efficientnet_lite0").iterdir(), key=lambda p: int(p.name))
-    options = StackOptions(model_base_path=model_base, postgres_dsn=os.environ.get("TAGSMITH_POSTGRES_DSN", ""))
-    # Under var/, like `make run`'s data, rather than /tmp: on a machine where test suites churn /tmp, creating each
-    # upload's file there costs the catalog far more kernel CPU than on a volume that holds data.
+    return model_dir, StackOptions(model_base_path=model_base, postgres_dsn=os.environ.get("TAGSMITH_POSTGRES_DSN", ""))
+
+
+@contextlib.contextmanager
+def running_system(options: StackOptions) -> Iterator[Stack]:
+    """A fresh system on free ports, its data under var/ like `make run`'s rather than /tmp: on a machine where
+    test suites churn /tmp, creating each upload's file there costs the catalog far more kernel CPU."""
     (REPO / "var").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-", dir=REPO / "var") as base, Stack(options) as stack:
         stack.start(Path(base))
+        yield stack
+
+
+def run() -> dict:
+    """Starts the system on free ports in a temporary directory, measures, stops it, prints and returns the figures."""
+    model_dir, options = model_and_options()
+    with running_system(options) as stack:
         results = asyncio.run(measure(stack, model_dir))
     if (cores := split_cores()) is not None:
         results["dedicated_model_cores"] = run_dedicated(options, model_dir, *cores)
@@ -569,8 +581,7 @@ def run_dedicated(options: StackOptions, model_dir: Path, model_cpus: set[int], 
     everything = os.sched_getaffinity(0)
     os.sched_setaffinity(0, other_cpus)
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-", dir=REPO / "var") as base, Stack(options) as stack:
-            stack.start(Path(base))
+        with running_system(options) as stack:
             modelserver = next(child for child in stack.children if child.name == "modelserver")
             if modelserver.pid is None:
                 raise RuntimeError("the model server did not start")
@@ -582,12 +593,8 @@ def run_dedicated(options: StackOptions, model_dir: Path, model_cpus: set[int], 
 
 def run_phone() -> dict:
     """The phone-photo workload alone, on a fresh system (about a minute): for trying a change to that path."""
-    model_base = Path(os.environ.get("TAGSMITH_MODEL_BASE_PATH", REPO / "models"))
-    model_dir = max((model_base / "efficientnet_lite0").iterdir(), key=lambda p: int(p.name))
-    options = StackOptions(model_base_path=model_base, postgres_dsn=os.environ.get("TAGSMITH_POSTGRES_DSN", ""))
-    (REPO / "var").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-", dir=REPO / "var") as base, Stack(options) as stack:
-        stack.start(Path(base))
+    model_dir, options = model_and_options()
+    with running_system(options) as stack:
         phone = asyncio.run(measure_phone(stack, model_dir))
     sys.stdout.write("\n".join(phone_report(phone)) + "\n")
     return phone
