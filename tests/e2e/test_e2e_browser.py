@@ -201,6 +201,32 @@ def test_sign_up_upload_and_the_viewer_by_click_and_keyboard(page, tmp_path):
     assert not page.problems, page.problems
 
 
+def heic(name: str) -> bytes:
+    """The photo as an iPhone stores it: HEIC with a 320-pixel thumbnail inside."""
+    from services.common.imaging import register_openers
+
+    register_openers()
+    picture = Image.open(io.BytesIO(photo(name))).convert("RGB")
+    out = io.BytesIO()
+    picture.save(out, "HEIF", quality=80, thumbnails=[320])
+    return out.getvalue()
+
+
+def test_a_heic_photo_shows_its_preview_in_a_browser_that_cannot_decode_heic(page, api_url):
+    sign_in(page, new_user(api_url, [("IMG_0001.HEIC", heic("chelsea.png"))]))
+    expect(tiles(page)).to_have_count(1)
+    page.locator(".tile").first.click()
+    # Chromium has no HEIC decoder: the viewer keeps the preview and says why, rather than a broken image.
+    expect(page.locator("#viewer-note")).to_have_text(
+        "This browser cannot show HEIC photos at full size, so a preview is shown."
+    )
+    expect(page.locator("#viewer-image")).to_have_attribute("src", re.compile(r"^blob:"))
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
+    assert page.evaluate("document.querySelector('#viewer-image').naturalWidth") == 256
+    expect(page.locator("#viewer-details")).to_contain_text("451 \u00d7 300 pixels")
+    assert not page.problems, page.problems
+
+
 def test_gallery_grid_search_chips_and_endless_scrolling(context, page, api_url):
     generated = [(f"swatch-{n:02d}.png", png((n * 6, 255 - n * 5, (n * 37) % 256))) for n in range(34)]
     shaped = [("tall.jpg", portrait()), ("wide.png", photo("page.png"))]

@@ -114,10 +114,28 @@ async function loadPicture(image) {
     if (token !== loadToken) return;
     if (originalUrl) URL.revokeObjectURL(originalUrl);
     originalUrl = URL.createObjectURL(blob);
+    if (!(await canShow(originalUrl))) {
+      // HEIC: only some browsers decode it. The preview stays, and Download still gives the original.
+      const kind = image.content_type.replace("image/", "").toUpperCase();
+      if (token === loadToken) note(`This browser cannot show ${kind} photos at full size, so a preview is shown.`);
+      return;
+    }
+    if (token !== loadToken) return;
     picture.dataset.original = "1";
     picture.src = originalUrl;
   } catch (err) {
     if (token === loadToken) note(err.message);
+  }
+}
+
+async function canShow(url) {
+  const probe = new Image();
+  probe.src = url;
+  try {
+    await probe.decode();
+    return true;
+  } catch {
+    return false;
   }
 }
 
