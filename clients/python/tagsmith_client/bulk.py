@@ -17,8 +17,11 @@ from tagsmith_client.errors import ApiError, TagsmithError
 from tagsmith_client.progress import Progress, human_bytes
 
 NEW, DUPLICATE, REFUSED, FAILED = "new", "duplicate", "refused", "failed"
-# What a folder walk picks up: the formats the server accepts. Files named on the command line are always sent.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp"})
+# What a folder walk picks up: the formats the server accepts (services/common/imageformats.py; a test keeps the
+# two in step). Files named on the command line are always sent.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".heic", ".heif", ".hif", ".avif"}
+)
 # Answers about the file itself: sending it again would be refused again.
 _REFUSING_STATUSES = frozenset({400, 413, 415})
 _HASH_CHUNK = 1024 * 1024
