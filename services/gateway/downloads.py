@@ -59,12 +59,7 @@ async def stream_image(
         if etag_matches(if_none_match, etag):
             return Response(status_code=304, headers={"ETag": etag, **_DOWNLOAD_HEADERS})
     call = catalog.download(token, uid, thumbnail=thumbnail)
-    first = await call.read()
-    # read() answers grpc.aio.EOF at the end, typed only as object: the type check stands for the EOF check.
-    if not isinstance(first, catalog_pb2.DownloadImageResponse) or not first.HasField("image"):
-        call.cancel()
-        raise ApiError(503, "the catalog sent no image metadata; try again", headers={"Retry-After": "1"})
-    image = first.image
+    image, first_chunk = await _opening(call)
     headers = {
         "Content-Length": str(image.size_bytes),
         "ETag": etag_for(image.sha256, thumbnail=thumbnail),
@@ -72,12 +67,36 @@ async def stream_image(
         **_DOWNLOAD_HEADERS,
     }
     media_type = image.content_type or "application/octet-stream"
-    return StreamingResponse(_chunks(call), media_type=media_type, headers=headers)
+    return StreamingResponse(_chunks(call, first_chunk), media_type=media_type, headers=headers)
 
 
-async def _chunks(call: grpc.aio.UnaryStreamCall) -> AsyncIterator[bytes]:
+async def _opening(call: grpc.aio.UnaryStreamCall) -> tuple[catalog_pb2.Image, bytes]:
+    """The metadata and the first chunk of bytes, read before any header is sent.
+
+    Until then a failing catalog can still be answered with an error status (503 and Retry-After for an outage);
+    once the headers are out, a failure can only cut the body short, which clients take for a broken download.
+    """
+    try:
+        first = await call.read()
+        # read() answers grpc.aio.EOF at the end, typed only as object: the type check stands for the EOF check.
+        if not isinstance(first, catalog_pb2.DownloadImageResponse) or not first.HasField("image"):
+            raise ApiError(503, "the catalog sent no image metadata; try again", headers={"Retry-After": "1"})
+        second = await call.read()
+        if not isinstance(second, catalog_pb2.DownloadImageResponse):
+            if first.image.size_bytes:
+                raise ApiError(503, "the catalog sent no bytes of this image; try again", headers={"Retry-After": "1"})
+            return first.image, b""
+        return first.image, second.chunk
+    except BaseException:
+        call.cancel()
+        raise
+
+
+async def _chunks(call: grpc.aio.UnaryStreamCall, first_chunk: bytes) -> AsyncIterator[bytes]:
     """The rest of the stream; a failure mid-way can only cut the response short, so it is cancelled and re-raised."""
     try:
+        if first_chunk:
+            yield first_chunk
         while isinstance(message := await call.read(), catalog_pb2.DownloadImageResponse):
             if message.HasField("chunk"):
                 yield message.chunk

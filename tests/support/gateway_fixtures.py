@@ -46,6 +46,8 @@ class Recorded:
     logouts: list[str] = field(default_factory=list)
     tag_requests: list[catalog_pb2.ListTagsRequest] = field(default_factory=list)
     min_score: float = 0.12
+    # Images whose download stream breaks after its metadata, as when the catalog dies mid-answer.
+    broken_downloads: set[str] = field(default_factory=set)
 
     def note(self, context: grpc.aio.ServicerContext) -> None:
         self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
@@ -165,6 +167,8 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
     async def DownloadImage(self, request, context):
         image = await self._own(request.uid, context)
         yield catalog_pb2.DownloadImageResponse(image=image)
+        if request.uid in self.recorded.broken_downloads:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the catalog went away")
         data = self.recorded.blobs[request.uid]
         for start in range(0, len(data), FAKE_CHUNK_BYTES):
             yield catalog_pb2.DownloadImageResponse(chunk=data[start : start + FAKE_CHUNK_BYTES])

@@ -220,6 +220,17 @@ async def test_download_is_byte_identical_with_headers_and_304(gateway):
     assert (cached.status_code, cached.content) == (304, b"")
 
 
+async def test_download_broken_before_its_bytes_is_503_not_a_cut_body(gateway, fake_backends):
+    _, recorded = fake_backends
+    headers = await sign_in(gateway)
+    uid = (await upload(gateway, headers, ("a.png", PNG))).json()["uid"]
+    recorded.broken_downloads.add(uid)
+    reply = await gateway.get(f"/v1/images/{uid}/content", headers=headers)
+    assert reply.status_code == 503
+    assert reply.headers["retry-after"]
+    assert reply.json()["error"]["message"]
+
+
 async def test_thumbnail(gateway):
     headers = await sign_in(gateway)
     uid = (await upload(gateway, headers, ("a.png", PNG))).json()["uid"]
