@@ -50,6 +50,7 @@ class Runtime:
     inference: InferenceClient
     classifier: StoredImageClassifier
     reclassifier: Reclassifier
+    similarity: SimilarityIndex
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
@@ -83,6 +84,7 @@ async def open_runtime(settings: Settings, *, blob_store: BlobStore | None = Non
         inference=inference,
         classifier=classifier,
         reclassifier=Reclassifier(store=store, classifier=classifier, inference=inference),
+        similarity=SimilarityIndex(pool),
     )
     runtime.on_close(pool.close)
     runtime.on_close(blobs.close)
@@ -121,8 +123,7 @@ def _background(runtime: Runtime, tokens: TokenProvider | None) -> list[Job]:
         jobs.append(worker.run)
     if settings.retag_enabled:
         jobs.append(Retagger(runtime.store, batch_size=settings.retag_batch_size).run)
-    index = SimilarityIndex(runtime.store.pool)
-    jobs.append(lambda: embedding_upgrade.run(index))
+    jobs.append(lambda: embedding_upgrade.run(runtime.similarity))
     if settings.sweeper_enabled:
         sweeper = Sweeper(
             store=runtime.store,
@@ -183,6 +184,7 @@ async def _start(
         store=runtime.store,
         contents=runtime.contents,
         inference=runtime.inference,
+        similarity=runtime.similarity,
         max_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_pixels,
         inference_timeout=settings.inference_timeout_seconds,
@@ -192,6 +194,7 @@ async def _start(
         contents=runtime.contents,
         uploader=uploader,
         reclassifier=runtime.reclassifier,
+        similarity=runtime.similarity,
         reclassify_batch_size=settings.reclassify_batch_size,
         trash_retention_days=settings.trash_retention_days,
     )

@@ -194,6 +194,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         contents: ContentBytes,
         uploader: Uploader,
         reclassifier: Reclassifier,
+        similarity: SimilarityIndex,
         reclassify_batch_size: int,
         trash_retention_days: int = 30,
     ) -> None:
@@ -203,7 +204,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self._reclassifier = reclassifier
         self._reclassify_batch = reclassify_batch_size
         self._render_slots = asyncio.Semaphore(_RENDER_SLOTS)
-        self._similarity = SimilarityIndex(store.pool)
+        self._similarity = similarity
         self._trash_retention_days = trash_retention_days
 
     async def _visible(self, uid: str, caller: Principal, *, trashed: bool = False) -> ImageRow:
@@ -340,7 +341,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.ListCategoriesRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.ListCategoriesResponse:
         owner = current_principal().subject
-        counts = await self._store.category_counts(owner, min_score=await self._min_score(request, owner))
+        min_score, _ = await self._thresholds(request, owner)
+        counts = await self._store.category_counts(owner, min_score=min_score)
         return catalog_pb2.ListCategoriesResponse(
             categories=[catalog_pb2.CategoryCount(category=name, count=n) for name, n in counts]
         )
@@ -355,9 +357,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         prefix = self._store.vocabulary.term(request.prefix)
         if len(prefix) > MAX_QUERY_CHARS or not prefix.isprintable():
             raise invalid(f"prefix must be at most {MAX_QUERY_CHARS} printable characters")
-        counts = await self._store.tag_counts(
-            owner, min_score=await self._min_score(request, owner), prefix=prefix, limit=request.limit
-        )
+        min_score, _ = await self._thresholds(request, owner)
+        counts = await self._store.tag_counts(owner, min_score=min_score, prefix=prefix, limit=request.limit)
         return catalog_pb2.ListTagsResponse(tags=[catalog_pb2.TagCount(tag=name, count=n) for name, n in counts])
 
     @_unary
@@ -403,12 +404,6 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         setting = await self._setting(owner)
         return (_min_score(request.min_score) if request.HasField("min_score") else setting), setting
 
-    async def _min_score(self, request, owner: str) -> float:
-        """The request's min_score when it sets one, else the owner's setting."""
-        if request.HasField("min_score"):
-            return _min_score(request.min_score)
-        return await self._setting(owner)
-
     @_unary
     async def UpdateTags(
         self, request: catalog_pb2.UpdateTagsRequest, context: grpc.aio.ServicerContext
@@ -439,14 +434,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
                 grpc.StatusCode.FAILED_PRECONDITION, "this photo has not been analysed yet; try again in a minute"
             )
         rows = {r.id: r for r in await self._store.rows_by_id([n.image_id for n in neighbours])}
-        min_score = await self._setting(row.owner_id)
-        found = [
-            catalog_pb2.SimilarImage(
-                image=image_message(rows[n.image_id], min_score=min_score), similarity=n.similarity
-            )
-            for n in neighbours
-            if n.image_id in rows
-        ]
+        # A neighbour deleted since the index was read is left out.
+        kept = [n for n in neighbours if n.image_id in rows]
+        images = await self._messages([rows[n.image_id] for n in kept])
+        found = [catalog_pb2.SimilarImage(image=i, similarity=n.similarity) for i, n in zip(images, kept, strict=True)]
         return catalog_pb2.FindSimilarImagesResponse(images=found)
 
     @_unary
@@ -456,13 +447,10 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         owner = current_principal().subject
         groups = await self._similarity.duplicate_groups(owner=owner, max_links=_MAX_LINKS)
         rows = {r.id: r for r in await self._store.rows_by_id([i for group in groups for i in group])}
-        min_score = await self._setting(owner)
+        images = {m.uid: m for m in await self._messages(list(rows.values()))}
         return catalog_pb2.ListNearDuplicatesResponse(
             groups=[
-                catalog_pb2.DuplicateGroup(
-                    images=[image_message(rows[i], min_score=min_score) for i in group if i in rows]
-                )
-                for group in groups
+                catalog_pb2.DuplicateGroup(images=[images[rows[i].uid] for i in group if i in rows]) for group in groups
             ]
         )
 

@@ -57,7 +57,8 @@ class Received:
     def reader(self) -> IO[bytes]:
         if self._data is not None:
             return io.BytesIO(self._data)  # shares the bytes, no copy
-        assert self._spill is not None
+        if self._spill is None:
+            raise ValueError("received bytes hold neither data nor a spill file")
         return open(self._spill.name, "rb")  # closed by the caller
 
     def close(self) -> None:
@@ -198,12 +199,13 @@ class Uploader:
         store: CatalogStore,
         contents: ContentBytes,
         inference: InferenceClient,
+        similarity: SimilarityIndex,
         max_bytes: int,
         max_pixels: int,
         inference_timeout: float,
     ) -> None:
         self._store = store
-        self._similarity = SimilarityIndex(store.pool)
+        self._similarity = similarity
         self._contents = contents
         self._inference = inference
         self._max_bytes = max_bytes
