@@ -7,9 +7,11 @@ import select
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.pq import ConnStatus
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.common.settings import PostgresSettings
@@ -66,6 +68,7 @@ async def open_pool(
         name=name,
         open=False,
         check=check_if_disturbed,
+        configure=_fast_json,
         timeout=checkout_timeout,
         # Short, so that after an outage a waiting call soon starts a fresh attempt instead of waiting out a backoff
         # grown during the outage (psycopg_pool doubles the pause between attempts until this expires).
@@ -73,6 +76,12 @@ async def open_pool(
     )
     await pool.open(wait=False)
     return pool
+
+
+async def _fast_json(conn: AsyncConnection) -> None:
+    """Reads json and jsonb columns with orjson: a page of 50 images carries about 60 kB of labels and tags, and the
+    standard library's parser took 2-3 ms of each list or search page of them, orjson about half."""
+    set_json_loads(orjson.loads, context=conn)
 
 
 async def open_service_pool(settings: PostgresSettings, *, name: str) -> AsyncConnectionPool:
