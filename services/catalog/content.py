@@ -14,9 +14,12 @@ log = logging.getLogger(__name__)
 ORIGINALS = "objects/"
 THUMBNAILS = "thumbs/"
 THUMB_SIZE = 256
+# The long side of the display copy a viewer shows when the browser cannot decode the original (HEIC).
+DISPLAY_SIZE = 1600
+THUMB_SIZES = (THUMB_SIZE, DISPLAY_SIZE)
 _THUMB_EXTENSIONS = {"jpeg": "jpg", "png": "png"}
 THUMB_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
-_KEY_HASH = re.compile(r"(?:objects/([0-9a-f]{64})|thumbs/([0-9a-f]{64})-256\.(?:jpg|png))")
+_KEY_HASH = re.compile(r"(?:objects/([0-9a-f]{64})|thumbs/([0-9a-f]{64})-(?:256|1600)\.(?:jpg|png))")
 
 
 def _checked(sha256: str) -> str:
@@ -29,8 +32,10 @@ def original_key(sha256: str) -> str:
     return f"{ORIGINALS}{_checked(sha256)}"
 
 
-def thumbnail_key(sha256: str, thumb_format: str) -> str:
-    return f"{THUMBNAILS}{_checked(sha256)}-{THUMB_SIZE}.{_THUMB_EXTENSIONS[thumb_format]}"
+def thumbnail_key(sha256: str, thumb_format: str, size: int = THUMB_SIZE) -> str:
+    if size not in THUMB_SIZES:
+        raise ValueError(f"no thumbnail size {size}")
+    return f"{THUMBNAILS}{_checked(sha256)}-{size}.{_THUMB_EXTENSIONS[thumb_format]}"
 
 
 def hash_of(key: str) -> str | None:
@@ -66,8 +71,9 @@ class ContentBytes:
             log.warning("could not store the thumbnail of %s; it is rendered on first request", sha256)
 
     async def remove(self, sha256: str) -> None:
-        """Removes the original and any cached thumbnail; missing objects are fine."""
-        for key in (original_key(sha256), *(thumbnail_key(sha256, fmt) for fmt in _THUMB_EXTENSIONS)):
+        """Removes the original and any cached thumbnail or display copy; missing objects are fine."""
+        thumbs = [thumbnail_key(sha256, fmt, size) for fmt in _THUMB_EXTENSIONS for size in THUMB_SIZES]
+        for key in (original_key(sha256), *thumbs):
             await self.blobs.delete(key)
 
     async def discard(self, sha256: str) -> None:

@@ -15,7 +15,7 @@ from tagsmith.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from services.catalog import pagination, thumbnails
 from services.catalog.blobstore import BlobNotFound, BlobReader, BlobStoreUnavailable
-from services.catalog.content import ContentBytes, original_key, thumbnail_key
+from services.catalog.content import DISPLAY_SIZE, THUMB_SIZE, ContentBytes, original_key, thumbnail_key
 from services.catalog.convert import image_message
 from services.catalog.ids import is_valid_uid
 from services.catalog.inference_client import InferenceFailed, InferenceUnavailable
@@ -145,6 +145,12 @@ def _given_min_score(request) -> float:
     return _min_score(request.min_score) if request.HasField("min_score") else 0.0
 
 
+_THUMB_SIZES = {
+    catalog_pb2.THUMBNAIL_SIZE_UNSPECIFIED: THUMB_SIZE,
+    catalog_pb2.THUMBNAIL_SIZE_SMALL: THUMB_SIZE,
+    catalog_pb2.THUMBNAIL_SIZE_DISPLAY: DISPLAY_SIZE,
+}
+
 _ORDERS = {
     catalog_pb2.IMAGE_ORDER_UNSPECIFIED: "",
     catalog_pb2.IMAGE_ORDER_TAKEN_NEWEST: "newest",
@@ -242,25 +248,28 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def GetThumbnail(
         self, request: catalog_pb2.GetThumbnailRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[catalog_pb2.DownloadImageResponse]:
+        size = _THUMB_SIZES.get(request.size)
+        if size is None:
+            raise invalid("size must be THUMBNAIL_SIZE_SMALL or THUMBNAIL_SIZE_DISPLAY")
         # The trash shows thumbnails of what it holds.
         row = await self._visible(request.uid, current_principal(), trashed=True)
-        key = thumbnail_key(row.sha256, row.thumb_format)
+        key = thumbnail_key(row.sha256, row.thumb_format, size)
         try:
             reader = await self._contents.blobs.open(key)
         except BlobNotFound:
-            reader = _MemoryReader(await self._render(row, key))
+            reader = _MemoryReader(await self._render(row, key, size))
         image = image_message(row)
         image.size_bytes = reader.size
         image.content_type = thumbnails.CONTENT_TYPES[row.thumb_format]
         async for reply in _stream(image, reader):
             yield reply
 
-    async def _render(self, row: ImageRow, key: str) -> bytes:
+    async def _render(self, row: ImageRow, key: str, size: int) -> bytes:
         """Builds the thumbnail from the original and caches it; concurrent first requests may both build it."""
         async with self._render_slots:
             with tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024) as original:
                 await self._copy_original(row, original)
-                data = await asyncio.to_thread(thumbnails.render, original, row.thumb_format)
+                data = await asyncio.to_thread(thumbnails.render, original, row.thumb_format, size)
         content_type = thumbnails.CONTENT_TYPES[row.thumb_format]
         try:
             await self._contents.blobs.put(key, io.BytesIO(data), len(data), content_type=content_type)

@@ -123,10 +123,12 @@ class CatalogClient:
             raise
         return await stream_answer(call, peer="the catalog")
 
-    def download(self, token: str, uid: str, *, thumbnail: bool = False) -> grpc.aio.UnaryStreamCall:
-        """The open stream: first message the metadata, then the bytes."""
-        if thumbnail:
-            thumbnail_request = catalog_pb2.GetThumbnailRequest(uid=uid)
+    def download(
+        self, token: str, uid: str, *, thumbnail: catalog_pb2.ThumbnailSize | None = None
+    ) -> grpc.aio.UnaryStreamCall:
+        """The open stream of the original, or of a thumbnail of this size: first the metadata, then the bytes."""
+        if thumbnail is not None:
+            thumbnail_request = catalog_pb2.GetThumbnailRequest(uid=uid, size=thumbnail)
             return self._stub.GetThumbnail(thumbnail_request, metadata=bearer(token), timeout=self._transfer_timeout)
         request = catalog_pb2.DownloadImageRequest(uid=uid)
         return self._stub.DownloadImage(request, metadata=bearer(token), timeout=self._transfer_timeout)

@@ -39,8 +39,12 @@ def content_disposition(filename: str, content_type: str, *, attachment: bool) -
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def etag_for(sha256: str, *, thumbnail: bool) -> str:
-    return f'"{sha256}-thumb"' if thumbnail else f'"{sha256}"'
+# What a thumbnail's ETag adds to its original's: the bytes of each size differ.
+_ETAG_SUFFIXES = {None: "", catalog_pb2.THUMBNAIL_SIZE_SMALL: "-thumb", catalog_pb2.THUMBNAIL_SIZE_DISPLAY: "-display"}
+
+
+def etag_for(sha256: str, thumbnail: catalog_pb2.ThumbnailSize | None) -> str:
+    return f'"{sha256}{_ETAG_SUFFIXES[thumbnail]}"'
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
@@ -49,20 +53,27 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 
 
 async def stream_image(
-    catalog: CatalogClient, request: Request, token: str, uid: str, *, thumbnail: bool = False, attachment: bool = False
+    catalog: CatalogClient,
+    request: Request,
+    token: str,
+    uid: str,
+    *,
+    thumbnail: catalog_pb2.ThumbnailSize | None = None,
+    attachment: bool = False,
 ) -> Response:
-    """304 when the client's copy is current; otherwise the bytes, with the headers set before the first byte."""
+    """The original, or a thumbnail of the given size: 304 when the client's copy is current; otherwise the bytes,
+    with the headers set before the first byte."""
     if_none_match = request.headers.get("if-none-match")
     if if_none_match:
         image = await catalog.get(token, uid)
-        etag = etag_for(image.sha256, thumbnail=thumbnail)
+        etag = etag_for(image.sha256, thumbnail)
         if etag_matches(if_none_match, etag):
             return Response(status_code=304, headers={"ETag": etag, **_DOWNLOAD_HEADERS})
     call = catalog.download(token, uid, thumbnail=thumbnail)
     image, first_chunk = await _opening(call)
     headers = {
         "Content-Length": str(image.size_bytes),
-        "ETag": etag_for(image.sha256, thumbnail=thumbnail),
+        "ETag": etag_for(image.sha256, thumbnail),
         "Content-Disposition": content_disposition(image.filename, image.content_type, attachment=attachment),
         **_DOWNLOAD_HEADERS,
     }

@@ -155,10 +155,25 @@ async def content(
     return await stream_image(backends.catalog, request, token, uid, attachment=download)
 
 
+_THUMBNAIL_SIZES = {"small": catalog_pb2.THUMBNAIL_SIZE_SMALL, "display": catalog_pb2.THUMBNAIL_SIZE_DISPLAY}
+
+
 @router.get("/images/{uid}/thumbnail", response_class=Response, responses=_IMAGE_STREAM)
-async def thumbnail(uid: Uid, request: Request, token: Token, backends: BackendsDep) -> Response:
-    """A small preview, at most 256 pixels on the long side."""
-    return await stream_image(backends.catalog, request, token, uid, thumbnail=True)
+async def thumbnail(
+    uid: Uid,
+    request: Request,
+    token: Token,
+    backends: BackendsDep,
+    size: Annotated[
+        Literal["small", "display"],
+        Query(
+            description="small: at most 256 pixels on the long side, for grids. display: at most 1600, JPEG or PNG, "
+            "for showing a photo whose original the browser cannot decode (HEIC); made on first request."
+        ),
+    ] = "small",
+) -> Response:
+    """A preview of the image, upright, as JPEG (PNG when it has transparency)."""
+    return await stream_image(backends.catalog, request, token, uid, thumbnail=_THUMBNAIL_SIZES[size])
 
 
 @router.delete("/images/{uid}", status_code=204, response_class=Response)

@@ -212,18 +212,27 @@ def heic(name: str) -> bytes:
     return out.getvalue()
 
 
-def test_a_heic_photo_shows_its_preview_in_a_browser_that_cannot_decode_heic(page, api_url):
+def test_a_heic_photo_shows_a_display_copy_in_a_browser_that_cannot_decode_heic(page, api_url):
     sign_in(page, new_user(api_url, [("IMG_0001.HEIC", heic("chelsea.png"))]))
     expect(tiles(page)).to_have_count(1)
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    shown = "document.querySelector('#viewer-image')"
+    full_size = f"() => {shown}.naturalWidth === 451 && {shown}.dataset.original === '1'"
+    # Chromium has no HEIC decoder: the viewer shows the server's display copy (the photo is under 1600 pixels, so at
+    # full size) and says why, rather than a broken image.
     page.locator(".tile").first.click()
-    # Chromium has no HEIC decoder: the viewer keeps the preview and says why, rather than a broken image.
-    expect(page.locator("#viewer-note")).to_have_text(
-        "This browser cannot show HEIC photos at full size, so a preview is shown."
-    )
-    expect(page.locator("#viewer-image")).to_have_attribute("src", re.compile(r"^blob:"))
-    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
-    assert page.evaluate("document.querySelector('#viewer-image').naturalWidth") == 256
+    note = "This browser cannot show HEIC photos, so a copy up to 1600 pixels is shown. Download gives the original."
+    expect(page.locator("#viewer-note")).to_have_text(note)
+    page.wait_for_function(full_size)
     expect(page.locator("#viewer-details")).to_contain_text("451 \u00d7 300 pixels")
+    assert sum("/content" in url for url in fetched) == 1
+    # Opened again, it goes straight to the display copy: no second download of an original it cannot show.
+    page.get_by_role("button", name="Close").click()
+    page.locator(".tile").first.click()
+    page.wait_for_function(full_size)
+    assert sum("/content" in url for url in fetched) == 1
+    assert sum("size=display" in url for url in fetched) == 2
     assert not page.problems, page.problems
 
 

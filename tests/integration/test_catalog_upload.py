@@ -1,11 +1,13 @@
 """Uploads through a real catalog server: stored, pending while inference is down, duplicates, bad input."""
 
 import asyncio
+import io
 import time
 
 import grpc
 import psycopg
 import pytest
+from PIL import Image
 from tagsmith.catalog.v1 import catalog_pb2
 
 from services.catalog.blobstore import LocalBlobStore
@@ -100,6 +102,26 @@ async def test_thumbnail_is_generated_once_and_cached(catalog, test_keys):
     assert f"thumbs/{image.sha256}-256.jpg" in keys
     _, second = await alice.download(image.uid, thumbnail=True)
     assert second == first
+
+
+async def test_display_copy_is_made_once_cached_and_removed_with_the_image(catalog, test_keys):
+    alice = catalog.client(test_keys.token("alice"))
+    image = await alice.upload(image_bytes(size=(3200, 1600)))
+    meta, first = await alice.download(image.uid, thumbnail=True, size=catalog_pb2.THUMBNAIL_SIZE_DISPLAY)
+    assert (meta.content_type, meta.size_bytes) == ("image/jpeg", len(first))
+    with Image.open(io.BytesIO(first)) as shown:
+        assert shown.size == (1600, 800)
+    assert f"thumbs/{image.sha256}-1600.jpg" in await _objects(catalog.blobs)
+    _, again = await alice.download(image.uid, thumbnail=True, size=catalog_pb2.THUMBNAIL_SIZE_DISPLAY)
+    assert again == first
+    _, small = await alice.download(image.uid, thumbnail=True)
+    with Image.open(io.BytesIO(small)) as thumb:
+        assert thumb.size == (256, 128)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await alice.download(image.uid, thumbnail=True, size=7)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "size must be" in err.value.details()
+    await alice.DeleteImage(catalog_pb2.DeleteImageRequest(uid=image.uid))
+    assert await _objects(catalog.blobs) == []
 
 
 async def test_large_upload_streams_in_many_chunks(catalog, test_keys):

@@ -42,9 +42,15 @@ class CatalogClient:
     async def upload(self, data: bytes, filename: str = "photo.jpg") -> catalog_pb2.Image:
         return await self.stub.UploadImage(upload_messages(data, filename), metadata=self.metadata)
 
-    async def download(self, uid: str, *, thumbnail: bool = False) -> tuple[catalog_pb2.Image, bytes]:
+    async def download(
+        self, uid: str, *, thumbnail: bool = False, size: int = catalog_pb2.THUMBNAIL_SIZE_UNSPECIFIED
+    ) -> tuple[catalog_pb2.Image, bytes]:
+        """The original, or with `thumbnail` the thumbnail of this size: metadata and bytes."""
         method = self.stub.GetThumbnail if thumbnail else self.stub.DownloadImage
-        request = (catalog_pb2.GetThumbnailRequest if thumbnail else catalog_pb2.DownloadImageRequest)(uid=uid)
+        if thumbnail:
+            request = catalog_pb2.GetThumbnailRequest(uid=uid, size=size)
+        else:
+            request = catalog_pb2.DownloadImageRequest(uid=uid)
         image: catalog_pb2.Image | None = None
         body = b""
         async for reply in method(request, metadata=self.metadata):

@@ -176,9 +176,10 @@ class FakeCatalog(catalog_pb2_grpc.CatalogServiceServicer):
     async def GetThumbnail(self, request, context):
         image = catalog_pb2.Image()
         image.CopyFrom(await self._own(request.uid, context))
-        image.size_bytes, image.content_type = 5, "image/jpeg"
+        data = b"display" if request.size == catalog_pb2.THUMBNAIL_SIZE_DISPLAY else b"thumb"
+        image.size_bytes, image.content_type = len(data), "image/jpeg"
         yield catalog_pb2.DownloadImageResponse(image=image)
-        yield catalog_pb2.DownloadImageResponse(chunk=b"thumb")
+        yield catalog_pb2.DownloadImageResponse(chunk=data)
 
     async def DeleteImage(self, request, context):
         await self._own(request.uid, context)

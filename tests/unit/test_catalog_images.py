@@ -107,6 +107,24 @@ def test_heic_thumbnail_is_made_from_the_embedded_one_when_big_enough():
         assert thumb.getpixel((128, 64))[1] > 150
 
 
+def test_display_copy_is_at_most_1600_and_upright():
+    source = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (4000, 1600), (0, 128, 0)).save(source, format="JPEG", exif=exif)
+    with Image.open(io.BytesIO(thumbnails.render(source, "jpeg", content.DISPLAY_SIZE))) as shown:
+        assert (shown.format, shown.size) == ("JPEG", (640, 1600))
+
+
+def test_heic_display_copy_is_decoded_from_the_image_not_its_small_embedded_thumbnail():
+    register_openers()
+    source = io.BytesIO()
+    Image.new("RGB", (3200, 2400), (20, 20, 200)).save(source, "HEIF", thumbnails=[320])
+    with Image.open(io.BytesIO(thumbnails.render(source, "jpeg", content.DISPLAY_SIZE))) as shown:
+        assert shown.size == (1600, 1200)
+        assert shown.getpixel((800, 600))[2] > 150
+
+
 def test_thumbnail_of_a_tiny_png_at_the_pixel_limit_is_made_in_strips():
     source = io.BytesIO()
     Image.new("P", (7000, 7000)).save(source, format="PNG", optimize=True)
@@ -126,6 +144,10 @@ def test_object_keys_come_from_a_validated_hash_only():
     sha = "ab" * 32
     assert content.original_key(sha) == f"objects/{sha}"
     assert content.thumbnail_key(sha, "png") == f"thumbs/{sha}-256.png"
+    assert content.thumbnail_key(sha, "jpeg", content.DISPLAY_SIZE) == f"thumbs/{sha}-1600.jpg"
+    assert content.hash_of(f"thumbs/{sha}-1600.jpg") == sha
+    with pytest.raises(ValueError, match="no thumbnail size"):
+        content.thumbnail_key(sha, "jpeg", 999)
     assert content.hash_of(f"thumbs/{sha}-256.jpg") == sha
     assert content.hash_of(f"objects/{sha}") == sha
     assert content.hash_of("objects/not-a-hash") is None

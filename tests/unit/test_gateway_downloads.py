@@ -3,6 +3,7 @@
 from urllib.parse import unquote
 
 import pytest
+from tagsmith.catalog.v1 import catalog_pb2
 
 from services.gateway.downloads import content_disposition, etag_for, etag_matches, safe_filename
 
@@ -37,9 +38,10 @@ def test_inline_disposition_by_default():
 
 
 def test_etags():
-    etag = etag_for("abc", thumbnail=False)
+    etag = etag_for("abc", None)
     assert etag == '"abc"'
-    assert etag_for("abc", thumbnail=True) != etag
+    sizes = (catalog_pb2.THUMBNAIL_SIZE_SMALL, catalog_pb2.THUMBNAIL_SIZE_DISPLAY)
+    assert len({etag, *(etag_for("abc", size) for size in sizes)}) == 3
     assert etag_matches('"zzz", W/"abc"', etag)
     assert etag_matches("*", etag)
     assert not etag_matches('"abd"', etag)

@@ -236,6 +236,11 @@ async def test_thumbnail(gateway):
     uid = (await upload(gateway, headers, ("a.png", PNG))).json()["uid"]
     reply = await gateway.get(f"/v1/images/{uid}/thumbnail", headers=headers)
     assert (reply.status_code, reply.content, reply.headers["content-type"]) == (200, b"thumb", "image/jpeg")
+    display = await gateway.get(f"/v1/images/{uid}/thumbnail?size=display", headers=headers)
+    assert (display.status_code, display.content) == (200, b"display")
+    assert display.headers["etag"] not in (reply.headers["etag"], "")
+    wrong = await gateway.get(f"/v1/images/{uid}/thumbnail?size=huge", headers=headers)
+    assert wrong.status_code == 400 and "size" in wrong.text
 
 
 async def test_other_users_images_are_404(gateway):

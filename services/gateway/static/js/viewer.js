@@ -9,6 +9,11 @@ let current = "";
 let originalUrl = "";
 let opener = null;
 let loadToken = 0;
+// Content types this browser could not decode (HEIC outside Safari): their photos are shown from a display copy made
+// by the server, without downloading an original the browser cannot show. Every browser decodes the web's own types,
+// so one of those failing is that file's fault, not its type's.
+const undecodable = new Set();
+const WEB_TYPES = new Set(["image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"]);
 
 export function wireViewer() {
   const dialog = $("viewer");
@@ -109,23 +114,35 @@ async function loadPicture(image) {
     })
     .catch(() => {});
   picture.dataset.original = "";
+  const uid = encodeURIComponent(image.uid);
   try {
-    const blob = await (await api(`/v1/images/${encodeURIComponent(image.uid)}/content`)).blob();
-    if (token !== loadToken) return;
-    if (originalUrl) URL.revokeObjectURL(originalUrl);
-    originalUrl = URL.createObjectURL(blob);
-    if (!(await canShow(originalUrl))) {
-      // HEIC: only some browsers decode it. The preview stays, and Download still gives the original.
+    let url = undecodable.has(image.content_type) ? "" : await showableOriginal(uid);
+    if (!url) {
+      if (!WEB_TYPES.has(image.content_type)) undecodable.add(image.content_type);
+      url = URL.createObjectURL(await (await api(`/v1/images/${uid}/thumbnail?size=display`)).blob());
       const kind = image.content_type.replace("image/", "").toUpperCase();
-      if (token === loadToken) note(`This browser cannot show ${kind} photos at full size, so a preview is shown.`);
+      const why = `This browser cannot show ${kind} photos, so a copy up to 1600 pixels is shown.`;
+      if (token === loadToken) note(`${why} Download gives the original.`);
+    }
+    if (token !== loadToken) {
+      URL.revokeObjectURL(url);
       return;
     }
-    if (token !== loadToken) return;
+    if (originalUrl) URL.revokeObjectURL(originalUrl);
+    originalUrl = url;
     picture.dataset.original = "1";
-    picture.src = originalUrl;
+    picture.src = url;
   } catch (err) {
     if (token === loadToken) note(err.message);
   }
+}
+
+// The original as an object URL, or "" when this browser cannot decode it.
+async function showableOriginal(uid) {
+  const url = URL.createObjectURL(await (await api(`/v1/images/${uid}/content`)).blob());
+  if (await canShow(url)) return url;
+  URL.revokeObjectURL(url);
+  return "";
 }
 
 async function canShow(url) {
