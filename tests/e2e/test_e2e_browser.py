@@ -222,7 +222,8 @@ def test_a_heic_photo_shows_a_display_copy_in_a_browser_that_cannot_decode_heic(
     # Chromium has no HEIC decoder: the viewer shows the server's display copy (the photo is under 1600 pixels, so at
     # full size) and says why, rather than a broken image.
     page.locator(".tile").first.click()
-    note = "This browser cannot show HEIC photos, so a copy up to 1600 pixels is shown. Download gives the original."
+    note = "This browser cannot show HEIC photos, so a converted copy (up to 1600 pixels) is shown."
+    note += " Download gives the original."
     expect(page.locator("#viewer-note")).to_have_text(note)
     page.wait_for_function(full_size)
     expect(page.locator("#viewer-details")).to_contain_text("451 \u00d7 300 pixels")

@@ -121,7 +121,7 @@ async function loadPicture(image) {
       if (!WEB_TYPES.has(image.content_type)) undecodable.add(image.content_type);
       url = URL.createObjectURL(await (await api(`/v1/images/${uid}/thumbnail?size=display`)).blob());
       const kind = image.content_type.replace("image/", "").toUpperCase();
-      const why = `This browser cannot show ${kind} photos, so a copy up to 1600 pixels is shown.`;
+      const why = `This browser cannot show ${kind} photos, so a converted copy (up to 1600 pixels) is shown.`;
       if (token === loadToken) note(`${why} Download gives the original.`);
     }
     if (token !== loadToken) {
