@@ -165,7 +165,7 @@ def _queries(client: CatalogClient, deep: list[str]) -> dict:
         "search 'animal' (50, widest tag)": lambda i: search(catalog_pb2.SearchImagesRequest(query="animal")),
         "search 'retriever dog' (2 words)": lambda i: search(catalog_pb2.SearchImagesRequest(query="retriever dog")),
         "search 'dog animal' (2 wide words)": lambda i: search(catalog_pb2.SearchImagesRequest(query="dog animal")),
-        "search 'animal vehicle' (rarely met)": lambda i: search(
+        "search 'animal vehicle' (weak together)": lambda i: search(
             catalog_pb2.SearchImagesRequest(query="animal vehicle")
         ),
         "category counts": lambda i: client.ListCategories(catalog_pb2.ListCategoriesRequest()),

@@ -390,11 +390,11 @@ async def test_taken_dates_filter_and_order_lists_and_search(world, test_keys):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_several_words_page_by_the_weakest_match_in_chunks(world, test_keys, monkeypatch):
-    # A tiny probe and tiny chunks, so the chunked reading after the probe and its early stop are exercised on a few
-    # images (with the real probe of 200 rows, the probe alone answers).
-    monkeypatch.setattr("services.catalog.store.search._PROBED_ROWS", 2)
-    monkeypatch.setattr("services.catalog.store.search._SEARCH_CHUNK", 2)
+@pytest.mark.parametrize("probed", [2, 200])
+async def test_several_words_page_by_the_weakest_match(world, test_keys, monkeypatch, probed):
+    # With a probe of 2 rows the probe rarely answers, so the joined statement after it pages too; with the real
+    # probe of 200 rows the probe alone answers.
+    monkeypatch.setattr("services.catalog.store.search._PROBED_ROWS", probed)
     catalog, classifier = world
     alice = catalog.client(test_keys.token("alice"))
     expected = []
