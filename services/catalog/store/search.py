@@ -104,9 +104,9 @@ class Search(StoreBase):
 
     @staticmethod
     async def _rarest_first(conn: AsyncConnection, owner: str, query_terms: Sequence[str]) -> list[str]:
-        """The terms, the one on the fewest of the owner's images first. The search reads the first term's rows
-        until enough images match them all: words that seldom meet ("animal vehicle") made it read every row of
-        the commoner one, 200 at a time (about a second at 100k images), where the rarer one's rows are few."""
+        """The terms, the one on the fewest of the owner's images first: the probe of _best_of_several reads the
+        first term's best rows, and when the words seldom meet, a rare first term's few rows settle the page
+        where a common one's would not."""
         cur = await conn.execute(_TERM_COUNTS, {"owner": owner, "terms": list(query_terms)})
         counts: dict[str, int] = dict(await cur.fetchall())
         return sorted(query_terms, key=lambda term: counts.get(term, 0))
