@@ -1,13 +1,13 @@
 """What every part of the store shares: the pool, statement rendering, retries and the per-content lock."""
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.rows import class_row
+from psycopg.rows import RowMaker, class_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.catalog.models import ImageRow, Quota
@@ -57,6 +57,26 @@ _INSERT_INDEX = statement(
 )
 _ROWS_BY_ID = statement("SELECT {columns} FROM catalog.images AS i WHERE id = ANY(%(ids)s)", columns=COLUMNS)
 _WRITE_RETRIES = 3
+_IMAGE_FIELDS = frozenset(ImageRow.__dataclass_fields__)
+
+
+def image_rows(cursor: Any) -> RowMaker[ImageRow]:
+    """class_row(ImageRow), without the frozen dataclass's __init__ when every field is selected (COLUMNS).
+
+    That __init__ sets its 30 fields one object.__setattr__ at a time, and a list or search page pays it 50 times:
+    filling the instance's dict at once, as copy and pickle do, builds the same rows in about half the time.
+    """
+    names = [column.name for column in cursor.description or ()]
+    if set(names) != _IMAGE_FIELDS or len(names) != len(_IMAGE_FIELDS):
+        return class_row(ImageRow)(cursor)
+
+    def image_row(values: Sequence[Any]) -> ImageRow:
+        row = object.__new__(ImageRow)
+        row.__dict__.update(zip(names, values, strict=True))
+        return row
+
+    return image_row
+
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
@@ -117,13 +137,13 @@ class StoreBase:
 
     @staticmethod
     async def _fetch_one(conn: AsyncConnection, query: Query, params: Params) -> ImageRow | None:
-        cur = conn.cursor(row_factory=class_row(ImageRow))
+        cur = conn.cursor(row_factory=image_rows)
         await cur.execute(query, params)
         return await cur.fetchone()
 
     @staticmethod
     async def _fetch_all(conn: AsyncConnection, query: Query, params: Params) -> list[ImageRow]:
-        cur = conn.cursor(row_factory=class_row(ImageRow))
+        cur = conn.cursor(row_factory=image_rows)
         await cur.execute(query, params)
         return await cur.fetchall()
 
