@@ -57,6 +57,7 @@ _INSERT_INDEX = statement(
 )
 _ROWS_BY_ID = statement("SELECT {columns} FROM catalog.images AS i WHERE id = ANY(%(ids)s)", columns=COLUMNS)
 _WRITE_RETRIES = 3
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _IMAGE_FIELDS = frozenset(ImageRow.__dataclass_fields__)
 
 
@@ -76,8 +77,6 @@ def image_rows(cursor: Any) -> RowMaker[ImageRow]:
         return row
 
     return image_row
-
-_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 async def retrying(action: Callable[[], Awaitable[T]]) -> T:
