@@ -264,6 +264,12 @@ def test_browse_tag_get_and_remove(account, api_url, tmp_path):
     assert cat["uid"] in {image["uid"] for image in by_category}
     assert {image["category"] for image in by_category} == {cat["category"]}
     assert cat["uid"] in {image["uid"] for image in json_lines(tagsmith("search", "cat", "--json", env=env).stdout)}
+    # Nothing found is said on stderr, for people; stdout stays empty for scripts, and --json says nothing extra.
+    nothing = tagsmith("search", "qwertyuiop", env=env)
+    assert (nothing.returncode, nothing.stdout) == (0, "") and 'no images match "qwertyuiop"' in nothing.stderr
+    nothing_json = tagsmith("search", "qwertyuiop", "--json", env=env)
+    assert (nothing_json.stdout, nothing_json.stderr) == ("", "")
+    assert 'no images with tag "qwertyuiop"' in tagsmith("ls", "--tag", "qwertyuiop", env=env).stderr
     assert json_lines(tagsmith("show", cat["uid"], "--json", env=env).stdout)[0]["sha256"] == cat["sha256"]
     assert cat["category"] in tagsmith("show", cat["uid"], env=env).stdout
 

@@ -25,10 +25,18 @@ class Output:
 
     def __init__(self, *, as_json: bool, stream: TextIO) -> None:
         self.as_json, self._stream = as_json, stream
+        self.emitted = 0
 
     def emit(self, data: dict[str, Any], text: str) -> None:
         self._stream.write((json.dumps(data) if self.as_json else text) + "\n")
         self._stream.flush()
+        self.emitted += 1
+
+    def note_if_empty(self, text: str) -> None:
+        """Says `text` on stderr when nothing was listed, so an empty answer is not mistaken for a silent failure;
+        stdout stays empty for scripts, and --json output is left alone."""
+        if not self.emitted and not self.as_json:
+            sys.stderr.write(text + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,18 +148,23 @@ def image_line(image: Image) -> str:
 def list_images(args: argparse.Namespace, out: Output, client: Client) -> int:
     for image in client.images(category=args.category or "", tag=args.tag or ""):
         out.emit(image.raw, image_line(image))
+    filters = [f'{name} "{value}"' for name, value in (("tag", args.tag), ("category", args.category)) if value]
+    none = f"no images with {' and '.join(filters)}" if filters else "no images yet: tagsmith upload adds some"
+    out.note_if_empty(none)
     return 0
 
 
 def search(args: argparse.Namespace, out: Output, client: Client) -> int:
     for image in client.search(args.query):
         out.emit(image.raw, image_line(image))
+    out.note_if_empty(f'no images match "{args.query}" (tagsmith tags lists the words your images are found by)')
     return 0
 
 
 def similar(args: argparse.Namespace, out: Output, client: Client) -> int:
     for image, similarity in client.similar(args.uid, limit=args.limit):
         out.emit(image.raw, f"{similarity:5.2f}  {image_line(image)}")
+    out.note_if_empty("no other images to compare it with yet")
     return 0
 
 
@@ -159,6 +172,7 @@ def duplicates(args: argparse.Namespace, out: Output, client: Client) -> int:
     for number, group in enumerate(client.duplicates(), start=1):
         text = "\n".join([f"group {number}:", *(f"  {image_line(image)}" for image in group)])
         out.emit({"group": number, "images": [image.raw for image in group]}, text)
+    out.note_if_empty("no near-duplicates found")
     return 0
 
 
@@ -219,18 +233,19 @@ def tag(args: argparse.Namespace, out: Output, client: Client) -> int:
     return 0
 
 
-def _counts(counts: list[Count], key: str, out: Output) -> int:
+def _counts(counts: list[Count], key: str, out: Output, *, none: str) -> int:
     for entry in counts:
         out.emit({key: entry.name, "count": entry.count}, f"{entry.count:>7}  {entry.name}")
+    out.note_if_empty(none)
     return 0
 
 
 def categories(args: argparse.Namespace, out: Output, client: Client) -> int:
-    return _counts(client.categories(), "category", out)
+    return _counts(client.categories(), "category", out, none="no categories yet: they come with classified images")
 
 
 def tags(args: argparse.Namespace, out: Output, client: Client) -> int:
-    return _counts(client.tags(), "tag", out)
+    return _counts(client.tags(), "tag", out, none="no tags yet: they come with classified images")
 
 
 # --- arguments ---------------------------------------------------------------------------------------
