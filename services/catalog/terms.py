@@ -111,7 +111,7 @@ def visible_tag_names(
     """The tags of visible_tags, names only: what every image message lists, so it builds no rows. Model tags
     scoring under `min_score` are left out: the owner's search would not find the image by them."""
     if not manual and not hidden:
-        # Most images: a page builds 50 of these, and the membership test of every tag was a third of the cost.
+        # Most images: a page builds 50 of these, and the membership test of every tag was half the cost.
         return [tag for tag, score in model_tags if score >= min_score]
     skip = set(manual) | set(hidden)
     return [*manual, *(tag for tag, score in model_tags if tag not in skip and score >= min_score)]
