@@ -270,7 +270,9 @@ def test_browse_tag_get_and_remove(account, api_url, tmp_path):
     nothing_json = tagsmith("search", "qwertyuiop", "--json", env=env)
     assert (nothing_json.stdout, nothing_json.stderr) == ("", "")
     assert 'no images with tag "qwertyuiop"' in tagsmith("ls", "--tag", "qwertyuiop", env=env).stderr
-    assert json_lines(tagsmith("show", cat["uid"], "--json", env=env).stdout)[0]["sha256"] == cat["sha256"]
+    shown = tagsmith("show", cat["uid"], "--json", env=env)
+    assert shown.stdout, (shown.returncode, shown.stderr)
+    assert json_lines(shown.stdout)[0]["sha256"] == cat["sha256"]
     assert cat["category"] in tagsmith("show", cat["uid"], env=env).stdout
 
     tagged = json_lines(tagsmith("tag", cat["uid"], "+sofa", "+Nap", "--json", env=env).stdout)[0]
